@@ -1,0 +1,181 @@
+"""The contract every presence backend implements.
+
+A backend stores one *lease* per connection and decides every user-level transition
+atomically: each mutating call returns what changed for the user, and nothing outside the
+backend infers a transition from a count it read earlier. Backends know nothing of Django
+models, consumers or the channel layer.
+
+Times are seconds (floats). Leases are measured on the backend's own clock (Redis server
+time for :class:`~django_presence.backends.redis.RedisBackend`), never on each web server's.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Transition(enum.Enum):
+    """What a backend operation did to a user's presence."""
+
+    NONE = "none"
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class Change:
+    """The result of one mutating backend call for one user.
+
+    ``seq`` increases with every transition the backend decides (for all users), so that
+    receivers can order transitions that reach them by different paths; it is 0 when
+    ``transition`` is :attr:`Transition.NONE`. ``connection_count`` is the number of open
+    connections of the user after the call (leases kept only for a grace period are not
+    counted).
+    """
+
+    user_id: str
+    transition: Transition
+    connection_count: int
+    seq: int = 0
+
+    @property
+    def changed(self) -> bool:
+        """True when the user came online or went offline."""
+        return self.transition is not Transition.NONE
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What one sweep removed: ``removed`` expired leases and the users they took offline."""
+
+    removed: int = 0
+    changes: tuple[Change, ...] = ()
+    swept: bool = True  # False when another process held the sweep lock.
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """One stored connection, for monitoring."""
+
+    user_id: str
+    connection_id: str
+    opened_at: float
+    expires_at: float
+    closing: bool = False
+    server: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class BasePresenceBackend:
+    """Base class of presence backends; subclass it to write your own.
+
+    Every method is a coroutine. Subclasses must implement all of them; the base class
+    raises :class:`NotImplementedError` naming the subclass. Run the contract suite in
+    ``tests/test_backend_contract.py`` against a new backend to check it behaves like the
+    shipped ones.
+
+    User and connection ids are strings. The service layer converts user primary keys.
+    """
+
+    #: Whether several server processes share this backend's state.
+    shared_across_processes: bool = False
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected options {sorted(options)!r}; check "
+                "DJANGO_PRESENCE['BACKEND_OPTIONS']."
+            )
+
+    def _not_implemented(self, method: str) -> NotImplementedError:
+        return NotImplementedError(
+            f"{type(self).__module__}.{type(self).__qualname__} must implement {method}()"
+        )
+
+    async def add_connection(
+        self,
+        user_id: str,
+        connection_id: str,
+        *,
+        ttl: float,
+        server: str = "",
+    ) -> Change:
+        """Store a connection lease of ``ttl`` seconds; ONLINE if the user had no lease.
+
+        Adding a connection removes any grace-period lease the user still had, so a
+        reconnect within the grace period causes no transition at all. Adding an id that
+        already exists refreshes it.
+        """
+        raise self._not_implemented("add_connection")
+
+    async def remove_connection(
+        self, user_id: str, connection_id: str, *, grace: float = 0
+    ) -> Change:
+        """Remove a connection; OFFLINE if it was the user's last lease.
+
+        With ``grace`` > 0 and no other open connection, the lease is kept ``grace``
+        seconds longer as a *closing* lease instead: the user stays online, and a later
+        :meth:`sweep` announces OFFLINE unless a connection was added meanwhile. Removing
+        an unknown connection is not an error and changes nothing.
+        """
+        raise self._not_implemented("remove_connection")
+
+    async def heartbeat(
+        self, connections: Sequence[tuple[str, str]], *, ttl: float, server: str = ""
+    ) -> list[tuple[str, Change]]:
+        """Extend the leases of many ``(user_id, connection_id)`` pairs in one round trip.
+
+        A pair whose lease is missing or closing (it expired and was swept, the store was
+        restarted empty, or it was removed while this heartbeat was under way) is stored
+        again as an open connection. The returned list holds ``(connection_id, change)``
+        for every pair stored again, and nothing for pairs that were merely extended; the
+        caller removes again any of them it no longer holds open.
+        """
+        raise self._not_implemented("heartbeat")
+
+    async def sweep(self, *, limit: int = 1000, lock_ttl: float = 0) -> SweepResult:
+        """Remove up to ``limit`` expired leases and return the OFFLINE changes they caused.
+
+        With ``lock_ttl`` > 0 the sweep first takes a lock for that many seconds and does
+        nothing (``swept=False``) if another process holds it, so that many servers
+        sweeping on a timer do not repeat each other's work.
+        """
+        raise self._not_implemented("sweep")
+
+    async def remove_user(self, user_id: str) -> tuple[int, Change]:
+        """Remove every lease of a user, with no grace; return how many and the change."""
+        raise self._not_implemented("remove_user")
+
+    async def is_online(self, user_id: str) -> bool:
+        """Whether the user holds at least one unexpired lease (grace leases included)."""
+        raise self._not_implemented("is_online")
+
+    async def connection_count(self, user_id: str) -> int:
+        """How many open connections the user has (grace-period leases not counted)."""
+        raise self._not_implemented("connection_count")
+
+    async def online_user_ids(self, user_ids: Iterable[str]) -> set[str]:
+        """Which of ``user_ids`` are online, in one round trip."""
+        raise self._not_implemented("online_user_ids")
+
+    async def presence_snapshot(self, user_ids: Iterable[str]) -> dict[str, tuple[bool, int]]:
+        """For each id: (online, seq of the user's last transition, 0 if none), atomically."""
+        raise self._not_implemented("presence_snapshot")
+
+    async def all_online_user_ids(self) -> set[str]:
+        """Every online user id (for monitoring and reconciliation)."""
+        raise self._not_implemented("all_online_user_ids")
+
+    async def user_connections(self, user_id: str) -> list[ConnectionInfo]:
+        """The user's stored connections, open and closing, for monitoring."""
+        raise self._not_implemented("user_connections")
+
+    async def clear(self) -> None:
+        """Delete every piece of presence state this backend owns (tests, resets)."""
+        raise self._not_implemented("clear")
+
+    async def aclose(self) -> None:
+        """Release connections held for the running event loop. Optional to override."""

@@ -1,0 +1,174 @@
+"""In-process presence backend, for development and tests.
+
+State lives in this process only: several server processes each see only their own
+connections. Use :class:`~django_presence.backends.redis.RedisBackend` in production.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from .base import BasePresenceBackend, Change, ConnectionInfo, SweepResult, Transition
+
+
+@dataclass
+class _Lease:
+    expires_at: float
+    opened_at: float
+    closing: bool
+    server: str
+
+
+class MemoryBackend(BasePresenceBackend):
+    """Presence kept in a dict, guarded by one lock so every call is one atomic step.
+
+    Behaves exactly like the Redis backend (the same contract suite runs on both), but is
+    not shared between processes. ``clock`` may be given for tests; it defaults to
+    :func:`time.monotonic`.
+    """
+
+    shared_across_processes = False
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._users: dict[str, dict[str, _Lease]] = {}
+        self._transition_seq: dict[str, int] = {}
+        self._seq = 0
+        self._sweep_lock_until = 0.0
+
+    def _transition(self, user_id: str, transition: Transition, count: int) -> Change:
+        self._seq += 1
+        self._transition_seq[user_id] = self._seq
+        return Change(user_id, transition, count, self._seq)
+
+    @staticmethod
+    def _open_count(leases: dict[str, _Lease]) -> int:
+        return sum(1 for lease in leases.values() if not lease.closing)
+
+    def _store(self, user_id: str, connection_id: str, ttl: float, server: str) -> Change:
+        now = self._clock()
+        leases = self._users.get(user_id)
+        was_online = bool(leases)
+        if leases is None:
+            leases = self._users[user_id] = {}
+        for cid in [cid for cid, lease in leases.items() if lease.closing]:
+            del leases[cid]
+        old = leases.get(connection_id)
+        leases[connection_id] = _Lease(
+            now + ttl, old.opened_at if old else now, False, server or (old.server if old else "")
+        )
+        count = self._open_count(leases)
+        if was_online:
+            return Change(user_id, Transition.NONE, count)
+        return self._transition(user_id, Transition.ONLINE, count)
+
+    async def add_connection(
+        self, user_id: str, connection_id: str, *, ttl: float, server: str = ""
+    ) -> Change:
+        with self._lock:
+            return self._store(user_id, connection_id, ttl, server)
+
+    async def remove_connection(
+        self, user_id: str, connection_id: str, *, grace: float = 0
+    ) -> Change:
+        with self._lock:
+            leases = self._users.get(user_id)
+            if not leases or connection_id not in leases:
+                return Change(user_id, Transition.NONE, self._open_count(leases or {}))
+            lease = leases[connection_id]
+            if lease.closing:
+                return Change(user_id, Transition.NONE, 0)
+            if grace > 0 and self._open_count(leases) == 1:
+                lease.closing = True
+                lease.expires_at = self._clock() + grace
+                return Change(user_id, Transition.NONE, 0)
+            del leases[connection_id]
+            if leases:
+                return Change(user_id, Transition.NONE, self._open_count(leases))
+            del self._users[user_id]
+            return self._transition(user_id, Transition.OFFLINE, 0)
+
+    async def heartbeat(
+        self, connections: Sequence[tuple[str, str]], *, ttl: float, server: str = ""
+    ) -> list[tuple[str, Change]]:
+        restored = []
+        with self._lock:
+            expires = self._clock() + ttl
+            for user_id, connection_id in connections:
+                lease = self._users.get(user_id, {}).get(connection_id)
+                if lease is not None and not lease.closing:
+                    lease.expires_at = expires
+                    continue
+                restored.append((connection_id, self._store(user_id, connection_id, ttl, server)))
+        return restored
+
+    async def sweep(self, *, limit: int = 1000, lock_ttl: float = 0) -> SweepResult:
+        with self._lock:
+            now = self._clock()
+            if lock_ttl > 0:
+                if now < self._sweep_lock_until:
+                    return SweepResult(swept=False)
+                self._sweep_lock_until = now + lock_ttl
+            removed = 0
+            changes = []
+            for user_id in list(self._users):
+                leases = self._users[user_id]
+                for cid in [c for c, lease in leases.items() if lease.expires_at <= now]:
+                    if removed >= limit:
+                        break
+                    del leases[cid]
+                    removed += 1
+                if not leases:
+                    del self._users[user_id]
+                    changes.append(self._transition(user_id, Transition.OFFLINE, 0))
+                if removed >= limit:
+                    break
+            return SweepResult(removed, tuple(changes))
+
+    async def remove_user(self, user_id: str) -> tuple[int, Change]:
+        with self._lock:
+            leases = self._users.pop(user_id, None)
+            if not leases:
+                return 0, Change(user_id, Transition.NONE, 0)
+            return len(leases), self._transition(user_id, Transition.OFFLINE, 0)
+
+    async def is_online(self, user_id: str) -> bool:
+        return user_id in self._users
+
+    async def connection_count(self, user_id: str) -> int:
+        with self._lock:
+            return self._open_count(self._users.get(user_id, {}))
+
+    async def online_user_ids(self, user_ids: Iterable[str]) -> set[str]:
+        users = self._users
+        return {user_id for user_id in user_ids if user_id in users}
+
+    async def presence_snapshot(self, user_ids: Iterable[str]) -> dict[str, tuple[bool, int]]:
+        with self._lock:
+            return {
+                uid: (uid in self._users, self._transition_seq.get(uid, 0)) for uid in user_ids
+            }
+
+    async def all_online_user_ids(self) -> set[str]:
+        with self._lock:
+            return set(self._users)
+
+    async def user_connections(self, user_id: str) -> list[ConnectionInfo]:
+        with self._lock:
+            return [
+                ConnectionInfo(
+                    user_id, cid, lease.opened_at, lease.expires_at, lease.closing, lease.server
+                )
+                for cid, lease in self._users.get(user_id, {}).items()
+            ]
+
+    async def clear(self) -> None:
+        with self._lock:
+            self._users.clear()
+            self._transition_seq.clear()
+            self._sweep_lock_until = 0.0

@@ -1,0 +1,494 @@
+"""Redis presence backend, for production and for many server processes.
+
+Layout: every key carries the hash tag ``{<KEY_PREFIX>}``, so each script touches one hash
+slot and the backend works on Redis Cluster as well as on a single server or Sentinel.
+
+- ``{P}:leases``   sorted set: member ``<len(uid)>:<uid><cid>``, score = lease expiry (ms,
+  Redis server time).
+- ``{P}:u:<uid>``  hash: connection id -> ``<opened ms>|<server>``; one per online user.
+- ``{P}:online``   hash: user id -> ms since which the user is online.
+- ``{P}:closing``  hash: user id -> connection id of the user's grace-period lease (at most
+  one: adding a connection drops it).
+- ``{P}:seq``      counter of transitions; ``{P}:tseq`` hash: user id -> last transition seq.
+- ``{P}:sweeplock`` the sweep lock.
+
+Every mutation is one Lua script, so adding, removing and deciding the transition are one
+atomic step. Leases use ``TIME`` on the Redis server, never a web server's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from ..exceptions import BackendUnavailable, PresenceImproperlyInstalled
+from .base import BasePresenceBackend, Change, ConnectionInfo, SweepResult, Transition
+
+try:
+    from redis import asyncio as aioredis
+    from redis import exceptions as redis_exceptions
+except ImportError as e:  # pragma: no cover - exercised by the system check test
+    raise PresenceImproperlyInstalled("redis", "redis", "RedisBackend") from e
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_TRANSITIONS = {0: Transition.NONE, 1: Transition.ONLINE, 2: Transition.OFFLINE}
+
+# KEYS: 1 leases, 2 online, 3 seq, 4 tseq, 5 closing, 6 sweeplock.  ARGV[1]: user key prefix.
+_PRELUDE = """
+local K_LEASES, K_ONLINE, K_SEQ, K_TSEQ, K_CLOSING = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local UP = ARGV[1]
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function member(uid, cid) return #uid .. ':' .. uid .. cid end
+local function split(m)
+  local sep = string.find(m, ':', 1, true)
+  local n = tonumber(string.sub(m, 1, sep - 1))
+  return string.sub(m, sep + 1, sep + n), string.sub(m, sep + n + 1)
+end
+local function next_seq(uid)
+  local s = redis.call('INCR', K_SEQ)
+  redis.call('HSET', K_TSEQ, uid, s)
+  return s
+end
+local function open_count(uid)
+  return redis.call('HLEN', UP .. uid) - redis.call('HEXISTS', K_CLOSING, uid)
+end
+local function store(uid, cid, ttl, server, now)
+  local uk = UP .. uid
+  local was = redis.call('HEXISTS', K_ONLINE, uid)
+  local opened = now
+  local old = redis.call('HGET', uk, cid)
+  if old then opened = tonumber(string.sub(old, 1, string.find(old, '|', 1, true) - 1)) end
+  redis.call('HSET', uk, cid, opened .. '|' .. server)
+  redis.call('ZADD', K_LEASES, now + ttl, member(uid, cid))
+  local closing = redis.call('HGET', K_CLOSING, uid)
+  if closing then
+    redis.call('HDEL', K_CLOSING, uid)
+    if closing ~= cid then
+      redis.call('HDEL', uk, closing)
+      redis.call('ZREM', K_LEASES, member(uid, closing))
+    end
+  end
+  local count = redis.call('HLEN', uk)
+  if was == 0 then
+    redis.call('HSET', K_ONLINE, uid, now)
+    return {1, count, next_seq(uid)}
+  end
+  return {0, count, 0}
+end
+"""
+
+_ADD = (
+    _PRELUDE
+    + """
+return store(ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], now_ms())
+"""
+)
+
+_REMOVE = (
+    _PRELUDE
+    + """
+local uid, cid, grace = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local uk = UP .. uid
+if redis.call('HEXISTS', uk, cid) == 0 or redis.call('HGET', K_CLOSING, uid) == cid then
+  return {0, open_count(uid), 0}
+end
+local n = redis.call('HLEN', uk)
+if grace > 0 and n == 1 then
+  redis.call('HSET', K_CLOSING, uid, cid)
+  redis.call('ZADD', K_LEASES, now_ms() + grace, member(uid, cid))
+  return {0, 0, 0}
+end
+redis.call('HDEL', uk, cid)
+redis.call('ZREM', K_LEASES, member(uid, cid))
+if n == 1 then
+  redis.call('HDEL', K_ONLINE, uid)
+  return {2, 0, next_seq(uid)}
+end
+return {0, n - 1, 0}
+"""
+)
+
+_HEARTBEAT = (
+    _PRELUDE
+    + """
+local ttl, server = tonumber(ARGV[2]), ARGV[3]
+local now = now_ms()
+local restored = {}
+for i = 4, #ARGV, 2 do
+  local uid, cid = ARGV[i], ARGV[i + 1]
+  if redis.call('HEXISTS', UP .. uid, cid) == 1 and redis.call('HGET', K_CLOSING, uid) ~= cid then
+    redis.call('ZADD', K_LEASES, 'XX', now + ttl, member(uid, cid))
+  else
+    local r = store(uid, cid, ttl, server, now)
+    restored[#restored + 1] = uid
+    restored[#restored + 1] = cid
+    restored[#restored + 1] = r[1]
+    restored[#restored + 1] = r[2]
+    restored[#restored + 1] = r[3]
+  end
+end
+return restored
+"""
+)
+
+_SWEEP = (
+    _PRELUDE
+    + """
+local limit, lock_ms = tonumber(ARGV[2]), tonumber(ARGV[3])
+if lock_ms > 0 and not redis.call('SET', KEYS[6], ARGV[4], 'NX', 'PX', lock_ms) then
+  return {-1}
+end
+local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now_ms(), 'LIMIT', 0, limit)
+local out = {#expired}
+for _, m in ipairs(expired) do
+  local uid, cid = split(m)
+  local uk = UP .. uid
+  redis.call('ZREM', K_LEASES, m)
+  redis.call('HDEL', uk, cid)
+  if redis.call('HGET', K_CLOSING, uid) == cid then redis.call('HDEL', K_CLOSING, uid) end
+  if redis.call('HLEN', uk) == 0 and redis.call('HDEL', K_ONLINE, uid) == 1 then
+    out[#out + 1] = uid
+    out[#out + 1] = next_seq(uid)
+  end
+end
+return out
+"""
+)
+
+_REMOVE_USER = (
+    _PRELUDE
+    + """
+local uid = ARGV[2]
+local uk = UP .. uid
+local cids = redis.call('HKEYS', uk)
+for _, cid in ipairs(cids) do redis.call('ZREM', K_LEASES, member(uid, cid)) end
+redis.call('DEL', uk)
+redis.call('HDEL', K_CLOSING, uid)
+if redis.call('HDEL', K_ONLINE, uid) == 1 then return {#cids, 2, next_seq(uid)} end
+return {#cids, 0, 0}
+"""
+)
+
+_SNAPSHOT = """
+local online = redis.call('HMGET', KEYS[2], unpack(ARGV, 2))
+local seqs = redis.call('HMGET', KEYS[4], unpack(ARGV, 2))
+return {online, seqs}
+"""
+
+_USER_CONNECTIONS = (
+    _PRELUDE
+    + """
+local uid = ARGV[2]
+local entries = redis.call('HGETALL', UP .. uid)
+local closing = redis.call('HGET', K_CLOSING, uid)
+local out = {}
+for i = 1, #entries, 2 do
+  local cid = entries[i]
+  out[#out + 1] = cid
+  out[#out + 1] = entries[i + 1]
+  out[#out + 1] = redis.call('ZSCORE', K_LEASES, member(uid, cid)) or '0'
+  out[#out + 1] = (closing == cid) and 1 or 0
+end
+return out
+"""
+)
+
+# Sizes above which a list of ids is split into several commands, to stay far below
+# Lua's unpack() limit and Redis's argument limits.
+_CHUNK = 5000
+
+
+class RedisBackend(BasePresenceBackend):
+    """Presence in Redis, shared by every server process that uses the same Redis.
+
+    Options (``DJANGO_PRESENCE["BACKEND_OPTIONS"]``), all optional:
+
+    - ``url``: defaults to ``DJANGO_PRESENCE["REDIS_URL"]``.
+    - ``key_prefix``: defaults to ``DJANGO_PRESENCE["KEY_PREFIX"]``.
+    - ``socket_timeout`` (5 s) and ``socket_connect_timeout`` (5 s): no call ever blocks on
+      the server, so these bound every operation.
+    - ``max_connections`` (100) and ``pool_timeout`` (10 s): a burst of connects waits for
+      a pooled connection instead of failing (redis-py 8's default pool raises).
+    - ``client_factory``: a callable ``(url, **options) -> redis.asyncio.Redis`` for
+      Sentinel or Cluster clients.
+
+    The client is cached per running event loop, and closed when that loop closes, so
+    sync callers going through ``async_to_sync`` do not leak connections.
+    """
+
+    shared_across_processes = True
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        key_prefix: str | None = None,
+        socket_timeout: float = 5.0,
+        socket_connect_timeout: float = 5.0,
+        max_connections: int = 100,
+        pool_timeout: float = 10.0,
+        client_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__()
+        from ..conf import presence_settings
+
+        self.url: str = url or presence_settings.REDIS_URL
+        prefix = key_prefix if key_prefix is not None else presence_settings.KEY_PREFIX
+        if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{}"):
+            raise ValueError(
+                "DJANGO_PRESENCE['KEY_PREFIX'] must be a non-empty string without braces, "
+                f"got {prefix!r}."
+            )
+        self.key_prefix = prefix
+        tag = "{" + prefix + "}"
+        self._keys = [
+            f"{tag}:leases",
+            f"{tag}:online",
+            f"{tag}:seq",
+            f"{tag}:tseq",
+            f"{tag}:closing",
+            f"{tag}:sweeplock",
+        ]
+        self._user_prefix = f"{tag}:u:"
+        self._client_options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+            "max_connections": max_connections,
+            "pool_timeout": pool_timeout,
+        }
+        self._client_factory = client_factory
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._scripts: dict[str, str] = {}
+
+    # -- connection handling ---------------------------------------------------------------
+
+    def _make_client(self) -> Any:
+        options = dict(self._client_options)
+        if self._client_factory is not None:
+            return self._client_factory(self.url, **options)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=options.pop("max_connections"),
+            timeout=options.pop("pool_timeout"),
+            **options,
+        )
+        return aioredis.Redis(connection_pool=pool)
+
+    def client(self) -> Any:
+        """The ``redis.asyncio`` client of the running event loop (created on first use)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = self._make_client()
+            _close_with_loop(loop, client)
+        return client
+
+    async def aclose(self) -> None:
+        """Close the running loop's client, if any."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose(close_connection_pool=True)
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await operation()
+        except (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError) as e:
+            raise BackendUnavailable(f"Redis at {_safe_url(self.url)} is unavailable: {e}") from e
+
+    async def _eval(self, name: str, source: str, args: Sequence[Any]) -> Any:
+        client = self.client()
+
+        async def run() -> Any:
+            sha = self._scripts.get(name)
+            if sha is not None:
+                try:
+                    return await client.evalsha(sha, len(self._keys), *self._keys, *args)
+                except redis_exceptions.NoScriptError:
+                    pass  # Redis restarted or was flushed: load the script again.
+            self._scripts[name] = await client.script_load(source)
+            return await client.evalsha(self._scripts[name], len(self._keys), *self._keys, *args)
+
+        return await self._call(run)
+
+    # -- contract --------------------------------------------------------------------------
+
+    async def add_connection(
+        self, user_id: str, connection_id: str, *, ttl: float, server: str = ""
+    ) -> Change:
+        result = await self._eval(
+            "add", _ADD, [self._user_prefix, user_id, connection_id, _ms(ttl), server]
+        )
+        return _change(user_id, result)
+
+    async def remove_connection(
+        self, user_id: str, connection_id: str, *, grace: float = 0
+    ) -> Change:
+        result = await self._eval(
+            "remove", _REMOVE, [self._user_prefix, user_id, connection_id, _ms(grace)]
+        )
+        return _change(user_id, result)
+
+    async def heartbeat(
+        self, connections: Sequence[tuple[str, str]], *, ttl: float, server: str = ""
+    ) -> list[tuple[str, Change]]:
+        restored: list[tuple[str, Change]] = []
+        for start in range(0, len(connections), _CHUNK):
+            args: list[Any] = [self._user_prefix, _ms(ttl), server]
+            for user_id, connection_id in connections[start : start + _CHUNK]:
+                args += (user_id, connection_id)
+            result = await self._eval("heartbeat", _HEARTBEAT, args)
+            for i in range(0, len(result), 5):
+                user_id = _str(result[i])
+                restored.append((_str(result[i + 1]), _change(user_id, result[i + 2 : i + 5])))
+        return restored
+
+    async def sweep(self, *, limit: int = 1000, lock_ttl: float = 0) -> SweepResult:
+        token = uuid.uuid4().hex
+        result = await self._eval(
+            "sweep", _SWEEP, [self._user_prefix, limit, _ms(lock_ttl), token]
+        )
+        if result[0] == -1:
+            return SweepResult(swept=False)
+        changes = tuple(
+            Change(_str(result[i]), Transition.OFFLINE, 0, int(result[i + 1]))
+            for i in range(1, len(result), 2)
+        )
+        return SweepResult(int(result[0]), changes)
+
+    async def remove_user(self, user_id: str) -> tuple[int, Change]:
+        removed, transition, seq = await self._eval(
+            "remove_user", _REMOVE_USER, [self._user_prefix, user_id]
+        )
+        return int(removed), Change(user_id, _TRANSITIONS[int(transition)], 0, int(seq))
+
+    async def is_online(self, user_id: str) -> bool:
+        client = self.client()
+        return bool(await self._call(lambda: client.hexists(self._keys[1], user_id)))
+
+    async def connection_count(self, user_id: str) -> int:
+        client = self.client()
+
+        async def run() -> int:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hlen(self._user_prefix + user_id)
+                pipe.hget(self._keys[4], user_id)
+                total, closing = await pipe.execute()
+            return int(total) - (closing is not None)
+
+        return await self._call(run)
+
+    async def online_user_ids(self, user_ids: Iterable[str]) -> set[str]:
+        ids = list(user_ids)
+        if not ids:
+            return set()
+        client = self.client()
+
+        async def run() -> set[str]:
+            if len(ids) <= _CHUNK:
+                values = await client.hmget(self._keys[1], ids)
+            else:
+                async with client.pipeline(transaction=False) as pipe:
+                    for start in range(0, len(ids), _CHUNK):
+                        pipe.hmget(self._keys[1], ids[start : start + _CHUNK])
+                    values = [v for chunk in await pipe.execute() for v in chunk]
+            return {uid for uid, value in zip(ids, values) if value is not None}
+
+        return await self._call(run)
+
+    async def presence_snapshot(self, user_ids: Iterable[str]) -> dict[str, tuple[bool, int]]:
+        ids = list(user_ids)
+        snapshot: dict[str, tuple[bool, int]] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            online, seqs = await self._eval("snapshot", _SNAPSHOT, [self._user_prefix, *chunk])
+            for uid, on, seq in zip(chunk, online, seqs):
+                snapshot[uid] = (on is not None, int(seq or 0))
+        return snapshot
+
+    async def all_online_user_ids(self) -> set[str]:
+        client = self.client()
+        keys = await self._call(lambda: client.hkeys(self._keys[1]))
+        return {_str(k) for k in keys}
+
+    async def user_connections(self, user_id: str) -> list[ConnectionInfo]:
+        result = await self._eval(
+            "user_connections", _USER_CONNECTIONS, [self._user_prefix, user_id]
+        )
+        infos = []
+        for i in range(0, len(result), 4):
+            opened, _, server = _str(result[i + 1]).partition("|")
+            infos.append(
+                ConnectionInfo(
+                    user_id=user_id,
+                    connection_id=_str(result[i]),
+                    opened_at=int(opened) / 1000,
+                    expires_at=float(result[i + 2]) / 1000,
+                    closing=bool(int(result[i + 3])),
+                    server=server,
+                )
+            )
+        return infos
+
+    async def clear(self) -> None:
+        client = self.client()
+
+        async def run() -> None:
+            tag = "{" + self.key_prefix + "}"
+            keys = [k async for k in client.scan_iter(match=_glob_escape(tag) + ":*")]
+            for start in range(0, len(keys), 500):
+                await client.delete(*keys[start : start + 500])
+
+        await self._call(run)
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _change(user_id: str, result: Sequence[Any]) -> Change:
+    return Change(user_id, _TRANSITIONS[int(result[0])], int(result[1]), int(result[2]))
+
+
+def _glob_escape(value: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in value)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for error messages."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+def _close_with_loop(loop: asyncio.AbstractEventLoop, client: Any) -> None:
+    """Close ``client`` before ``loop`` closes (as channels_redis does for its pools)."""
+    original_close = loop.close
+
+    def close(self: asyncio.AbstractEventLoop) -> None:
+        self.close = original_close  # type: ignore[method-assign]
+        if not self.is_running():
+            try:
+                self.run_until_complete(client.aclose(close_connection_pool=True))
+            except Exception:  # the loop is being torn down; nothing left to protect
+                logger.debug("Could not close the presence Redis client", exc_info=True)
+        original_close()
+
+    loop.close = types.MethodType(close, loop)  # type: ignore[method-assign]

@@ -1,0 +1,129 @@
+"""The mixin that tracks any Channels WebSocket consumer's user as online."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..heartbeat import get_heartbeat
+from ..services.online import new_connection_id, user_online_service
+
+logger = logging.getLogger(__name__)
+
+#: The subprotocol a browser offers, followed by the token, to authenticate without
+#: putting the token in the URL: ``new WebSocket(url, ["access_token", token])``.
+TOKEN_SUBPROTOCOL = "access_token"
+
+#: Close code sent when the connection's token expires while the socket is open.
+CLOSE_TOKEN_EXPIRED = 4001
+
+
+class UserOnlineStatusMixin:
+    """Track the authenticated user of any Channels WebSocket consumer as online.
+
+    Put it first among the bases::
+
+        class ConsultationConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
+            ...
+
+    The connection is registered when the consumer accepts it, heartbeated while it is
+    open, and removed when the consumer stops for any reason (a clean disconnect, an
+    exception, a dropped socket). The consumer's own ``connect``, ``receive`` and
+    ``disconnect`` run unchanged, and the mixin sends nothing to the socket, except the
+    close frame when the user's token expires (code ``4001``). A connection that is
+    rejected, or whose user is anonymous, is never registered.
+
+    When the token came in the ``Sec-WebSocket-Protocol`` header (see
+    :mod:`django_presence.middleware`), a plain ``accept()`` answers with the
+    ``access_token`` subprotocol, as browsers require; the token is never echoed.
+    """
+
+    #: The id under which this connection is registered, once accepted.
+    presence_connection_id: str | None = None
+    presence_user_id: Any = None
+    _presence_expiry: asyncio.TimerHandle | None = None
+
+    scope: dict[str, Any]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)  # type: ignore[misc]
+        finally:
+            # Runs however the consumer ends, including when a send to a closed socket
+            # raised and the server never delivered websocket.disconnect.
+            await asyncio.shield(self._presence_unregister())
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        """Accept the socket (see Channels), then register the connection."""
+        if subprotocol is None and self.scope.get("presence_token_subprotocol"):
+            subprotocol = TOKEN_SUBPROTOCOL
+        if headers is None:
+            await super().accept(subprotocol)  # type: ignore[misc]
+        else:
+            await super().accept(subprotocol, headers)  # type: ignore[misc]
+        await self._presence_register()
+
+    def get_presence_user_id(self) -> Any:
+        """The primary key of the user to track, or None to not track this connection.
+
+        Defaults to ``scope["user"].pk`` for an authenticated user. Override to track
+        something else.
+        """
+        user = self.scope.get("user")
+        if user is None or not getattr(user, "is_authenticated", False):
+            return None
+        return user.pk
+
+    async def _presence_register(self) -> None:
+        if self.presence_connection_id is not None:
+            return
+        user_id = self.get_presence_user_id()
+        if user_id is None:
+            return
+        connection_id = new_connection_id()
+        self.presence_user_id = user_id
+        self.presence_connection_id = connection_id
+        # Tracked first: if the backend is down now, the next heartbeat registers it.
+        get_heartbeat().track(str(user_id), connection_id)
+        try:
+            await user_online_service.aadd_user_connection(user_id, connection_id)
+        except Exception:
+            logger.exception(
+                "Could not register connection %s of user %s; the next heartbeat retries",
+                connection_id,
+                user_id,
+            )
+        self._presence_schedule_expiry()
+
+    def _presence_schedule_expiry(self) -> None:
+        exp = self.scope.get("presence_token_exp")
+        if exp is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._presence_expiry = loop.call_later(
+            max(0.0, float(exp) - time.time()), self._presence_token_expired
+        )
+
+    def _presence_token_expired(self) -> None:
+        logger.info("Token of user %s expired; closing its connection", self.presence_user_id)
+        asyncio.ensure_future(self.close(code=CLOSE_TOKEN_EXPIRED))  # type: ignore[attr-defined]
+
+    async def _presence_unregister(self) -> None:
+        if self._presence_expiry is not None:
+            self._presence_expiry.cancel()
+            self._presence_expiry = None
+        connection_id, self.presence_connection_id = self.presence_connection_id, None
+        if connection_id is None:
+            return
+        get_heartbeat().untrack(connection_id)
+        try:
+            await user_online_service.aremove_user_connection(self.presence_user_id, connection_id)
+        except Exception:
+            logger.exception(
+                "Could not remove connection %s of user %s; its lease expires by itself",
+                connection_id,
+                self.presence_user_id,
+            )
+

@@ -1,0 +1,98 @@
+"""The per-process heartbeat: keeps this process's connection leases alive and sweeps.
+
+One :class:`Heartbeat` exists per running event loop (a server process has one). Every
+``HEARTBEAT_INTERVAL`` seconds it extends the leases of all connections the process holds
+open in one backend round trip, registers again any the backend lost (a Redis restart),
+then sweeps expired leases of other processes under a lock, so that the users of a crashed
+server go offline within ``CONNECTION_TTL + HEARTBEAT_INTERVAL`` without any cron job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+from .backends import get_backend
+from .conf import number_setting
+
+logger = logging.getLogger(__name__)
+
+_heartbeats: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Heartbeat] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class Heartbeat:
+    """The live connections of one event loop, and the task that heartbeats them."""
+
+    def __init__(self) -> None:
+        self.connections: dict[str, str] = {}  # connection id -> user key
+        self._task: asyncio.Task[None] | None = None
+
+    def track(self, user_key: str, connection_id: str) -> None:
+        """Start heartbeating a connection; starts the periodic task if needed."""
+        self.connections[connection_id] = user_key
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def untrack(self, connection_id: str) -> None:
+        """Stop heartbeating a connection (before removing it from the backend)."""
+        self.connections.pop(connection_id, None)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(number_setting("HEARTBEAT_INTERVAL", allow_zero=False))
+            try:
+                await self.beat()
+            except Exception:
+                logger.exception("Presence heartbeat failed; retrying in one interval")
+
+    async def beat(self) -> None:
+        """Heartbeat every tracked connection in one round trip, then sweep."""
+        from .services.online import SERVER_ID, user_online_service
+
+        backend = get_backend()
+        if self.connections:
+            pairs = [(user, cid) for cid, user in self.connections.items()]
+            restored = await backend.heartbeat(
+                pairs, ttl=number_setting("CONNECTION_TTL", allow_zero=False), server=SERVER_ID
+            )
+            changes = [change for _, change in restored]
+            if restored:
+                logger.info("Registered %d connections again after the backend lost them", len(restored))
+            # A connection closed while the heartbeat was under way was stored again: undo.
+            for connection_id, change in restored:
+                if connection_id not in self.connections:
+                    changes.append(
+                        await backend.remove_connection(
+                            change.user_id,
+                            connection_id,
+                            grace=number_setting("OFFLINE_GRACE_PERIOD"),
+                        )
+                    )
+            await user_online_service.apply_changes(changes)
+        interval = number_setting("HEARTBEAT_INTERVAL", allow_zero=False)
+        result = await backend.sweep(lock_ttl=interval * 0.9)
+        if result.removed:
+            logger.info(
+                "Swept %d expired connections; %d users went offline",
+                result.removed,
+                len(result.changes),
+            )
+        await user_online_service.apply_changes(result.changes)
+
+
+def get_heartbeat() -> Heartbeat:
+    """The heartbeat of the running event loop."""
+    loop = asyncio.get_running_loop()
+    heartbeat = _heartbeats.get(loop)
+    if heartbeat is None:
+        heartbeat = _heartbeats[loop] = Heartbeat()
+    return heartbeat
+
+
+def tracked_connections() -> dict[str, Any]:
+    """Connection id -> user key of the connections this event loop holds open."""
+    return dict(get_heartbeat().connections)

@@ -1,0 +1,77 @@
+"""``manage.py presence``: inspect and maintain presence.
+
+- ``presence status [--json]``: online users and their open connection counts.
+- ``presence sweep``: remove expired connections now (servers also do it on their own).
+- ``presence reconcile``: make the DB ``is_online`` agree with the backend.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+
+from django_presence.backends import get_backend
+from django_presence.services import user_online_service
+from django_presence.services.online import _pk_from_key
+
+
+class Command(BaseCommand):
+    """Inspect and maintain presence."""
+
+    help = "Inspect and maintain user presence."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        status = sub.add_parser("status", help="List online users and their connection counts.")
+        status.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+        sub.add_parser("sweep", help="Remove expired connections now.")
+        sub.add_parser("reconcile", help="Make the DB is_online agree with the backend.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        getattr(self, f"handle_{options['action']}")(**options)
+
+    def handle_status(self, **options: Any) -> None:
+        """Print online users and their counts."""
+        rows = async_to_sync(_status)()
+        if options["json"]:
+            self.stdout.write(
+                json.dumps({"online_users": len(rows), "users": rows}, default=str, indent=2)
+            )
+            return
+        self.stdout.write(f"{len(rows)} users online")
+        if rows:
+            self.stdout.write(f"{'USER':<24} {'CONNECTIONS':>11}")
+            for row in rows:
+                self.stdout.write(f"{row['user_id']!s:<24} {row['connections']:>11}")
+
+    def handle_sweep(self, **options: Any) -> None:
+        """Sweep expired connections."""
+        removed = user_online_service.sweep()
+        self.stdout.write(f"Removed {removed} expired connections.")
+
+    def handle_reconcile(self, **options: Any) -> None:
+        """Write the backend's truth into ``is_online``."""
+        manager = get_user_model()._default_manager
+        online = {_pk_from_key(k) for k in async_to_sync(get_backend().all_online_user_ids)()}
+        marked_online = manager.filter(pk__in=online, is_online=False).update(is_online=True)
+        marked_offline = manager.filter(is_online=True).exclude(pk__in=online).update(
+            is_online=False
+        )
+        self.stdout.write(
+            f"Marked {marked_online} users online and {marked_offline} offline "
+            f"({len(online)} online in the backend)."
+        )
+
+
+async def _status() -> list[dict[str, Any]]:
+    backend = get_backend()
+    rows = []
+    for key in sorted(await backend.all_online_user_ids()):
+        rows.append(
+            {"user_id": _pk_from_key(key), "connections": await backend.connection_count(key)}
+        )
+    return rows

@@ -1,0 +1,149 @@
+"""JSON Web Token authentication for WebSocket connections.
+
+The token is read from the ``Sec-WebSocket-Protocol`` header, where a browser puts it with
+``new WebSocket(url, ["access_token", token])`` so that it never appears in a URL (and so in
+no proxy or access log), or else from the ``token`` query parameter.
+
+By default tokens are verified the way djangorestframework-simplejwt issues them: HS256
+signed with ``settings.SECRET_KEY``, the user id in the ``user_id`` claim, ``exp``
+required, and only ``access`` tokens when a ``token_type`` claim is present. Algorithms
+always come from ``DJANGO_PRESENCE["JWT_ALGORITHMS"]``, never from the token.
+
+A connection with a token that fails any check is rejected before the consumer runs (the
+client sees HTTP 403). A connection with no token reaches the inner application with the
+user set by outer middleware, or ``AnonymousUser``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+import jwt
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+
+from .conf import presence_settings
+from .consumers.mixins import TOKEN_SUBPROTOCOL
+from .exceptions import InvalidToken, PresenceImproperlyConfigured
+
+logger = logging.getLogger(__name__)
+
+#: Close code of a connection rejected for its token (before accept: HTTP 403).
+CLOSE_INVALID_TOKEN = 4003
+
+
+def _configured_algorithms() -> list[str]:
+    algorithms = presence_settings.JWT_ALGORITHMS
+    if (
+        not isinstance(algorithms, (list, tuple))
+        or not algorithms
+        or not all(isinstance(a, str) and a and a.lower() != "none" for a in algorithms)
+    ):
+        raise PresenceImproperlyConfigured(
+            "DJANGO_PRESENCE['JWT_ALGORITHMS'] must be a non-empty list of algorithm names "
+            f"other than 'none', got {algorithms!r}."
+        )
+    return list(algorithms)
+
+
+def _verifying_key() -> Any:
+    key = presence_settings.JWT_VERIFYING_KEY or presence_settings.JWT_SIGNING_KEY
+    return key if key is not None else settings.SECRET_KEY
+
+
+def decode_token(token: str) -> dict[str, Any]:
+    """Verify ``token`` and return its claims, or raise :class:`InvalidToken`.
+
+    Checks the signature with one of the configured algorithms, ``exp`` (required),
+    ``nbf``, ``iat``, the audience and issuer when configured, the presence of the user
+    id claim, and simplejwt's ``token_type`` when present.
+    """
+    claim = presence_settings.JWT_USER_ID_CLAIM
+    audience = presence_settings.JWT_AUDIENCE
+    try:
+        payload: dict[str, Any] = jwt.decode(
+            token,
+            _verifying_key(),
+            algorithms=_configured_algorithms(),
+            audience=audience,
+            issuer=presence_settings.JWT_ISSUER,
+            leeway=presence_settings.JWT_LEEWAY,
+            options={"require": ["exp", claim], "verify_aud": audience is not None},
+        )
+    except jwt.PyJWTError as e:
+        raise InvalidToken(f"{type(e).__name__}: {e}") from e
+    token_type = payload.get("token_type")
+    if token_type is not None and token_type != "access":
+        raise InvalidToken(f"Only access tokens are accepted, got token_type={token_type!r}")
+    return payload
+
+
+@database_sync_to_async
+def get_user_for_token(payload: dict[str, Any]) -> Any:
+    """The active user named by a verified token's claims, or raise InvalidToken."""
+    user_id = payload[presence_settings.JWT_USER_ID_CLAIM]
+    user_model = get_user_model()
+    try:
+        user = user_model._default_manager.get(pk=user_id)
+    except (user_model.DoesNotExist, ValueError, TypeError) as e:
+        raise InvalidToken(f"No user with id {user_id!r}") from e
+    if not getattr(user, "is_active", True):
+        raise InvalidToken(f"User {user_id!r} is inactive")
+    return user
+
+
+def token_from_scope(scope: dict[str, Any]) -> tuple[str | None, bool]:
+    """The token of a connection and whether it came as a subprotocol."""
+    subprotocols = list(scope.get("subprotocols") or ())
+    if TOKEN_SUBPROTOCOL in subprotocols:
+        index = subprotocols.index(TOKEN_SUBPROTOCOL)
+        if index + 1 < len(subprotocols):
+            return subprotocols[index + 1], True
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    tokens = query.get("token")
+    return (tokens[0] if tokens else None), False
+
+
+class JWTAuthMiddleware(BaseMiddleware):
+    """Set ``scope["user"]`` from a JSON Web Token; reject connections with a bad one.
+
+    On success the scope also carries ``presence_token_exp`` (the token's ``exp``), used
+    by :class:`~django_presence.consumers.UserOnlineStatusMixin` to close the socket when
+    the token expires, and ``presence_token_subprotocol`` when the token came as a
+    subprotocol.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        if scope.get("type") != "websocket":
+            return await self.inner(scope, receive, send)
+        token, via_subprotocol = token_from_scope(scope)
+        scope = dict(scope)
+        if token is None:
+            scope.setdefault("user", AnonymousUser())
+            return await self.inner(scope, receive, send)
+        try:
+            payload = decode_token(token)
+            user = await get_user_for_token(payload)
+        except InvalidToken as e:
+            logger.info("Rejected a WebSocket connection to %s: %s", scope.get("path"), e)
+            return await _reject(receive, send)
+        scope["user"] = user
+        scope["presence_token_exp"] = payload["exp"]
+        scope["presence_token_subprotocol"] = via_subprotocol
+        return await self.inner(scope, receive, send)
+
+
+async def _reject(receive: Any, send: Any) -> None:
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": CLOSE_INVALID_TOKEN})
+
+
+def JWTAuthMiddlewareStack(inner: Any) -> Any:  # noqa: N802 - named like AuthMiddlewareStack
+    """Wrap ``inner`` in :class:`JWTAuthMiddleware` (like Channels' ``AuthMiddlewareStack``)."""
+    return JWTAuthMiddleware(inner)

@@ -1,0 +1,269 @@
+"""Presence: :data:`user_online_service`.
+
+:data:`user_online_service` answers who is online and applies the side effects of every
+transition the backend decides: the ``is_online``/``last_seen`` write, the
+:mod:`~django_presence.signals`, and ``status_changed`` to the user's watchers.
+
+Every method has a sync and an async form, following Django's ``a`` prefix convention
+(``is_user_online`` / ``ais_user_online``). Sync forms may be called from views,
+management commands, Celery tasks and plain threads; from async code, await the ``a`` form.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
+from django.db import models
+from django.utils import timezone
+
+from .. import groups, signals
+from ..backends import Change, Transition, get_backend
+from ..conf import number_setting, presence_settings
+
+logger = logging.getLogger(__name__)
+
+#: Identifies this server process in connection records (shown by monitoring).
+SERVER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+# Re-checks of the backend after a DB write, to undo a write that raced with a newer
+# transition of the same user in another process (see UserOnlineService._sync_db).
+_MAX_DB_SYNC_ROUNDS = 5
+
+
+def new_connection_id() -> str:
+    """A new random connection id."""
+    return uuid.uuid4().hex
+
+
+def _user_key(user_id: Any) -> str:
+    if user_id is None or isinstance(user_id, bool) or not isinstance(user_id, (int, str, uuid.UUID)):
+        raise TypeError(
+            "user_id must be a user's primary key (an int, str or UUID), got "
+            f"{type(user_id).__name__}: {user_id!r}"
+        )
+    return str(user_id)
+
+
+def _pk_from_key(key: str) -> Any:
+    return get_user_model()._meta.pk.to_python(key)  # type: ignore[union-attr]
+
+
+def _user_model_has_presence_fields() -> bool:
+    names = {f.name for f in get_user_model()._meta.get_fields()}
+    return {"is_online", "last_seen"} <= names
+
+
+class UserOnlineService:
+    """Who is online, and the side effects of coming online and going offline.
+
+    A user is online while they hold at least one unexpired connection lease in the
+    backend, plus ``OFFLINE_GRACE_PERIOD`` after their last connection closed cleanly.
+    """
+
+    # -- async API -------------------------------------------------------------------------
+
+    async def aadd_user_connection(
+        self, user_id: Any, connection_id: str | None = None, *, server: str = SERVER_ID
+    ) -> str:
+        """Register a connection of ``user_id``; return its id (generated if not given)."""
+        key = _user_key(user_id)
+        connection_id = connection_id or new_connection_id()
+        change = await get_backend().add_connection(
+            key, connection_id, ttl=number_setting("CONNECTION_TTL", allow_zero=False), server=server
+        )
+        await self.apply_changes([change])
+        return connection_id
+
+    async def aremove_user_connection(
+        self, user_id: Any, connection_id: str, *, grace: float | None = None
+    ) -> None:
+        """Remove a connection. The user goes offline when it was their last one.
+
+        ``grace`` defaults to ``OFFLINE_GRACE_PERIOD``: the user then stays online that
+        long, and a reconnect within it causes no transition at all.
+        """
+        if grace is None:
+            grace = number_setting("OFFLINE_GRACE_PERIOD")
+        change = await get_backend().remove_connection(
+            _user_key(user_id), connection_id, grace=grace
+        )
+        await self.apply_changes([change])
+
+    async def ais_user_online(self, user_id: Any) -> bool:
+        """Whether the user has a live connection (or is within the grace period)."""
+        return await get_backend().is_online(_user_key(user_id))
+
+    async def aget_user_connection_count(self, user_id: Any) -> int:
+        """How many connections the user has open now (grace periods not counted)."""
+        return await get_backend().connection_count(_user_key(user_id))
+
+    async def acleanup_user_connections(self, user_id: Any) -> int:
+        """Remove all of the user's connections with no grace; return how many there were.
+
+        The user goes offline at once (DB, signals, watchers). Sockets that are still open
+        register again on their next heartbeat; to close them, see the monitoring docs.
+        """
+        removed, change = await get_backend().remove_user(_user_key(user_id))
+        await self.apply_changes([change])
+        return removed
+
+    async def aget_online_user_ids(self, user_ids: Iterable[Any]) -> set[Any]:
+        """Which of ``user_ids`` are online, in one backend round trip.
+
+        Returns the ids as they were given.
+        """
+        by_key = {_user_key(user_id): user_id for user_id in user_ids}
+        online = await get_backend().online_user_ids(by_key)
+        return {by_key[key] for key in online}
+
+    async def asweep(self) -> int:
+        """Remove expired connections now and apply the offline transitions they cause.
+
+        Server processes sweep on their own every ``HEARTBEAT_INTERVAL``; this is for
+        management commands and tests. Returns how many connections were removed.
+        """
+        result = await get_backend().sweep()
+        await self.apply_changes(result.changes)
+        return result.removed
+
+    async def aheartbeat(self, connections: Sequence[tuple[Any, str]]) -> None:
+        """Extend the leases of ``(user_id, connection_id)`` pairs in one round trip."""
+        pairs = [(_user_key(user_id), connection_id) for user_id, connection_id in connections]
+        restored = await get_backend().heartbeat(
+            pairs, ttl=number_setting("CONNECTION_TTL", allow_zero=False), server=SERVER_ID
+        )
+        await self.apply_changes([change for _, change in restored])
+
+    # -- sync API --------------------------------------------------------------------------
+
+    def add_user_connection(self, user_id: Any, connection_id: str | None = None) -> str:
+        """Sync form of :meth:`aadd_user_connection`."""
+        return async_to_sync(self.aadd_user_connection)(user_id, connection_id)
+
+    def remove_user_connection(
+        self, user_id: Any, connection_id: str, *, grace: float | None = None
+    ) -> None:
+        """Sync form of :meth:`aremove_user_connection`."""
+        async_to_sync(self.aremove_user_connection)(user_id, connection_id, grace=grace)
+
+    def is_user_online(self, user_id: Any) -> bool:
+        """Sync form of :meth:`ais_user_online`."""
+        return async_to_sync(self.ais_user_online)(user_id)
+
+    def get_user_connection_count(self, user_id: Any) -> int:
+        """Sync form of :meth:`aget_user_connection_count`."""
+        return async_to_sync(self.aget_user_connection_count)(user_id)
+
+    def cleanup_user_connections(self, user_id: Any) -> int:
+        """Sync form of :meth:`acleanup_user_connections`."""
+        return async_to_sync(self.acleanup_user_connections)(user_id)
+
+    def get_online_user_ids(self, user_ids: Iterable[Any]) -> set[Any]:
+        """Sync form of :meth:`aget_online_user_ids`."""
+        return async_to_sync(self.aget_online_user_ids)(list(user_ids))
+
+    def sweep(self) -> int:
+        """Sync form of :meth:`asweep`."""
+        return async_to_sync(self.asweep)()
+
+    # -- transitions -----------------------------------------------------------------------
+
+    async def apply_changes(self, changes: Iterable[Change]) -> None:
+        """Apply the side effects of backend transitions, in order.
+
+        For the changes that are transitions: write ``is_online``/``last_seen`` (when
+        ``SYNC_USER_MODEL`` is on), send :data:`~django_presence.signals.user_online` or
+        :data:`~django_presence.signals.user_offline`, then ``status_changed`` to the
+        user's watchers. A failure of one side effect is logged and does not stop the
+        others: the backend's decision stands.
+        """
+        transitions = [change for change in changes if change.changed]
+        if not transitions:
+            return
+        now = timezone.now()
+        if presence_settings.SYNC_USER_MODEL:
+            try:
+                await self._sync_db(transitions, now)
+            except Exception:
+                logger.exception("Could not write is_online for %d users", len(transitions))
+        for change in transitions:
+            await self._send_signal(change)
+        await self._notify_watchers(transitions, now)
+
+    async def _sync_db(self, transitions: Sequence[Change], now: Any) -> None:
+        """Write the transitions to the user table, then make sure no newer one was lost.
+
+        Two processes may write the same user's row in the opposite order of the
+        transitions they observed. Each writer therefore reads the backend again after its
+        write and corrects any row that no longer matches; the last writer always reads
+        after the last transition, so the DB converges on the backend's state.
+        """
+        state = {change.user_id: change.transition is Transition.ONLINE for change in transitions}
+        for _ in range(_MAX_DB_SYNC_ROUNDS):
+            await database_sync_to_async(_write_online_state)(state, now)
+            actual = await get_backend().online_user_ids(state)
+            state = {
+                key: key in actual for key, online in state.items() if (key in actual) != online
+            }
+            if not state:
+                return
+        logger.warning("is_online of users %s kept changing while being written", sorted(state))
+
+    async def _send_signal(self, change: Change) -> None:
+        signal = signals.user_online if change.transition is Transition.ONLINE else signals.user_offline
+        try:
+            kwargs = {"user_id": _pk_from_key(change.user_id), "seq": change.seq}
+            if hasattr(signal, "asend"):
+                await signal.asend(sender=UserOnlineService, **kwargs)
+            else:  # Django 4.2
+                await sync_to_async(signal.send)(sender=UserOnlineService, **kwargs)
+        except Exception:
+            logger.exception("A %s receiver failed for user %s", change.transition.value, change.user_id)
+
+    async def _notify_watchers(self, transitions: Sequence[Change], now: Any) -> None:
+        layer = get_channel_layer(presence_settings.CHANNEL_LAYER)
+        if layer is None:
+            return
+        for change in transitions:
+            online = change.transition is Transition.ONLINE
+            user_id = _pk_from_key(change.user_id)
+            try:
+                await layer.group_send(
+                    groups.watchers_group(user_id),
+                    {
+                        "type": "presence.status",
+                        "user_id": user_id,
+                        "is_online": online,
+                        "last_seen": None if online else now.isoformat(),
+                        "seq": change.seq,
+                    },
+                )
+            except Exception:
+                logger.exception("Could not notify the watchers of user %s", change.user_id)
+
+
+def _write_online_state(state: dict[str, bool], now: Any) -> None:
+    """Set ``is_online`` of the users in ``state``; ``last_seen`` of those going offline."""
+    if not _user_model_has_presence_fields():
+        return
+    user_model: type[models.Model] = get_user_model()
+    manager = user_model._default_manager
+    online = [_pk_from_key(key) for key, value in state.items() if value]
+    offline = [_pk_from_key(key) for key, value in state.items() if not value]
+    if online:
+        manager.filter(pk__in=online, is_online=False).update(is_online=True)
+    if offline:
+        manager.filter(pk__in=offline).update(is_online=False, last_seen=now)
+
+
+#: The process-wide presence service.
+user_online_service = UserOnlineService()

@@ -1,0 +1,83 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.test import override_settings
+
+from django_presence.backends import get_backend, reset_backend
+
+from .servers import ensure_redis_url
+
+_REDIS_SERVER = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _REDIS_SERVER
+    url, _REDIS_SERVER = ensure_redis_url()
+    os.environ["REDIS_URL"] = url
+    with redis.Redis.from_url(url) as client:
+        client.ping()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _REDIS_SERVER is not None:
+        _REDIS_SERVER.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the Redis server the tests use (from REDIS_URL or started by the suite)."""
+    return os.environ["REDIS_URL"]
+
+
+def presence_settings_for(backend: str, redis_url: str, **overrides: Any) -> dict[str, Any]:
+    """A DJANGO_PRESENCE dict for ``backend`` ("memory" or "redis"), isolated per call."""
+    from django.conf import settings
+
+    base = dict(settings.DJANGO_PRESENCE)
+    if backend == "redis":
+        base["BACKEND"] = "django_presence.backends.redis.RedisBackend"
+        base["REDIS_URL"] = redis_url
+        base["KEY_PREFIX"] = f"test-{uuid.uuid4().hex[:12]}"
+    else:
+        base["BACKEND"] = "django_presence.backends.memory.MemoryBackend"
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend_name(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs once per shipped backend."""
+    return str(request.param)
+
+
+@pytest.fixture
+def presence(backend_name: str, redis_url: str) -> Iterator[dict[str, Any]]:
+    """Configure the package for ``backend_name`` with private Redis keys.
+
+    Yields the settings dict; tests may update it through ``override_settings``.
+    """
+    settings_dict = presence_settings_for(backend_name, redis_url)
+    with override_settings(DJANGO_PRESENCE=settings_dict):
+        yield settings_dict
+        if backend_name == "redis":
+            with redis.Redis.from_url(redis_url) as client:
+                keys = list(client.scan_iter(match="{" + settings_dict["KEY_PREFIX"] + "}:*"))
+                if keys:
+                    client.delete(*keys)
+    reset_backend()
+
+
+@pytest.fixture
+async def backend(presence: dict[str, Any]) -> AsyncIterator[Any]:
+    """The configured backend instance, closed after the test."""
+    instance = get_backend()
+    yield instance
+    await instance.aclose()

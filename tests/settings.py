@@ -1,0 +1,63 @@
+"""Settings of the test project.
+
+``DATABASE_URL`` selects the database (SQLite in memory by default); ``REDIS_URL`` is set
+by ``tests/conftest.py`` to a private Redis server when the environment has none.
+"""
+
+import os
+
+import dj_database_url
+
+SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
+DEBUG = True
+USE_TZ = True
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.admin",
+    "django.contrib.messages",
+    "channels",
+    "django_presence",
+    "tests.testapp",
+]
+AUTH_USER_MODEL = "testapp.User"
+ROOT_URLCONF = "tests.urls"
+ASGI_APPLICATION = "tests.asgi.application"
+
+DATABASES = {
+    "default": dj_database_url.parse(os.environ.get("DATABASE_URL", "sqlite://:memory:"))
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("SQLITE_TEST_NAME", "")}
+
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+DJANGO_PRESENCE = {
+    "BACKEND": "django_presence.backends.memory.MemoryBackend",
+    "CONNECTION_TTL": 30,
+    "HEARTBEAT_INTERVAL": 10,
+    "OFFLINE_GRACE_PERIOD": 0,
+}
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
