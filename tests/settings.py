@@ -8,7 +8,7 @@ import os
 
 import dj_database_url
 
-SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
+SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256-and-hs512-signatures-0123456789"
 DEBUG = True
 USE_TZ = True
 ALLOWED_HOSTS = ["*"]

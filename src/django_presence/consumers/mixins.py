@@ -28,9 +28,10 @@ class UserOnlineStatusMixin:
         class ConsultationConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
             ...
 
-    The connection is registered when the consumer accepts it, heartbeated while it is
-    open, and removed when the consumer stops for any reason (a clean disconnect, an
-    exception, a dropped socket). The consumer's own ``connect``, ``receive`` and
+    The connection is registered when the consumer accepts it (before the accept frame is
+    sent, so the user is online by the time the client sees the socket open), heartbeated
+    while it is open, and removed when the consumer stops for any reason (a clean
+    disconnect, an exception, a dropped socket). The consumer's own ``connect``, ``receive`` and
     ``disconnect`` run unchanged, and the mixin sends nothing to the socket, except the
     close frame when the user's token expires (code ``4001``). A connection that is
     rejected, or whose user is anonymous, is never registered.
@@ -56,14 +57,18 @@ class UserOnlineStatusMixin:
             await asyncio.shield(self._presence_unregister())
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
-        """Accept the socket (see Channels), then register the connection."""
+        """Register the connection, then accept the socket (see Channels).
+
+        Registering first means the user is online by the time the client sees the socket
+        open; if the accept fails, the ``finally`` around the consumer unregisters it.
+        """
         if subprotocol is None and self.scope.get("presence_token_subprotocol"):
             subprotocol = TOKEN_SUBPROTOCOL
+        await self._presence_register()
         if headers is None:
             await super().accept(subprotocol)  # type: ignore[misc]
         else:
             await super().accept(subprotocol, headers)  # type: ignore[misc]
-        await self._presence_register()
 
     def get_presence_user_id(self) -> Any:
         """The primary key of the user to track, or None to not track this connection.

@@ -1,0 +1,202 @@
+"""JWTAuthMiddleware with real tokens, through Channels' WebsocketCommunicator."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import override_settings
+
+from django_presence.middleware import (
+    CLOSE_INVALID_TOKEN,
+    JWTAuthMiddleware,
+    JWTAuthMiddlewareStack,
+    decode_token,
+    token_from_scope,
+)
+from django_presence.exceptions import InvalidToken, PresenceImproperlyConfigured
+
+from .tokens import make_token
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class WhoAmIConsumer(AsyncJsonWebsocketConsumer):
+    """Accepts everyone and says who the scope's user is."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope["user"]
+        await self.send_json(
+            {"authenticated": user.is_authenticated, "pk": getattr(user, "pk", None)}
+        )
+
+
+app = JWTAuthMiddlewareStack(WhoAmIConsumer.as_asgi())
+
+
+@pytest.fixture
+def user() -> Any:
+    return get_user_model().objects.create_user("alice", password="x")
+
+
+async def connect(path: str = "/ws/", subprotocols: list[str] | None = None) -> Any:
+    communicator = WebsocketCommunicator(app, path, subprotocols=subprotocols)
+    connected, code = await communicator.connect()
+    return communicator, connected, code
+
+
+async def test_valid_token_in_query_string_sets_the_user(user: Any) -> None:
+    communicator, connected, _ = await connect(f"/ws/?token={make_token(user.pk)}")
+    assert connected
+    assert await communicator.receive_json_from() == {"authenticated": True, "pk": user.pk}
+    await communicator.disconnect()
+
+
+async def test_valid_token_as_subprotocol_sets_the_user(user: Any) -> None:
+    communicator, connected, _ = await connect(
+        subprotocols=["access_token", make_token(user.pk)]
+    )
+    assert connected
+    assert await communicator.receive_json_from() == {"authenticated": True, "pk": user.pk}
+    await communicator.disconnect()
+
+
+async def test_no_token_leaves_an_anonymous_user() -> None:
+    communicator, connected, _ = await connect()
+    assert connected
+    assert await communicator.receive_json_from() == {"authenticated": False, "pk": None}
+    await communicator.disconnect()
+
+
+def _b64(data: dict[str, Any]) -> str:
+    raw = json.dumps(data).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _alg_none_token(user_id: Any) -> str:
+    header = _b64({"alg": "none", "typ": "JWT"})
+    payload = _b64({"user_id": user_id, "exp": int(time.time()) + 300})
+    return f"{header}.{payload}."
+
+
+def _tampered(user_id: Any, other_id: Any) -> str:
+    header, _, signature = make_token(user_id).split(".")
+    payload = _b64({"user_id": other_id, "exp": int(time.time()) + 300})
+    return f"{header}.{payload}.{signature}"
+
+
+BAD_TOKENS = {
+    "expired": lambda u: make_token(u.pk, lifetime=-10),
+    "wrong signature": lambda u: make_token(u.pk, key="another-key-" * 8),
+    "alg none": lambda u: _alg_none_token(u.pk),
+    "wrong algorithm": lambda u: make_token(u.pk, algorithm="HS512"),
+    "missing user claim": lambda u: jwt.encode(
+        {"sub": str(u.pk), "exp": int(time.time()) + 300}, "x" * 64, algorithm="HS256"
+    ),
+    "missing exp": lambda u: jwt.encode(
+        {"user_id": u.pk}, settings.SECRET_KEY, algorithm="HS256"
+    ),
+    "unknown user": lambda u: make_token(u.pk + 1000),
+    "refresh token": lambda u: make_token(u.pk, token_type="refresh"),
+    "tampered payload": lambda u: _tampered(u.pk, u.pk + 1),
+    "garbage": lambda u: "not-a-jwt",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_TOKENS))
+@pytest.mark.parametrize("transport", ["query", "subprotocol"])
+async def test_invalid_tokens_are_rejected_before_the_consumer_runs(
+    user: Any, kind: str, transport: str
+) -> None:
+    token = BAD_TOKENS[kind](user)
+    if transport == "query":
+        communicator, connected, code = await connect(f"/ws/?token={token}")
+    else:
+        communicator, connected, code = await connect(subprotocols=["access_token", token])
+    assert not connected
+    assert code == CLOSE_INVALID_TOKEN
+    assert await communicator.receive_nothing()
+
+
+async def test_inactive_user_is_rejected(user: Any) -> None:
+    user.is_active = False
+    await user.asave()
+    _, connected, code = await connect(f"/ws/?token={make_token(user.pk)}")
+    assert (connected, code) == (False, CLOSE_INVALID_TOKEN)
+
+
+async def test_simplejwt_style_access_token_is_accepted(user: Any) -> None:
+    token = make_token(user.pk, token_type="access", jti="abc", iat=int(time.time()))
+    communicator, connected, _ = await connect(f"/ws/?token={token}")
+    assert connected
+    await communicator.disconnect()
+
+
+def test_decode_token_uses_configured_algorithms_audience_and_issuer(user: Any) -> None:
+    key = "k" * 64
+    config = {
+        "JWT_ALGORITHMS": ["HS512"],
+        "JWT_SIGNING_KEY": key,
+        "JWT_AUDIENCE": "presence",
+        "JWT_ISSUER": "https://auth.example",
+    }
+    good = make_token(
+        user.pk, key=key, algorithm="HS512", aud="presence", iss="https://auth.example"
+    )
+    with override_settings(DJANGO_PRESENCE=config):
+        assert decode_token(good)["user_id"] == user.pk
+        for bad in (
+            make_token(user.pk, key=key, algorithm="HS512", aud="other", iss="https://auth.example"),
+            make_token(user.pk, key=key, algorithm="HS512", aud="presence", iss="https://evil"),
+            make_token(user.pk, key=key, algorithm="HS512", iss="https://auth.example"),
+            make_token(user.pk, key=key, aud="presence", iss="https://auth.example"),
+        ):
+            with pytest.raises(InvalidToken):
+                decode_token(bad)
+
+
+def test_decode_token_reads_secret_key_at_call_time(user: Any) -> None:
+    new_key = "rotated-secret-key-that-is-long-enough-0123456789"
+    token = make_token(user.pk, key=new_key)
+    with pytest.raises(InvalidToken):
+        decode_token(token)
+    with override_settings(SECRET_KEY=new_key):
+        assert decode_token(token)["user_id"] == user.pk
+
+
+@pytest.mark.parametrize("algorithms", [[], ["none"], "HS256", [None]])
+def test_decode_token_refuses_an_insecure_algorithm_list(algorithms: Any) -> None:
+    with (
+        override_settings(DJANGO_PRESENCE={"JWT_ALGORITHMS": algorithms}),
+        pytest.raises(PresenceImproperlyConfigured, match="JWT_ALGORITHMS"),
+    ):
+        decode_token(make_token(1))
+
+
+def test_token_from_scope_prefers_the_subprotocol() -> None:
+    scope = {"subprotocols": ["access_token", "sub-token"], "query_string": b"token=query-token"}
+    assert token_from_scope(scope) == ("sub-token", True)
+    assert token_from_scope({"query_string": b"token=query-token"}) == ("query-token", False)
+    assert token_from_scope({"subprotocols": ["access_token"], "query_string": b""}) == (
+        None,
+        False,
+    )
+
+
+async def test_http_scopes_pass_through_untouched() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope)
+
+    await JWTAuthMiddleware(inner)({"type": "http", "query_string": b"token=x"}, None, None)
+    assert seen == [{"type": "http", "query_string": b"token=x"}]

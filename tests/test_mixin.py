@@ -1,0 +1,231 @@
+"""UserOnlineStatusMixin through WebsocketCommunicator, on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import override_settings
+
+from django_presence.consumers import CLOSE_TOKEN_EXPIRED, UserOnlineStatusMixin
+from django_presence.heartbeat import tracked_connections
+from django_presence.middleware import JWTAuthMiddlewareStack
+from django_presence.services import user_online_service
+
+from .tokens import make_token
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class EchoConsumer(AsyncWebsocketConsumer):
+    """A project's consumer: echoes text, says goodbye on disconnect into a list."""
+
+    disconnected: list[int] = []
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.send(text_data="hello")
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        await self.send(text_data=f"echo:{text_data}")
+
+    async def disconnect(self, code: int) -> None:
+        EchoConsumer.disconnected.append(code)
+
+
+class TrackedEchoConsumer(UserOnlineStatusMixin, EchoConsumer):
+    """The same consumer, tracked."""
+
+
+class RejectingConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        await self.close()
+
+
+class CrashingConsumer(UserOnlineStatusMixin, AsyncWebsocketConsumer):
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raise RuntimeError("a bug in the project's consumer")
+
+
+def app(consumer: type) -> Any:
+    return JWTAuthMiddlewareStack(consumer.as_asgi())
+
+
+@pytest.fixture
+async def user(presence: dict[str, Any]) -> Any:
+    return await get_user_model().objects.acreate(username="bob")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Wait until ``check()`` is true, failing after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition still false after {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+async def db_online(user: Any) -> bool:
+    await user.arefresh_from_db()
+    return bool(user.is_online)
+
+
+async def test_accepted_connection_is_online_until_it_disconnects(user: Any) -> None:
+    communicator = WebsocketCommunicator(
+        app(TrackedEchoConsumer), f"/ws/?token={make_token(user.pk)}"
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    assert await communicator.receive_from() == "hello"
+    assert await user_online_service.ais_user_online(user.pk)
+    assert await user_online_service.aget_user_connection_count(user.pk) == 1
+    assert await db_online(user)
+    assert list(tracked_connections().values()) == [str(user.pk)]
+
+    await communicator.disconnect()
+    assert not await user_online_service.ais_user_online(user.pk)
+    assert tracked_connections() == {}
+    await user.arefresh_from_db()
+    assert (user.is_online, user.last_seen is not None) == (False, True)
+
+
+async def test_two_tabs_count_as_one_user(user: Any) -> None:
+    tabs = [
+        WebsocketCommunicator(app(TrackedEchoConsumer), f"/ws/?token={make_token(user.pk)}")
+        for _ in range(2)
+    ]
+    for tab in tabs:
+        assert (await tab.connect())[0]
+    assert await user_online_service.aget_user_connection_count(user.pk) == 2
+    await tabs[0].disconnect()
+    assert await user_online_service.ais_user_online(user.pk)
+    assert await db_online(user)
+    await tabs[1].disconnect()
+    assert not await user_online_service.ais_user_online(user.pk)
+    assert not await db_online(user)
+
+
+async def test_mixin_does_not_change_the_consumers_behaviour(user: Any) -> None:
+    async def exchange(consumer: type) -> list[Any]:
+        EchoConsumer.disconnected = []
+        communicator = WebsocketCommunicator(
+            app(consumer), f"/ws/?token={make_token(user.pk)}"
+        )
+        connected, subprotocol = await communicator.connect()
+        frames: list[Any] = [connected, subprotocol, await communicator.receive_from()]
+        for text in ("one", "two"):
+            await communicator.send_to(text_data=text)
+            frames.append(await communicator.receive_from())
+        assert await communicator.receive_nothing()
+        await communicator.disconnect(code=4321)
+        return [*frames, EchoConsumer.disconnected]
+
+    plain = await exchange(EchoConsumer)
+    tracked = await exchange(TrackedEchoConsumer)
+    assert plain == tracked == [True, None, "hello", "echo:one", "echo:two", [4321]]
+
+
+async def test_a_rejected_connection_is_never_registered(user: Any) -> None:
+    communicator = WebsocketCommunicator(
+        app(RejectingConsumer), f"/ws/?token={make_token(user.pk)}"
+    )
+    connected, _ = await communicator.connect()
+    assert not connected
+    assert not await user_online_service.ais_user_online(user.pk)
+    assert tracked_connections() == {}
+
+
+async def test_an_anonymous_connection_is_not_tracked(presence: dict[str, Any]) -> None:
+    communicator = WebsocketCommunicator(app(TrackedEchoConsumer), "/ws/")
+    assert (await communicator.connect())[0]
+    assert tracked_connections() == {}
+    await communicator.disconnect()
+
+
+async def test_plain_accept_answers_with_the_token_subprotocol(user: Any) -> None:
+    token = make_token(user.pk)
+    communicator = WebsocketCommunicator(
+        app(TrackedEchoConsumer), "/ws/", subprotocols=["access_token", token]
+    )
+    connected, subprotocol = await communicator.connect()
+    assert (connected, subprotocol) == (True, "access_token")
+    await communicator.disconnect()
+
+
+async def test_a_connection_is_closed_when_its_token_expires(user: Any) -> None:
+    communicator = WebsocketCommunicator(
+        app(TrackedEchoConsumer), f"/ws/?token={make_token(user.pk, lifetime=1.5)}"
+    )
+    assert (await communicator.connect())[0]
+    assert await communicator.receive_from() == "hello"
+    closed = await communicator.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": CLOSE_TOKEN_EXPIRED}
+    await communicator.disconnect()
+    await eventually(lambda: _offline(user.pk))
+
+
+async def _offline(user_id: Any) -> bool:
+    return not await user_online_service.ais_user_online(user_id)
+
+
+async def test_a_consumer_that_crashes_is_unregistered(user: Any) -> None:
+    communicator = WebsocketCommunicator(
+        app(CrashingConsumer), f"/ws/?token={make_token(user.pk)}"
+    )
+    assert (await communicator.connect())[0]
+    assert await user_online_service.ais_user_online(user.pk)
+    await communicator.send_to(text_data="boom")
+    with pytest.raises(RuntimeError, match="a bug in the project's consumer"):
+        await communicator.wait(timeout=5)
+    assert not await user_online_service.ais_user_online(user.pk)
+    assert tracked_connections() == {}
+
+
+async def test_grace_period_keeps_a_reloading_user_online(
+    user: Any, presence: dict[str, Any]
+) -> None:
+    transitions: list[str] = []
+
+    from django_presence.signals import user_offline, user_online
+
+    def on_online(sender: Any, user_id: Any, **kwargs: Any) -> None:
+        transitions.append("online")
+
+    def on_offline(sender: Any, user_id: Any, **kwargs: Any) -> None:
+        transitions.append("offline")
+
+    user_online.connect(on_online)
+    user_offline.connect(on_offline)
+    try:
+        with override_settings(DJANGO_PRESENCE={**presence, "OFFLINE_GRACE_PERIOD": 0.5}):
+            first = WebsocketCommunicator(
+                app(TrackedEchoConsumer), f"/ws/?token={make_token(user.pk)}"
+            )
+            assert (await first.connect())[0]
+            await first.disconnect()
+            # The page reloads within the grace period: no offline/online pair.
+            assert await user_online_service.ais_user_online(user.pk)
+            assert await user_online_service.aget_user_connection_count(user.pk) == 0
+            second = WebsocketCommunicator(
+                app(TrackedEchoConsumer), f"/ws/?token={make_token(user.pk)}"
+            )
+            assert (await second.connect())[0]
+            await second.disconnect()
+            assert transitions == ["online"]
+            # Nobody comes back: the sweep announces offline once the grace has passed.
+            await eventually(lambda: _swept_offline(user.pk))
+            assert transitions == ["online", "offline"]
+            assert not await db_online(user)
+    finally:
+        user_online.disconnect(on_online)
+        user_offline.disconnect(on_offline)
+
+
+async def _swept_offline(user_id: Any) -> bool:
+    await user_online_service.asweep()
+    return await _offline(user_id)
