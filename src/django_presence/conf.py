@@ -45,6 +45,26 @@ DEFAULTS: dict[str, Any] = {
     "JWT_ISSUER": None,
     "JWT_LEEWAY": 0,
     # -- the ws/user/ consumer and messaging (issue 3) --
+    # Dotted path of the authorization policy class (django_presence.policies).
+    "POLICY": "django_presence.policies.DefaultPolicy",
+    # Largest inbound frame in bytes; a larger one is answered with error too_large unread.
+    "MAX_FRAME_SIZE": 65536,
+    # Token bucket of each connection: frames per second sustained, and burst. None: off.
+    "RATE_LIMIT_RATE": 10,
+    "RATE_LIMIT_BURST": 20,
+    # Token bucket of each user, shared by all of the user's connections in one process.
+    "USER_RATE_LIMIT_RATE": 20,
+    "USER_RATE_LIMIT_BURST": 40,
+    # A connection answered rate_limited this many times within FLOOD_WINDOW seconds is
+    # closed with code 4008.
+    "FLOOD_CLOSE_AFTER": 20,
+    "FLOOD_WINDOW": 10,
+    # Most users one connection may watch (subscribe_presence) and groups it may join.
+    "MAX_WATCHED_USERS": 1000,
+    "MAX_GROUPS": 100,
+    # Groups with more members than this report a member count instead of the members
+    # (Pusher's presence channels stop at 100 members).
+    "GROUP_PRESENCE_MAX_MEMBERS": 100,
 }
 
 REMOVED_SETTINGS: dict[str, str] = {}
