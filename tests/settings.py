@@ -42,6 +42,14 @@ DJANGO_PRESENCE = {
     "OFFLINE_GRACE_PERIOD": 0,
 }
 
+if os.environ.get("PRESENCE_TEST_KEY_PREFIX"):
+    # A server process started by the tests shares presence with them through Redis.
+    DJANGO_PRESENCE.update(
+        BACKEND="django_presence.backends.redis.RedisBackend",
+        REDIS_URL=os.environ["REDIS_URL"],
+        KEY_PREFIX=os.environ["PRESENCE_TEST_KEY_PREFIX"],
+    )
+
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
