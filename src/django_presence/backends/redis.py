@@ -9,7 +9,9 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
 - ``{P}:online``   hash: user id -> ms since which the user is online.
 - ``{P}:closing``  hash: user id -> connection id of the user's grace-period lease (at most
   one: adding a connection drops it).
-- ``{P}:seq``      counter of transitions; ``{P}:tseq`` hash: user id -> last transition seq.
+- ``{P}:seq``      counter of transitions, never below the server time in microseconds so
+  that it keeps increasing after Redis lost its data; ``{P}:tseq`` hash: user id -> last
+  transition seq.
 - ``{P}:sweeplock`` the sweep lock.
 
 Every mutation is one Lua script, so adding, removing and deciding the transition are one
@@ -55,9 +57,18 @@ local function split(m)
   local n = tonumber(string.sub(m, 1, sep - 1))
   return string.sub(m, sep + 1, sep + n), string.sub(m, sep + n + 1)
 end
+-- Transition numbers never go back, even when Redis restarted empty and K_SEQ is gone:
+-- the counter is floored at the server time in microseconds (below 2^53, so the number
+-- survives Lua's doubles and JavaScript clients), and INCR keeps it unique.
 local function next_seq(uid)
   local s = redis.call('INCR', K_SEQ)
-  redis.call('HSET', K_TSEQ, uid, s)
+  local t = redis.call('TIME')
+  local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if s < floor then
+    s = floor
+    redis.call('SET', K_SEQ, string.format('%d', s))
+  end
+  redis.call('HSET', K_TSEQ, uid, string.format('%d', s))
   return s
 end
 local function open_count(uid)
@@ -68,7 +79,11 @@ local function store(uid, cid, ttl, server, now)
   local was = redis.call('HEXISTS', K_ONLINE, uid)
   local opened = now
   local old = redis.call('HGET', uk, cid)
-  if old then opened = tonumber(string.sub(old, 1, string.find(old, '|', 1, true) - 1)) end
+  if old then
+    local sep = string.find(old, '|', 1, true)
+    opened = tonumber(string.sub(old, 1, sep - 1))
+    if server == '' then server = string.sub(old, sep + 1) end
+  end
   redis.call('HSET', uk, cid, opened .. '|' .. server)
   redis.call('ZADD', K_LEASES, now + ttl, member(uid, cid))
   local closing = redis.call('HGET', K_CLOSING, uid)
