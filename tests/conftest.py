@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -81,3 +82,58 @@ async def backend(presence: dict[str, Any]) -> AsyncIterator[Any]:
     instance = get_backend()
     yield instance
     await instance.aclose()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain sync client of the test Redis server, for looking at keys and stats."""
+    with redis.Redis.from_url(redis_url) as client:
+        yield client
+
+
+class SignalLog:
+    """Every ``user_online`` / ``user_offline`` signal sent while it is connected.
+
+    Thread-safe: signals may be sent from several threads and event loops at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.events: list[tuple[str, Any, int]] = []  # (kind, user_id, seq), arrival order
+
+    def _online(self, sender: Any, user_id: Any, seq: int, **kwargs: Any) -> None:
+        with self._lock:
+            self.events.append(("online", user_id, seq))
+
+    def _offline(self, sender: Any, user_id: Any, seq: int, **kwargs: Any) -> None:
+        with self._lock:
+            self.events.append(("offline", user_id, seq))
+
+    def of(self, user_id: Any) -> list[str]:
+        """Kinds of the signals of ``user_id``, ordered by seq."""
+        with self._lock:
+            events = sorted((e for e in self.events if e[1] == user_id), key=lambda e: e[2])
+        return [kind for kind, _, _ in events]
+
+    def kinds(self) -> list[str]:
+        """Kinds of every signal, in arrival order."""
+        with self._lock:
+            return [kind for kind, _, _ in self.events]
+
+    def clear(self) -> None:
+        """Forget what was recorded so far."""
+        with self._lock:
+            self.events.clear()
+
+
+@pytest.fixture
+def signal_log() -> Iterator[SignalLog]:
+    """Records the presence signals sent during the test."""
+    from django_presence.signals import user_offline, user_online
+
+    log = SignalLog()
+    user_online.connect(log._online, weak=False)
+    user_offline.connect(log._offline, weak=False)
+    yield log
+    user_online.disconnect(log._online)
+    user_offline.disconnect(log._offline)

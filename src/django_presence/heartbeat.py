@@ -61,7 +61,9 @@ class Heartbeat:
             )
             changes = [change for _, change in restored]
             if restored:
-                logger.info("Registered %d connections again after the backend lost them", len(restored))
+                logger.info(
+                    "Registered %d connections again after the backend lost them", len(restored)
+                )
             # A connection closed while the heartbeat was under way was stored again: undo.
             for connection_id, change in restored:
                 if connection_id not in self.connections:

@@ -419,7 +419,7 @@ class RedisBackend(BasePresenceBackend):
                     for start in range(0, len(ids), _CHUNK):
                         pipe.hmget(self._keys[1], ids[start : start + _CHUNK])
                     values = [v for chunk in await pipe.execute() for v in chunk]
-            return {uid for uid, value in zip(ids, values) if value is not None}
+            return {uid for uid, value in zip(ids, values, strict=True) if value is not None}
 
         return await self._call(run)
 
@@ -429,7 +429,7 @@ class RedisBackend(BasePresenceBackend):
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             online, seqs = await self._eval("snapshot", _SNAPSHOT, [self._user_prefix, *chunk])
-            for uid, on, seq in zip(chunk, online, seqs):
+            for uid, on, seq in zip(chunk, online, seqs, strict=True):
                 snapshot[uid] = (on is not None, int(seq or 0))
         return snapshot
 

@@ -45,7 +45,11 @@ def new_connection_id() -> str:
 
 
 def _user_key(user_id: Any) -> str:
-    if user_id is None or isinstance(user_id, bool) or not isinstance(user_id, (int, str, uuid.UUID)):
+    if (
+        user_id is None
+        or isinstance(user_id, bool)
+        or not isinstance(user_id, (int, str, uuid.UUID))
+    ):
         raise TypeError(
             "user_id must be a user's primary key (an int, str or UUID), got "
             f"{type(user_id).__name__}: {user_id!r}"
@@ -54,7 +58,7 @@ def _user_key(user_id: Any) -> str:
 
 
 def _pk_from_key(key: str) -> Any:
-    return get_user_model()._meta.pk.to_python(key)  # type: ignore[union-attr]
+    return get_user_model()._meta.pk.to_python(key)
 
 
 def _user_model_has_presence_fields() -> bool:
@@ -78,7 +82,10 @@ class UserOnlineService:
         key = _user_key(user_id)
         connection_id = connection_id or new_connection_id()
         change = await get_backend().add_connection(
-            key, connection_id, ttl=number_setting("CONNECTION_TTL", allow_zero=False), server=server
+            key,
+            connection_id,
+            ttl=number_setting("CONNECTION_TTL", allow_zero=False),
+            server=server,
         )
         await self.apply_changes([change])
         return connection_id
@@ -219,7 +226,9 @@ class UserOnlineService:
         logger.warning("is_online of users %s kept changing while being written", sorted(state))
 
     async def _send_signal(self, change: Change) -> None:
-        signal = signals.user_online if change.transition is Transition.ONLINE else signals.user_offline
+        signal = (
+            signals.user_online if change.transition is Transition.ONLINE else signals.user_offline
+        )
         try:
             kwargs = {"user_id": _pk_from_key(change.user_id), "seq": change.seq}
             if hasattr(signal, "asend"):
@@ -227,7 +236,9 @@ class UserOnlineService:
             else:  # Django 4.2
                 await sync_to_async(signal.send)(sender=UserOnlineService, **kwargs)
         except Exception:
-            logger.exception("A %s receiver failed for user %s", change.transition.value, change.user_id)
+            logger.exception(
+                "A %s receiver failed for user %s", change.transition.value, change.user_id
+            )
 
     async def _notify_watchers(self, transitions: Sequence[Change], now: Any) -> None:
         layer = get_channel_layer(presence_settings.CHANNEL_LAYER)

@@ -58,8 +58,8 @@ class Command(BaseCommand):
         manager = get_user_model()._default_manager
         online = {_pk_from_key(k) for k in async_to_sync(get_backend().all_online_user_ids)()}
         marked_online = manager.filter(pk__in=online, is_online=False).update(is_online=True)
-        marked_offline = manager.filter(is_online=True).exclude(pk__in=online).update(
-            is_online=False
+        marked_offline = (
+            manager.filter(is_online=True).exclude(pk__in=online).update(is_online=False)
         )
         self.stdout.write(
             f"Marked {marked_online} users online and {marked_offline} offline "

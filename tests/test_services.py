@@ -1,0 +1,378 @@
+"""``user_online_service``: the public API, its side effects and their cost, on both backends."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+
+from django_presence import groups
+from django_presence.backends import get_backend
+from django_presence.services import user_online_service
+
+from .conftest import SignalLog
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+User = get_user_model()
+
+
+def make_user(name: str = "alice") -> Any:
+    return User.objects.create_user(username=name)
+
+
+def updates(context: CaptureQueriesContext) -> list[str]:
+    """The UPDATE statements run while ``context`` was open."""
+    return [q["sql"] for q in context.captured_queries if q["sql"].startswith("UPDATE")]
+
+
+def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"Condition not met within {timeout} s")
+        time.sleep(0.02)
+
+
+# -- sync API --------------------------------------------------------------------------------
+
+
+def test_first_connection_comes_online_second_tab_writes_nothing(
+    presence: dict[str, Any], signal_log: SignalLog
+) -> None:
+    user = make_user()
+
+    with CaptureQueriesContext(connection) as first_queries:
+        first = user_online_service.add_user_connection(user.pk)
+    with CaptureQueriesContext(connection) as second_queries:
+        second = user_online_service.add_user_connection(user.pk, "tab-2")
+
+    assert isinstance(first, str)
+    assert len(first) == 32
+    assert second == "tab-2"
+    assert len(updates(first_queries)) == 1
+    assert second_queries.captured_queries == []
+    user.refresh_from_db()
+    assert user.is_online
+    assert user.last_seen is None
+    assert user_online_service.is_user_online(user.pk)
+    assert user_online_service.get_user_connection_count(user.pk) == 2
+    assert signal_log.kinds() == ["online"]
+
+
+def test_last_connection_closing_goes_offline_with_one_write(
+    presence: dict[str, Any], signal_log: SignalLog
+) -> None:
+    user = make_user()
+    first = user_online_service.add_user_connection(user.pk)
+    second = user_online_service.add_user_connection(user.pk)
+
+    with CaptureQueriesContext(connection) as non_last:
+        user_online_service.remove_user_connection(user.pk, first)
+    with CaptureQueriesContext(connection) as last:
+        user_online_service.remove_user_connection(user.pk, second)
+
+    assert non_last.captured_queries == []
+    assert len(updates(last)) == 1
+    user.refresh_from_db()
+    assert not user.is_online
+    assert user.last_seen is not None
+    assert not user_online_service.is_user_online(user.pk)
+    assert user_online_service.get_user_connection_count(user.pk) == 0
+    assert signal_log.kinds() == ["online", "offline"]
+
+
+def test_a_heartbeat_writes_nothing(presence: dict[str, Any], signal_log: SignalLog) -> None:
+    user = make_user()
+    cid = user_online_service.add_user_connection(user.pk)
+
+    with CaptureQueriesContext(connection) as queries:
+        async_to_sync(user_online_service.aheartbeat)([(user.pk, cid)])
+
+    assert queries.captured_queries == []
+    assert signal_log.kinds() == ["online"]
+
+
+def test_a_heartbeat_after_the_backend_lost_everything_writes_again(
+    presence: dict[str, Any], signal_log: SignalLog
+) -> None:
+    user = make_user()
+    cid = user_online_service.add_user_connection(user.pk)
+    async_to_sync(get_backend().clear)()
+
+    with CaptureQueriesContext(connection) as queries:
+        async_to_sync(user_online_service.aheartbeat)([(user.pk, cid)])
+
+    # The user was marked online in the DB already: the conditional UPDATE matches no row,
+    # but the signal fires, as the backend decided a transition.
+    assert len(updates(queries)) == 1
+    assert user_online_service.is_user_online(user.pk)
+    assert signal_log.kinds() == ["online", "online"]
+
+
+def test_grace_period_keeps_the_user_online_then_sweep_takes_them_offline(
+    presence: dict[str, Any], signal_log: SignalLog
+) -> None:
+    user = make_user()
+    cid = user_online_service.add_user_connection(user.pk)
+
+    with CaptureQueriesContext(connection) as queries:
+        user_online_service.remove_user_connection(user.pk, cid, grace=0.3)
+
+    assert queries.captured_queries == []
+    assert user_online_service.is_user_online(user.pk)
+    assert user_online_service.get_user_connection_count(user.pk) == 0
+    user.refresh_from_db()
+    assert user.is_online
+
+    swept = []
+    wait_until(lambda: swept.append(user_online_service.sweep()) or swept[-1] > 0)
+
+    assert swept[-1] == 1
+    assert not user_online_service.is_user_online(user.pk)
+    user.refresh_from_db()
+    assert not user.is_online
+    assert user.last_seen is not None
+    assert signal_log.kinds() == ["online", "offline"]
+
+
+def test_reconnect_within_the_default_grace_period_is_invisible(
+    presence: dict[str, Any], signal_log: SignalLog
+) -> None:
+    user = make_user()
+    with override_settings(DJANGO_PRESENCE={**presence, "OFFLINE_GRACE_PERIOD": 30}):
+        cid = user_online_service.add_user_connection(user.pk)
+        with CaptureQueriesContext(connection) as queries:
+            user_online_service.remove_user_connection(user.pk, cid)  # A page reload...
+            user_online_service.add_user_connection(user.pk)  # ...and its new socket.
+
+        assert queries.captured_queries == []
+        assert user_online_service.sweep() == 0
+        assert signal_log.kinds() == ["online"]
+        assert user_online_service.get_user_connection_count(user.pk) == 1
+
+
+def test_cleanup_user_connections(presence: dict[str, Any], signal_log: SignalLog) -> None:
+    user = make_user()
+    for _ in range(3):
+        user_online_service.add_user_connection(user.pk)
+
+    with CaptureQueriesContext(connection) as queries:
+        removed = user_online_service.cleanup_user_connections(user.pk)
+
+    assert removed == 3
+    assert len(updates(queries)) == 1
+    assert not user_online_service.is_user_online(user.pk)
+    user.refresh_from_db()
+    assert not user.is_online
+    assert signal_log.kinds() == ["online", "offline"]
+    assert user_online_service.cleanup_user_connections(user.pk) == 0
+    assert signal_log.kinds() == ["online", "offline"]
+
+
+def test_get_online_user_ids_returns_the_ids_as_given(presence: dict[str, Any]) -> None:
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    user_online_service.add_user_connection(alice.pk)
+    user_online_service.add_user_connection(str(bob.pk))
+
+    assert user_online_service.get_online_user_ids([alice.pk, bob.pk, carol.pk]) == {
+        alice.pk,
+        bob.pk,
+    }
+    assert user_online_service.get_online_user_ids([str(alice.pk), carol.pk]) == {str(alice.pk)}
+    assert user_online_service.get_online_user_ids(iter([bob.pk])) == {bob.pk}
+    assert user_online_service.get_online_user_ids([]) == set()
+
+
+def test_sweep_returns_how_many_connections_it_removed(
+    presence: dict[str, Any], signal_log: SignalLog
+) -> None:
+    user = make_user()
+    # Changing settings builds a new backend: the whole test runs with the short TTL.
+    with override_settings(DJANGO_PRESENCE={**presence, "CONNECTION_TTL": 0.3}):
+        user_online_service.add_user_connection(user.pk)
+        user_online_service.add_user_connection(user.pk)
+        removed: list[int] = []
+        wait_until(lambda: removed.append(user_online_service.sweep()) or sum(removed) == 2)
+
+    assert not user_online_service.is_user_online(user.pk)
+    user.refresh_from_db()
+    assert not user.is_online
+    assert signal_log.kinds() == ["online", "offline"]
+
+
+def test_signals_carry_the_primary_key_and_increasing_seq(
+    presence: dict[str, Any], signal_log: SignalLog
+) -> None:
+    user = make_user()
+    cid = user_online_service.add_user_connection(str(user.pk))  # Given as a string.
+    user_online_service.remove_user_connection(str(user.pk), cid)
+
+    [(online, online_pk, online_seq), (offline, offline_pk, offline_seq)] = signal_log.events
+    assert (online, offline) == ("online", "offline")
+    assert online_pk == offline_pk == user.pk
+    assert type(online_pk) is int
+    assert 0 < online_seq < offline_seq
+
+
+def test_sync_api_from_a_plain_thread(presence: dict[str, Any], signal_log: SignalLog) -> None:
+    """Celery workers and other threads have no event loop; the sync API works there."""
+    user = make_user()
+    results: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            cid = user_online_service.add_user_connection(user.pk)
+            results["online"] = user_online_service.is_user_online(user.pk)
+            results["count"] = user_online_service.get_user_connection_count(user.pk)
+            results["ids"] = user_online_service.get_online_user_ids([user.pk])
+            user_online_service.remove_user_connection(user.pk, cid)
+            results["after"] = user_online_service.is_user_online(user.pk)
+            results["cleanup"] = user_online_service.cleanup_user_connections(user.pk)
+            results["swept"] = user_online_service.sweep()
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(30)
+
+    assert not thread.is_alive()
+    assert errors == []
+    assert results == {
+        "online": True,
+        "count": 1,
+        "ids": {user.pk},
+        "after": False,
+        "cleanup": 0,
+        "swept": 0,
+    }
+    user.refresh_from_db()
+    assert not user.is_online
+    assert signal_log.kinds() == ["online", "offline"]
+
+
+@pytest.mark.parametrize("bad", [None, True, 1.5, b"1", object(), [1], {"id": 1}])
+def test_bad_user_id_is_a_type_error(presence: dict[str, Any], bad: Any) -> None:
+    for call in (
+        lambda: user_online_service.add_user_connection(bad),
+        lambda: user_online_service.remove_user_connection(bad, "c"),
+        lambda: user_online_service.is_user_online(bad),
+        lambda: user_online_service.get_user_connection_count(bad),
+        lambda: user_online_service.cleanup_user_connections(bad),
+        lambda: user_online_service.get_online_user_ids([1, bad]),
+    ):
+        with pytest.raises(TypeError, match="user_id must be a user's primary key") as info:
+            call()
+        assert type(bad).__name__ in str(info.value)
+
+
+def test_sync_user_model_off_writes_nothing(
+    presence: dict[str, Any], signal_log: SignalLog
+) -> None:
+    user = make_user()
+    with (
+        override_settings(DJANGO_PRESENCE={**presence, "SYNC_USER_MODEL": False}),
+        CaptureQueriesContext(connection) as queries,
+    ):
+        cid = user_online_service.add_user_connection(user.pk)
+        user_online_service.remove_user_connection(user.pk, cid)
+        user_online_service.add_user_connection(user.pk)
+        user_online_service.cleanup_user_connections(user.pk)
+
+    assert queries.captured_queries == []
+    user.refresh_from_db()
+    assert not user.is_online
+    assert user.last_seen is None
+    # Signals are still sent: they follow the backend, not the DB.
+    assert signal_log.kinds() == ["online", "offline", "online", "offline"]
+
+
+def test_a_failing_signal_receiver_does_not_stop_the_others(
+    presence: dict[str, Any], signal_log: SignalLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django_presence.signals import user_online
+
+    def broken(**kwargs: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    user = make_user()
+    user_online.connect(broken, weak=False)
+    try:
+        user_online_service.add_user_connection(user.pk)
+    finally:
+        user_online.disconnect(broken)
+
+    user.refresh_from_db()
+    assert user.is_online
+    assert user_online_service.is_user_online(user.pk)
+    assert "A online receiver failed" in caplog.text
+
+
+# -- async API -------------------------------------------------------------------------------
+
+
+async def test_async_api(presence: dict[str, Any], signal_log: SignalLog) -> None:
+    from asgiref.sync import sync_to_async
+
+    user = await sync_to_async(make_user)()
+    service = user_online_service
+
+    first = await service.aadd_user_connection(user.pk)
+    second = await service.aadd_user_connection(user.pk, "given-id")
+    assert second == "given-id"
+    assert await service.ais_user_online(user.pk)
+    assert await service.aget_user_connection_count(user.pk) == 2
+    assert await service.aget_online_user_ids([user.pk, user.pk + 1]) == {user.pk}
+    await service.aremove_user_connection(user.pk, first)
+    assert await service.aget_user_connection_count(user.pk) == 1
+    await service.aremove_user_connection(user.pk, second, grace=30)
+    assert await service.ais_user_online(user.pk)
+    assert await service.asweep() == 0
+    assert await service.acleanup_user_connections(user.pk) == 1
+    assert not await service.ais_user_online(user.pk)
+
+    await user.arefresh_from_db()
+    assert not user.is_online
+    assert user.last_seen is not None
+    assert signal_log.kinds() == ["online", "offline"]
+
+
+async def test_sync_api_inside_an_event_loop_is_refused(presence: dict[str, Any]) -> None:
+    with pytest.raises(RuntimeError, match="async"):
+        user_online_service.is_user_online(1)
+
+
+async def test_watchers_are_told_of_transitions(presence: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    assert layer is not None
+    channel = await layer.new_channel()
+    await layer.group_add(groups.watchers_group(7), channel)
+
+    cid = await user_online_service.aadd_user_connection(7)
+    await user_online_service.aadd_user_connection(7)  # A second tab: nobody is told.
+    await user_online_service.acleanup_user_connections(7)
+    del cid
+
+    online = await layer.receive(channel)
+    offline = await layer.receive(channel)
+    assert online == {
+        "type": "presence.status",
+        "user_id": 7,
+        "is_online": True,
+        "last_seen": None,
+        "seq": online["seq"],
+    }
+    assert offline["is_online"] is False
+    assert offline["last_seen"] is not None
+    assert offline["seq"] > online["seq"] > 0
+    await layer.group_discard(groups.watchers_group(7), channel)
