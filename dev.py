@@ -36,8 +36,16 @@ def ensure_environment() -> None:
         return
     print("Installing django-user-presence and its test dependencies ...", flush=True)
     subprocess.run(
-        [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-e", f"{ROOT}[redis,test]"],
+        [
+            str(PYTHON),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-e",
+            f"{ROOT}[redis,test]",
+        ],
         check=True,
     )
     STAMP.write_text(digest)

@@ -64,9 +64,19 @@ def redis_server_binary() -> str:
         # so it is downloaded for that tag and unpacked rather than installed.
         result = subprocess.run(
             [
-                sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                "--python-version", "3.8", "--platform", "manylinux2010_x86_64",
-                "-d", tmp, "redis-server==6.0.9",
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.8",
+                "--platform",
+                "manylinux2010_x86_64",
+                "-d",
+                tmp,
+                "redis-server==6.0.9",
             ],
             capture_output=True,
             text=True,
@@ -98,8 +108,18 @@ class RedisProcess:
         """Start the server and wait until it accepts connections."""
         self.process = subprocess.Popen(
             [
-                redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", self.dir, *self.extra_args,
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import override_settings
 
+from django_presence.exceptions import InvalidToken, PresenceImproperlyConfigured
 from django_presence.middleware import (
     CLOSE_INVALID_TOKEN,
     JWTAuthMiddleware,
@@ -22,7 +23,6 @@ from django_presence.middleware import (
     decode_token,
     token_from_scope,
 )
-from django_presence.exceptions import InvalidToken, PresenceImproperlyConfigured
 
 from .tokens import make_token
 
@@ -62,9 +62,7 @@ async def test_valid_token_in_query_string_sets_the_user(user: Any) -> None:
 
 
 async def test_valid_token_as_subprotocol_sets_the_user(user: Any) -> None:
-    communicator, connected, _ = await connect(
-        subprotocols=["access_token", make_token(user.pk)]
-    )
+    communicator, connected, _ = await connect(subprotocols=["access_token", make_token(user.pk)])
     assert connected
     assert await communicator.receive_json_from() == {"authenticated": True, "pk": user.pk}
     await communicator.disconnect()
@@ -102,9 +100,7 @@ BAD_TOKENS = {
     "missing user claim": lambda u: jwt.encode(
         {"sub": str(u.pk), "exp": int(time.time()) + 300}, "x" * 64, algorithm="HS256"
     ),
-    "missing exp": lambda u: jwt.encode(
-        {"user_id": u.pk}, settings.SECRET_KEY, algorithm="HS256"
-    ),
+    "missing exp": lambda u: jwt.encode({"user_id": u.pk}, settings.SECRET_KEY, algorithm="HS256"),
     "unknown user": lambda u: make_token(u.pk + 1000),
     "refresh token": lambda u: make_token(u.pk, token_type="refresh"),
     "tampered payload": lambda u: _tampered(u.pk, u.pk + 1),
@@ -155,7 +151,9 @@ def test_decode_token_uses_configured_algorithms_audience_and_issuer(user: Any) 
     with override_settings(DJANGO_PRESENCE=config):
         assert decode_token(good)["user_id"] == user.pk
         for bad in (
-            make_token(user.pk, key=key, algorithm="HS512", aud="other", iss="https://auth.example"),
+            make_token(
+                user.pk, key=key, algorithm="HS512", aud="other", iss="https://auth.example"
+            ),
             make_token(user.pk, key=key, algorithm="HS512", aud="presence", iss="https://evil"),
             make_token(user.pk, key=key, algorithm="HS512", iss="https://auth.example"),
             make_token(user.pk, key=key, aud="presence", iss="https://auth.example"),

@@ -113,9 +113,7 @@ async def test_two_tabs_count_as_one_user(user: Any) -> None:
 async def test_mixin_does_not_change_the_consumers_behaviour(user: Any) -> None:
     async def exchange(consumer: type) -> list[Any]:
         EchoConsumer.disconnected = []
-        communicator = WebsocketCommunicator(
-            app(consumer), f"/ws/?token={make_token(user.pk)}"
-        )
+        communicator = WebsocketCommunicator(app(consumer), f"/ws/?token={make_token(user.pk)}")
         connected, subprotocol = await communicator.connect()
         frames: list[Any] = [connected, subprotocol, await communicator.receive_from()]
         for text in ("one", "two"):

@@ -41,7 +41,11 @@ class Server:
     def manage(self, *args: str) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "django", *args],
-            env=self.env, cwd=ROOT, capture_output=True, text=True, check=True,
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return result.stdout
 
@@ -49,10 +53,19 @@ class Server:
         self.manage("migrate", "--verbosity", "0")
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "uvicorn", "tests.asgi:application",
-                "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "tests.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
             ],
-            env=self.env, cwd=ROOT,
+            env=self.env,
+            cwd=ROOT,
         )
         wait_for_port(self.port, timeout=30)
 
@@ -76,7 +89,8 @@ def server(tmp_path: Path, redis_url: str) -> Iterator[Server]:
 
 def create_user(server: Server, username: str) -> int:
     out = server.manage(
-        "shell", "-c",
+        "shell",
+        "-c",
         "from django.contrib.auth import get_user_model; "
         f"print(get_user_model().objects.create_user({username!r}).pk)",
     )
@@ -131,7 +145,9 @@ async def test_sockets_dropped_mid_handshake_leak_no_presence(
     opened = 0
     for _ in range(60):
         ws = await ws_connect(
-            url, subprotocols=["access_token", make_token(user_id)], open_timeout=10  # type: ignore[list-item]
+            url,
+            subprotocols=["access_token", make_token(user_id)],
+            open_timeout=10,  # type: ignore[list-item]
         )
         opened += 1
         ws.transport.abort()  # no close frame: the server sees the TCP connection die

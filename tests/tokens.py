@@ -20,4 +20,5 @@ def make_token(
     """A token for ``user_id`` like djangorestframework-simplejwt's access tokens."""
     payload: dict[str, Any] = {"user_id": user_id, "exp": int(time.time() + lifetime)}
     payload.update(claims)
-    return jwt.encode(payload, key if key is not None else settings.SECRET_KEY, algorithm=algorithm)
+    signing_key = key if key is not None else settings.SECRET_KEY
+    return jwt.encode(payload, signing_key, algorithm=algorithm)

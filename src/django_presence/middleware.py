@@ -119,13 +119,14 @@ class JWTAuthMiddleware(BaseMiddleware):
     """
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        inner: Any = self.inner
         if scope.get("type") != "websocket":
-            return await self.inner(scope, receive, send)
+            return await inner(scope, receive, send)
         token, via_subprotocol = token_from_scope(scope)
         scope = dict(scope)
         if token is None:
             scope.setdefault("user", AnonymousUser())
-            return await self.inner(scope, receive, send)
+            return await inner(scope, receive, send)
         try:
             payload = decode_token(token)
             user = await get_user_for_token(payload)
@@ -135,7 +136,7 @@ class JWTAuthMiddleware(BaseMiddleware):
         scope["user"] = user
         scope["presence_token_exp"] = payload["exp"]
         scope["presence_token_subprotocol"] = via_subprotocol
-        return await self.inner(scope, receive, send)
+        return await inner(scope, receive, send)
 
 
 async def _reject(receive: Any, send: Any) -> None:
@@ -144,6 +145,6 @@ async def _reject(receive: Any, send: Any) -> None:
         await send({"type": "websocket.close", "code": CLOSE_INVALID_TOKEN})
 
 
-def JWTAuthMiddlewareStack(inner: Any) -> Any:  # noqa: N802 - named like AuthMiddlewareStack
+def JWTAuthMiddlewareStack(inner: Any) -> Any:
     """Wrap ``inner`` in :class:`JWTAuthMiddleware` (like Channels' ``AuthMiddlewareStack``)."""
     return JWTAuthMiddleware(inner)

@@ -26,7 +26,11 @@ def presence_urlpatterns(prefix: str = "ws/", consumer: Any = None) -> list[URLP
     ``consumer`` replaces :class:`~django_presence.consumers.UserConsumer`, for a project
     that subclasses it.
     """
-    if not isinstance(prefix, str) or prefix.startswith("/") or (prefix and not prefix.endswith("/")):
+    if (
+        not isinstance(prefix, str)
+        or prefix.startswith("/")
+        or (prefix and not prefix.endswith("/"))
+    ):
         raise ValueError(
             f"prefix must be a relative path ending with '/', like 'ws/' or '', got {prefix!r}."
         )

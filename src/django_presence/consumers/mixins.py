@@ -45,8 +45,9 @@ class UserOnlineStatusMixin:
     presence_connection_id: str | None = None
     presence_user_id: Any = None
     _presence_expiry: asyncio.TimerHandle | None = None
+    _presence_close_task: asyncio.Future[None] | None = None
 
-    scope: dict[str, Any]
+    scope: Any
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -113,7 +114,10 @@ class UserOnlineStatusMixin:
 
     def _presence_token_expired(self) -> None:
         logger.info("Token of user %s expired; closing its connection", self.presence_user_id)
-        asyncio.ensure_future(self.close(code=CLOSE_TOKEN_EXPIRED))  # type: ignore[attr-defined]
+        # Kept on the consumer so the task is not garbage-collected before it runs.
+        self._presence_close_task = asyncio.ensure_future(
+            self.close(code=CLOSE_TOKEN_EXPIRED)  # type: ignore[attr-defined]
+        )
 
     async def _presence_unregister(self) -> None:
         if self._presence_expiry is not None:
@@ -131,4 +135,3 @@ class UserOnlineStatusMixin:
                 connection_id,
                 self.presence_user_id,
             )
-
