@@ -1,28 +1,625 @@
-"""The ready ``ws/user/`` consumer."""
+"""The ready ``ws/user/`` consumer: presence, messaging, groups and subscriptions.
+
+The wire protocol is documented in ``docs/protocol.md``. In short, every frame is a JSON
+object ``{"type": ..., "data": {...}}``; a request may carry an ``id`` that its reply
+echoes. Requests are handled by ``request_<type>`` methods, so a subclass adds a request
+type by adding a method; channel-layer events are handled by ``presence_<name>`` methods.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 
+from .. import groups, rooms
+from ..backends import get_backend
+from ..conf import number_setting, presence_settings
+from ..policies import get_policy_class
+from ..ratelimit import (
+    FloodDetector,
+    TokenBucket,
+    flood_setting,
+    rate_setting,
+    user_buckets,
+)
+from ..services.messaging import send_group_message, user_messaging_service, wire_user_id
 from .mixins import UserOnlineStatusMixin
+
+logger = logging.getLogger(__name__)
+
+#: Close code of a connection without an authenticated user (before accept: HTTP 403).
+CLOSE_UNAUTHENTICATED = 4003
+#: Close code of a connection that kept sending after being rate limited.
+CLOSE_FLOODING = 4008
+
+#: Error codes of ``error`` frames (``docs/protocol.md`` explains each).
+INVALID_JSON = "invalid_json"
+INVALID_PAYLOAD = "invalid_payload"
+UNKNOWN_TYPE = "unknown_type"
+FORBIDDEN = "forbidden"
+RATE_LIMITED = "rate_limited"
+TOO_LARGE = "too_large"
+NOT_FOUND = "not_found"
+SERVER_ERROR = "server_error"
+
+_REQUEST_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_MAX_ID_LENGTH = 64
+# Integer primary keys beyond a signed 64-bit column cannot exist; refusing them early
+# keeps an overflow from reaching the database.
+_MAX_INT_ID = 2**63
+
+
+class RequestError(Exception):
+    """Raised by a request handler to answer with an ``error`` frame of ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class _RoomView:
+    """What this connection has told its client about one group's members."""
+
+    full: bool  # members mode (False: count-only mode)
+    floor: int  # version of the last snapshot; older events are in it
+    latest: int  # newest version seen
+    count: int
+    user_versions: dict[str, int] = field(default_factory=dict)
+
+
+def _frame_too_large(text: str, limit: int) -> bool:
+    # A str of n characters is n to 4n bytes in UTF-8: encode only when in doubt.
+    if len(text) > limit:
+        return True
+    if len(text) * 4 <= limit:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit
 
 
 class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
     """The ready ``ws/user/`` consumer: presence, messaging, groups and subscriptions.
 
-    The wire protocol is documented in ``docs/protocol.md``.
+    Authenticated users only; the connection is tracked by
+    :class:`~django_presence.consumers.UserOnlineStatusMixin`. Subclass it to change the
+    authorization rules (:attr:`policy_class` or the ``can_*`` methods) or to add request
+    types (``async def request_<type>(self, data)``), and route the subclass with
+    :func:`django_presence.routing.presence_urlpatterns`.
     """
 
-    async def connect(self) -> None:
-        """Accept authenticated users only."""
-        if self.get_presence_user_id() is None:
-            await self.close()
-            return
-        await self.accept()
+    #: The policy class; None uses ``DJANGO_PRESENCE["POLICY"]``.
+    policy_class: type[Any] | None = None
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """Answer ``ping`` with ``pong``."""
-        if isinstance(content, dict) and content.get("type") == "ping":
-            await self.send_json({"type": "pong", "data": {}})
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user: Any = None
+        self.user_key = ""
+        self.policy: Any = None
+        self._member_id = uuid.uuid4().hex
+        self._layer_groups: set[str] = set()
+        self._watching: dict[str, int] = {}  # watched user key -> seq of the last status sent
+        self._rooms: dict[str, _RoomView] = {}
+        self._bucket: TokenBucket | None = None
+        self._user_bucket: TokenBucket | None = None
+        self._flood: FloodDetector | None = None
+        self._max_frame = 0
+        self._closing = False
+        self._cleaned_up = False
+
+    @property  # a setting read per connection, not a constant
+    def channel_layer_alias(self) -> str:  # type: ignore[override]
+        """The channel layer named by ``DJANGO_PRESENCE["CHANNEL_LAYER"]``."""
+        return str(presence_settings.CHANNEL_LAYER)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Runs however the consumer ends, even when the server never delivered
+            # websocket.disconnect, so that no group membership outlives the socket.
+            await self._cleanup()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Accept authenticated users, then join the user's group and the broadcast group."""
+        user_id = self.get_presence_user_id()
+        if user_id is None:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.user = self.scope["user"]
+        self.user_key = str(user_id)
+        # Settings are read before accepting, so a misconfiguration refuses the socket.
+        self.policy = self.get_policy()
+        limit = rate_setting("RATE_LIMIT_RATE", "RATE_LIMIT_BURST")
+        self._bucket = TokenBucket(*limit) if limit else None
+        limit = rate_setting("USER_RATE_LIMIT_RATE", "USER_RATE_LIMIT_BURST")
+        self._user_bucket = user_buckets.acquire(self.user_key, *limit) if limit else None
+        flood = flood_setting()
+        self._flood = FloodDetector(*flood) if flood else None
+        self._max_frame = int(number_setting("MAX_FRAME_SIZE", minimum=1))
+        await self.accept()
+        await self._group_add(groups.user_group(user_id))
+        await self._group_add(groups.broadcast_group())
+
+    async def disconnect(self, code: int) -> None:
+        """Leave every group."""
+        await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        if self._cleaned_up:
+            return
+        self._cleaned_up = True
+        for name in list(self._rooms):
+            await self._leave_room(name)
+        if self.channel_layer is not None:
+            for group in self._layer_groups:
+                try:
+                    await self.channel_layer.group_discard(group, self.channel_name)
+                except Exception:
+                    logger.exception("Could not leave channel-layer group %s", group)
+        self._layer_groups.clear()
+        self._watching.clear()
+        if self._user_bucket is not None:
+            self._user_bucket = None
+            user_buckets.release(self.user_key)
+
+    async def _group_add(self, group: str) -> None:
+        if self.channel_layer is None:
+            raise RuntimeError(
+                "The ws/user/ consumer needs a channel layer: configure CHANNEL_LAYERS and "
+                "DJANGO_PRESENCE['CHANNEL_LAYER']."
+            )
+        self._layer_groups.add(group)
+        await self.channel_layer.group_add(group, self.channel_name)
+
+    async def _group_discard(self, group: str) -> None:
+        self._layer_groups.discard(group)
+        if self.channel_layer is not None:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send_frame(self, type: str, data: dict[str, Any], request_id: Any = None) -> None:
+        """Send ``{"type": type, "data": data}`` (and ``id``); never raises for a closed socket.
+
+        A send to a socket that has just closed raises (``ClientDisconnected`` under
+        uvicorn); it is logged and ignored, so the consumer still cleans up.
+        """
+        frame: dict[str, Any] = {"type": type, "data": data}
+        if request_id is not None:
+            frame["id"] = request_id
+        try:
+            await self.send_json(frame)
+        except Exception:
+            logger.debug("Could not send a %s frame to a closed socket", type, exc_info=True)
+
+    async def send_error(self, code: str, message: str, request_id: Any = None) -> None:
+        """Send an ``error`` frame ``{code, message}``."""
+        await self.send_frame("error", {"code": code, "message": message}, request_id)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        """Check the frame's rate, type and size, parse it, and dispatch it.
+
+        Nothing a client sends can raise out of here: unexpected errors are logged and
+        answered with ``server_error``.
+        """
+        if self._closing:
+            return
+        try:
+            await self._receive_frame(text_data, bytes_data)
+        except Exception:
+            logger.exception("Unexpected error handling a frame from user %s", self.user_key)
+            await self.send_error(SERVER_ERROR, "The server could not handle this message.")
+
+    async def _receive_frame(self, text_data: str | None, bytes_data: bytes | None) -> None:
+        if not self._take_token():
+            await self.send_error(RATE_LIMITED, "Too many messages; slow down.")
+            if self._flood is not None and self._flood.record():
+                logger.warning("Closing a flooding connection of user %s", self.user_key)
+                self._closing = True
+                try:
+                    await self.close(code=CLOSE_FLOODING)
+                except Exception:
+                    logger.debug("Could not close a flooding connection", exc_info=True)
+            return
+        if text_data is None:
+            await self.send_error(
+                INVALID_PAYLOAD, "Binary frames are not accepted; send JSON text."
+            )
+            return
+        if _frame_too_large(text_data, self._max_frame):
+            await self.send_error(TOO_LARGE, f"Messages are limited to {self._max_frame} bytes.")
+            return
+        try:
+            content = json.loads(text_data)
+        except (ValueError, RecursionError):
+            await self.send_error(INVALID_JSON, "The message is not valid JSON.")
+            return
+        await self.dispatch_request(content)
+
+    def _take_token(self) -> bool:
+        if self._bucket is not None and not self._bucket.take():
+            return False
+        if self._user_bucket is not None and not self._user_bucket.take():
+            if self._bucket is not None:
+                self._bucket.give_back()
+            return False
+        return True
+
+    async def dispatch_request(self, content: Any) -> None:
+        """Validate a parsed frame and run its ``request_<type>`` handler."""
+        if not isinstance(content, dict):
+            await self.send_error(INVALID_PAYLOAD, "A message must be a JSON object.")
+            return
+        request_id = content.get("id")
+        if request_id is not None and not (
+            (isinstance(request_id, str) and len(request_id) <= _MAX_ID_LENGTH)
+            or (isinstance(request_id, int) and not isinstance(request_id, bool))
+        ):
+            await self.send_error(
+                INVALID_PAYLOAD,
+                f"id must be an integer or a string of at most {_MAX_ID_LENGTH} characters.",
+            )
+            return
+        request_type = content.get("type")
+        if not isinstance(request_type, str):
+            await self.send_error(INVALID_PAYLOAD, "type must be a string.", request_id)
+            return
+        data = content.get("data", {})
+        if not isinstance(data, dict):
+            await self.send_error(INVALID_PAYLOAD, "data must be a JSON object.", request_id)
+            return
+        handler = (
+            getattr(self, f"request_{request_type}", None)
+            if _REQUEST_TYPE.match(request_type)
+            else None
+        )
+        if handler is None:
+            await self.send_error(
+                UNKNOWN_TYPE, f"Unknown message type {request_type[:40]!r}.", request_id
+            )
+            return
+        try:
+            reply = await handler(data)
+        except RequestError as e:
+            await self.send_error(e.code, e.message, request_id)
+            return
+        except Exception:
+            logger.exception(
+                "Unexpected error handling %s from user %s", request_type, self.user_key
+            )
+            await self.send_error(
+                SERVER_ERROR, "The server could not handle this message.", request_id
+            )
+            return
+        if reply is not None:
+            await self.send_frame(reply[0], reply[1], request_id)
+        elif request_id is not None:
+            await self.send_frame("ack", {"request": request_type}, request_id)
+
+    # -- authorization ---------------------------------------------------------------------
+
+    def get_policy(self) -> Any:
+        """A new instance of :attr:`policy_class` or of ``DJANGO_PRESENCE["POLICY"]``."""
+        return (self.policy_class or get_policy_class())()
+
+    async def _ask(self, method: str, *args: Any) -> bool:
+        result = getattr(self.policy, method)(self.user, *args)
+        if inspect.isawaitable(result):
+            result = await result
+        return bool(result)
+
+    async def can_message(self, target_id: Any) -> bool:
+        """Whether this connection's user may send a direct message to ``target_id``."""
+        return await self._ask("can_message", target_id)
+
+    async def can_watch(self, target_id: Any) -> bool:
+        """Whether this connection's user may subscribe to ``target_id``'s status."""
+        return await self._ask("can_watch", target_id)
+
+    async def can_join_group(self, group: str) -> bool:
+        """Whether this connection's user may join client group ``group``."""
+        return await self._ask("can_join_group", group)
+
+    async def can_send_to_group(self, group: str) -> bool:
+        """Whether this connection's user may send to ``group``, which it joined."""
+        return await self._ask("can_send_to_group", group)
+
+    async def can_broadcast(self) -> bool:
+        """Whether this connection's user may broadcast to everyone."""
+        return await self._ask("can_broadcast")
+
+    # -- payload helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def parse_user_id(value: Any, name: str) -> Any:
+        """A client's user id converted to the primary key's type, or RequestError."""
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, str))
+            or (isinstance(value, int) and abs(value) >= _MAX_INT_ID)
+            or (isinstance(value, str) and not 0 < len(value) <= 255)
+        ):
+            raise RequestError(INVALID_PAYLOAD, f"{name} must be a user id, got {value!r:.60}.")
+        try:
+            pk = get_user_model()._meta.pk.to_python(value)
+        except ValidationError:
+            raise RequestError(
+                INVALID_PAYLOAD, f"{name} must be a user id, got {value!r:.60}."
+            ) from None
+        if pk is None:
+            raise RequestError(INVALID_PAYLOAD, f"{name} must be a user id, got {value!r:.60}.")
+        return pk
+
+    @staticmethod
+    def _text(data: dict[str, Any], name: str) -> str:
+        value = data.get(name)
+        if not isinstance(value, str) or not value:
+            raise RequestError(INVALID_PAYLOAD, f"data.{name} must be a non-empty string.")
+        return value
+
+    @staticmethod
+    def _group_name(data: dict[str, Any]) -> str:
+        try:
+            return groups.validate_client_group_name(data.get("group"))
+        except ValueError as e:
+            raise RequestError(INVALID_PAYLOAD, str(e)[:200]) from None
+
+    def _user_ids(self, data: dict[str, Any]) -> list[Any]:
+        values = data.get("user_ids")
+        limit = int(presence_settings.MAX_WATCHED_USERS)
+        if not isinstance(values, list) or not values:
+            raise RequestError(
+                INVALID_PAYLOAD, "data.user_ids must be a non-empty list of user ids."
+            )
+        if len(values) > limit:
+            raise RequestError(INVALID_PAYLOAD, f"data.user_ids holds at most {limit} ids.")
+        return list(dict.fromkeys(self.parse_user_id(v, "data.user_ids[]") for v in values))
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def request_ping(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """``ping`` -> ``pong``."""
+        return "pong", {}
+
+    async def request_direct_message(self, data: dict[str, Any]) -> None:
+        """``direct_message {target_user_id, message}``: to every tab of the target.
+
+        The sender is always this connection's user, whatever the client wrote.
+        """
+        target = self.parse_user_id(data.get("target_user_id"), "data.target_user_id")
+        message = self._text(data, "message")
+        if not await self.can_message(target):
+            raise RequestError(FORBIDDEN, "You may not message this user.")
+        if not await _user_exists(target):
+            raise RequestError(NOT_FOUND, "No such user.")
+        await user_messaging_service.send_message_to_user(self.user.pk, target, message)
+
+    async def request_broadcast(self, data: dict[str, Any]) -> None:
+        """``broadcast {message}``: a ``system_broadcast`` to everyone (staff by default)."""
+        message = self._text(data, "message")
+        if not await self.can_broadcast():
+            raise RequestError(FORBIDDEN, "You may not broadcast.")
+        await user_messaging_service.broadcast_system_message(message)
+
+    async def request_join_group(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """``join_group {group}`` -> ``group_joined {group, count, members_online?}``."""
+        name = self._group_name(data)
+        if name not in self._rooms:
+            if len(self._rooms) >= int(presence_settings.MAX_GROUPS):
+                raise RequestError(
+                    FORBIDDEN,
+                    f"A connection may join at most {presence_settings.MAX_GROUPS} groups.",
+                )
+            if not await self.can_join_group(name):
+                raise RequestError(FORBIDDEN, "You may not join this group.")
+            await self._group_add(groups.client_group(name))
+            rooms.get_tracker().track(name, self.user_key, self._member_id)
+            # A placeholder view until the snapshot below, so a failure still leaves.
+            self._rooms[name] = _RoomView(True, 0, 0, 0)
+            change = await rooms.get_registry().join(
+                name,
+                self.user_key,
+                self._member_id,
+                number_setting("CONNECTION_TTL", allow_zero=False),
+            )
+            await rooms.announce(change, origin=self.channel_name)
+        return "group_joined", await self._room_snapshot(name)
+
+    async def _room_snapshot(self, name: str) -> dict[str, Any]:
+        members, version = await rooms.get_registry().members(name)
+        full = len(members) <= rooms.member_limit()
+        self._rooms[name] = _RoomView(full, version, version, len(members))
+        data: dict[str, Any] = {"group": name, "count": len(members)}
+        if full:
+            data["members_online"] = [wire_user_id(m) for m in members]
+        else:
+            data["count_only"] = True
+        return data
+
+    async def request_leave_group(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """``leave_group {group}`` -> ``group_left {group}`` (also if not a member)."""
+        name = self._group_name(data)
+        if name in self._rooms:
+            await self._leave_room(name)
+        return "group_left", {"group": name}
+
+    async def _leave_room(self, name: str) -> None:
+        self._rooms.pop(name, None)
+        rooms.get_tracker().untrack(name, self._member_id)
+        try:
+            await self._group_discard(groups.client_group(name))
+            change = await rooms.get_registry().leave(name, self.user_key, self._member_id)
+            await rooms.announce(change, origin=self.channel_name)
+        except Exception:
+            # The membership's lease expires by itself and a sweep announces the leave.
+            logger.exception("Could not leave group %r cleanly", name)
+
+    async def request_group_message(self, data: dict[str, Any]) -> None:
+        """``group_message {group, message}``: to every member; members only."""
+        name = self._group_name(data)
+        message = self._text(data, "message")
+        if name not in self._rooms:
+            raise RequestError(FORBIDDEN, "Join the group before sending to it.")
+        if not await self.can_send_to_group(name):
+            raise RequestError(FORBIDDEN, "You may not send to this group.")
+        await send_group_message(name, message, from_user_id=self.user.pk)
+
+    async def request_subscribe_presence(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """``subscribe_presence {user_ids}`` -> ``presence_state {users}``, then diffs.
+
+        The connection joins the watchers' groups first and reads the snapshot second,
+        so no transition falls between the two; a ``status_changed`` older than the
+        snapshot (its ``seq`` is not newer) is dropped, so none is delivered twice or
+        out of order.
+        """
+        targets = self._user_ids(data)
+        limit = int(presence_settings.MAX_WATCHED_USERS)
+        new = [pk for pk in targets if str(pk) not in self._watching]
+        if len(self._watching) + len(new) > limit:
+            raise RequestError(FORBIDDEN, f"A connection may watch at most {limit} users.")
+        denied = [pk for pk in targets if not await self.can_watch(pk)]
+        if denied:
+            raise RequestError(
+                FORBIDDEN, f"You may not watch users {[wire_user_id(pk) for pk in denied][:20]!r}."
+            )
+        for pk in new:
+            # Marked as watched before joining, so a failure half-way still cleans up.
+            self._watching[str(pk)] = 0
+            await self._group_add(groups.watchers_group(pk))
+        snapshot = await get_backend().presence_snapshot([str(pk) for pk in targets])
+        users = {}
+        for pk in targets:
+            online, seq = snapshot.get(str(pk), (False, 0))
+            self._watching[str(pk)] = max(self._watching.get(str(pk), 0), seq)
+            users[str(wire_user_id(pk))] = online
+        return "presence_state", {"users": users}
+
+    async def request_unsubscribe_presence(self, data: dict[str, Any]) -> None:
+        """``unsubscribe_presence {user_ids}``: no more ``status_changed`` for them."""
+        for pk in self._user_ids(data):
+            if self._watching.pop(str(pk), None) is not None:
+                await self._group_discard(groups.watchers_group(pk))
+
+    # -- channel-layer events --------------------------------------------------------------
+
+    async def presence_notification(self, event: dict[str, Any]) -> None:
+        """A notification for this user -> ``notification {title, message, ...extra}``."""
+        data = {**event.get("extra", {}), "title": event["title"], "message": event["message"]}
+        await self.send_frame("notification", data)
+
+    async def presence_direct_message(self, event: dict[str, Any]) -> None:
+        """A direct message to this user -> ``direct_message {from_user_id, message, sent_at}``."""
+        await self.send_frame(
+            "direct_message",
+            {
+                "from_user_id": event["from_user_id"],
+                "message": event["message"],
+                "sent_at": event["sent_at"],
+            },
+        )
+
+    async def presence_broadcast(self, event: dict[str, Any]) -> None:
+        """A system broadcast -> ``system_broadcast {message, ...extra}``."""
+        await self.send_frame(
+            "system_broadcast", {**event.get("extra", {}), "message": event["message"]}
+        )
+
+    async def presence_group_message(self, event: dict[str, Any]) -> None:
+        """A message to a joined group -> ``group_message {group, from_user_id, message}``."""
+        if event["group"] not in self._rooms:
+            return
+        data = {
+            **event.get("extra", {}),
+            "group": event["group"],
+            "from_user_id": event["from_user_id"],
+            "message": event["message"],
+        }
+        await self.send_frame("group_message", data)
+
+    async def presence_status(self, event: dict[str, Any]) -> None:
+        """A watched user's transition -> ``status_changed``, unless the snapshot had it."""
+        key = str(event["user_id"])
+        last = self._watching.get(key)
+        seq = int(event.get("seq") or 0)
+        if last is None or seq <= last:
+            return
+        self._watching[key] = seq
+        await self.send_frame(
+            "status_changed",
+            {
+                "user_id": wire_user_id(event["user_id"]),
+                "is_online": event["is_online"],
+                "last_seen": event["last_seen"],
+                "seq": seq,
+            },
+        )
+
+    async def presence_group_member(self, event: dict[str, Any]) -> None:
+        """A user joined or left a joined group -> ``group_presence``.
+
+        Updates are ordered by the group's version: those older than the member list
+        this connection sent, or than a newer update about the same user, are dropped.
+        """
+        name = event["group"]
+        view = self._rooms.get(name)
+        version = int(event["version"])
+        if view is None or event.get("origin") == self.channel_name or version <= view.floor:
+            return
+        limit = rooms.member_limit()
+        if event["count_before"] > limit or event["count"] > limit:
+            # The group crosses the limit (updates are sent for crossings only).
+            if version <= view.latest:
+                return
+            view.latest = version
+            if event["count"] > limit:
+                if view.full:
+                    view.full, view.count = False, event["count"]
+                    await self.send_frame(
+                        "group_presence",
+                        {"group": name, "count": event["count"], "count_only": True},
+                    )
+            else:
+                await self.send_frame("group_presence", await self._room_snapshot(name))
+            return
+        if not view.full:
+            # Small again, but this connection missed the crossing: start over.
+            if version > view.latest:
+                await self.send_frame("group_presence", await self._room_snapshot(name))
+            return
+        user = str(event["user_id"])
+        if version <= view.user_versions.get(user, 0):
+            return
+        view.user_versions[user] = version
+        if version > view.latest:
+            view.latest, view.count = version, event["count"]
+        await self.send_frame(
+            "group_presence",
+            {
+                "group": name,
+                "user_id": event["user_id"],
+                "joined": event["joined"],
+                "count": view.count,
+            },
+        )
+
+
+@database_sync_to_async
+def _user_exists(pk: Any) -> bool:
+    return bool(get_user_model()._default_manager.filter(pk=pk).exists())
