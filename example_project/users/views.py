@@ -1,0 +1,110 @@
+"""The example platform's pages: dashboard, messages, notifications, groups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from consultations.models import Consultation
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
+
+from .tokens import issue_access_token
+
+
+def _people(request: HttpRequest) -> Any:
+    return get_user_model().objects.order_by("username")
+
+
+@require_GET
+@never_cache
+@login_required
+def token(request: HttpRequest) -> JsonResponse:
+    """A fresh short-lived access token for the logged-in user's WebSocket connections.
+
+    presence.js asks for one before every (re)connection, so an expired token never
+    stops a page from reconnecting.
+    """
+    value, exp = issue_access_token(request.user)
+    return JsonResponse({"token": value, "exp": exp})
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Everybody with a live online dot and last-seen time."""
+    user = request.user
+    consultations = Consultation.objects.filter(doctor=user) | Consultation.objects.filter(
+        patient=user
+    )
+    return render(
+        request,
+        "users/dashboard.html",
+        {
+            "people": _people(request),
+            "consultations": consultations.select_related("doctor", "patient"),
+        },
+    )
+
+
+@login_required
+def direct_messages(request: HttpRequest) -> HttpResponse:
+    """Send and receive direct messages over the ``ws/user/`` socket."""
+    return render(
+        request, "users/messages.html", {"people": _people(request).exclude(pk=request.user.pk)}
+    )
+
+
+def _send(name: str, *args: Any, **kwargs: Any) -> None:
+    # The messaging service's methods are coroutines; async_to_sync runs one from this
+    # sync view (in Django's thread under ASGI, or in a plain thread under WSGI).
+    from django_presence.services import user_messaging_service
+
+    async_to_sync(getattr(user_messaging_service, name))(*args, **kwargs)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def notifications(request: HttpRequest) -> HttpResponse:
+    """Notifications as they arrive; staff send one to a user, or a system broadcast."""
+    if request.method == "POST":
+        return _staff_send(request)
+    return render(request, "users/notifications.html", {"people": _people(request)})
+
+
+def _staff_send(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff send notifications and broadcasts.")
+    text = request.POST.get("message", "").strip()
+    if not text:
+        messages.error(request, "Write a message first.")
+        return redirect("notifications")
+    if request.POST.get("action") == "broadcast":
+        _send("broadcast_system_message", text, sent_by=request.user.get_username())
+        messages.success(request, "System broadcast sent to everybody online.")
+    else:
+        target = _people(request).filter(pk=request.POST.get("user_id") or None).first()
+        if target is None:
+            messages.error(request, "Choose who to notify.")
+            return redirect("notifications")
+        title = request.POST.get("title", "").strip() or "Notification"
+        _send(
+            "send_notification_to_user",
+            target.pk,
+            title,
+            text,
+            sent_by=request.user.get_username(),
+        )
+        messages.success(request, f"Notification sent to {target.get_username()}.")
+    return redirect("notifications")
+
+
+@login_required
+def groups(request: HttpRequest) -> HttpResponse:
+    """Join groups, see who is in them, and talk to them."""
+    return render(request, "users/groups.html", {"people": _people(request)})
