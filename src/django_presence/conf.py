@@ -44,6 +44,10 @@ DEFAULTS: dict[str, Any] = {
     "JWT_AUDIENCE": None,
     "JWT_ISSUER": None,
     "JWT_LEEWAY": 0,
+    # Close all of a user's sockets (user_online_service.disconnect_user) when they log
+    # out, and when their password changes.
+    "DISCONNECT_ON_LOGOUT": True,
+    "DISCONNECT_ON_PASSWORD_CHANGE": True,
     # -- the ws/user/ consumer and messaging (issue 3) --
     # Dotted path of the authorization policy class (django_presence.policies).
     "POLICY": "django_presence.policies.DefaultPolicy",
