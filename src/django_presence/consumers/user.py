@@ -114,6 +114,8 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         self._user_bucket: TokenBucket | None = None
         self._flood: FloodDetector | None = None
         self._max_frame = 0
+        self._max_groups = 0
+        self._max_watched = 0
         self._closing = False
         self._cleaned_up = False
 
@@ -149,6 +151,8 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         flood = flood_setting()
         self._flood = FloodDetector(*flood) if flood else None
         self._max_frame = int(number_setting("MAX_FRAME_SIZE", minimum=1))
+        self._max_groups = int(number_setting("MAX_GROUPS"))
+        self._max_watched = int(number_setting("MAX_WATCHED_USERS"))
         await self.accept()
         await self._group_add(groups.user_group(user_id))
         await self._group_add(groups.broadcast_group())
@@ -383,7 +387,7 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
 
     def _user_ids(self, data: dict[str, Any]) -> list[Any]:
         values = data.get("user_ids")
-        limit = int(presence_settings.MAX_WATCHED_USERS)
+        limit = self._max_watched
         if not isinstance(values, list) or not values:
             raise RequestError(
                 INVALID_PAYLOAD, "data.user_ids must be a non-empty list of user ids."
@@ -422,10 +426,10 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         """``join_group {group}`` -> ``group_joined {group, count, members_online?}``."""
         name = self._group_name(data)
         if name not in self._rooms:
-            if len(self._rooms) >= int(presence_settings.MAX_GROUPS):
+            if len(self._rooms) >= self._max_groups:
                 raise RequestError(
                     FORBIDDEN,
-                    f"A connection may join at most {presence_settings.MAX_GROUPS} groups.",
+                    f"A connection may join at most {self._max_groups} groups.",
                 )
             if not await self.can_join_group(name):
                 raise RequestError(FORBIDDEN, "You may not join this group.")
@@ -490,7 +494,7 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         out of order.
         """
         targets = self._user_ids(data)
-        limit = int(presence_settings.MAX_WATCHED_USERS)
+        limit = self._max_watched
         new = [pk for pk in targets if str(pk) not in self._watching]
         if len(self._watching) + len(new) > limit:
             raise RequestError(FORBIDDEN, f"A connection may watch at most {limit} users.")
