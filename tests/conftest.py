@@ -137,3 +137,94 @@ def signal_log() -> Iterator[SignalLog]:
     yield log
     user_online.disconnect(log._online)
     user_offline.disconnect(log._offline)
+
+
+class CommandCounter:
+    """The commands clients sent to a private Redis server, seen through ``MONITOR``.
+
+    Commands run inside Lua scripts are left out: what is counted is what went over the
+    network, so the counts are exactly the round trips the package made.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client = redis.Redis.from_url(url)
+        self._seen: list[str] = []
+        self._lock = threading.Lock()
+        self._marks = 0
+        self._mark_seen = threading.Condition(self._lock)
+        self._last_mark = ""
+        self._monitor = self._client.monitor()
+        self._monitor.__enter__()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            entry = self._monitor.next_command()
+            if entry.get("client_type") == "lua":
+                continue
+            command = str(entry["command"])
+            name = command.split(" ", 1)[0].lower()
+            with self._lock:
+                if name == "echo" and "presence-test-mark-" in command:
+                    self._last_mark = command.split("presence-test-mark-", 1)[1]
+                    self._mark_seen.notify_all()
+                    if self._last_mark.startswith("stop"):
+                        return
+                    continue
+                self._seen.append(name)
+
+    def _sync(self, stop: bool = False) -> None:
+        """Wait until the monitor has seen every command sent before this call."""
+        with self._lock:
+            self._marks += 1
+            mark = f"{'stop' if stop else ''}{self._marks}"
+        self._client.echo(f"presence-test-mark-{mark}")
+        with self._lock:
+            if not self._mark_seen.wait_for(lambda: self._last_mark == mark, timeout=30):
+                raise TimeoutError("MONITOR did not show a command within 30 s")
+
+    def reset(self) -> None:
+        """Start counting from zero."""
+        self._sync()
+        with self._lock:
+            self._seen.clear()
+
+    def counts(self) -> dict[str, int]:
+        """How many of each command clients sent since :meth:`reset`."""
+        self._sync()
+        with self._lock:
+            counts: dict[str, int] = {}
+            for name in self._seen:
+                counts[name] = counts.get(name, 0) + 1
+            return counts
+
+    def close(self) -> None:
+        """Stop monitoring and close the counter's connections."""
+        self._sync(stop=True)
+        self._thread.join(30)
+        self._monitor.__exit__(None, None, None)
+        self._client.close()
+
+
+@pytest.fixture(scope="session")
+def private_redis() -> Iterator[str]:
+    """URL of a Redis server of this test session alone, for counting commands."""
+    from .servers import RedisProcess
+
+    server = RedisProcess().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def command_counter(private_redis: str) -> Iterator[CommandCounter]:
+    """A :class:`CommandCounter` of :func:`private_redis`, reset, with an empty server."""
+    with redis.Redis.from_url(private_redis) as client:
+        client.flushall()
+    counter = CommandCounter(private_redis)
+    yield counter
+    counter.close()

@@ -332,6 +332,46 @@ async def test_heartbeat_with_no_connections(backend: BasePresenceBackend) -> No
     assert await backend.heartbeat([], ttl=30) == []
 
 
+async def test_heartbeat_and_sweep(backend: BasePresenceBackend) -> None:
+    await backend.add_connection("mine", "a", ttl=0.1)  # Expired, but still held open...
+    await backend.add_connection("crashed", "b", ttl=0.1)
+    await backend.add_connection("lost", "c", ttl=30)
+    await backend.remove_user("lost")  # ...and one the store lost.
+    await asyncio.sleep(0.2)
+
+    restored, result = await backend.heartbeat_and_sweep(
+        [("mine", "a"), ("lost", "c")], ttl=30, server="web-2:7", lock_ttl=30
+    )
+
+    assert [(cid, c.user_id, c.transition) for cid, c in restored] == [("c", "lost", ONLINE)]
+    assert result.swept
+    assert result.removed == 1
+    assert [(c.user_id, c.transition) for c in result.changes] == [("crashed", OFFLINE)]
+    assert result.changes[0].seq > restored[0][1].seq
+    assert await backend.all_online_user_ids() == {"mine", "lost"}
+    [info] = await backend.user_connections("lost")
+    assert info.server == "web-2:7"
+    # Another process within the lock: its own leases are extended, nobody is swept.
+    await backend.add_connection("crashed", "d", ttl=0.1)
+    await asyncio.sleep(0.2)
+    restored, result = await backend.heartbeat_and_sweep([("mine", "a")], ttl=30, lock_ttl=30)
+    assert (restored, result.swept) == ([], False)
+    assert await backend.is_online("crashed")
+
+
+async def test_heartbeat_and_sweep_of_many_connections(backend: BasePresenceBackend) -> None:
+    pairs = [(str(i % 1000), f"c{i}") for i in range(12_000)]
+    await backend.heartbeat(pairs[:6000], ttl=0.2)
+    await asyncio.sleep(0.3)
+
+    restored, result = await backend.heartbeat_and_sweep(pairs, ttl=30, limit=100_000)
+
+    assert [cid for cid, _ in restored] == [cid for _, cid in pairs[6000:]]
+    assert result.removed == 0
+    assert await backend.connection_count("7") == 12
+    assert len(await backend.all_online_user_ids()) == 1000
+
+
 async def test_sweep_lock(backend: BasePresenceBackend) -> None:
     await backend.add_connection("1", "a", ttl=0.1)
     await asyncio.sleep(0.2)
@@ -516,9 +556,7 @@ async def test_concurrent_removes_of_one_user_go_offline_once(
     for i in range(50):
         await backend.add_connection("1", f"c{i}", ttl=30)
 
-    changes = await asyncio.gather(
-        *(backend.remove_connection("1", f"c{i}") for i in range(50))
-    )
+    changes = await asyncio.gather(*(backend.remove_connection("1", f"c{i}") for i in range(50)))
 
     assert [c.transition for c in changes].count(OFFLINE) == 1
     assert sorted(c.connection_count for c in changes) == list(range(50))

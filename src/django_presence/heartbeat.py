@@ -2,9 +2,10 @@
 
 One :class:`Heartbeat` exists per running event loop (a server process has one). Every
 ``HEARTBEAT_INTERVAL`` seconds it extends the leases of all connections the process holds
-open in one backend round trip, registers again any the backend lost (a Redis restart),
-then sweeps expired leases of other processes under a lock, so that the users of a crashed
-server go offline within ``CONNECTION_TTL + HEARTBEAT_INTERVAL`` without any cron job.
+open, registers again any the backend lost (a Redis restart), and sweeps expired leases of
+other processes under a lock, all in one backend round trip (one Lua script on Redis), so
+that the users of a crashed server go offline within ``CONNECTION_TTL +
+HEARTBEAT_INTERVAL`` without any cron job.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from .backends import get_backend
 from .conf import number_setting
 
 logger = logging.getLogger(__name__)
+
+#: Expired leases removed by one sweep call.
+SWEEP_LIMIT = 1000
+#: Sweep calls one beat may make when more than SWEEP_LIMIT leases expired at once.
+MAX_SWEEPS_PER_BEAT = 10
 
 _heartbeats: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Heartbeat] = (
     weakref.WeakKeyDictionary()
@@ -50,40 +56,48 @@ class Heartbeat:
                 logger.exception("Presence heartbeat failed; retrying in one interval")
 
     async def beat(self) -> None:
-        """Heartbeat every tracked connection in one round trip, then sweep."""
+        """Heartbeat every tracked connection and sweep, in one backend round trip."""
         from .services.online import SERVER_ID, user_online_service
 
         backend = get_backend()
-        if self.connections:
-            pairs = [(user, cid) for cid, user in self.connections.items()]
-            restored = await backend.heartbeat(
-                pairs, ttl=number_setting("CONNECTION_TTL", allow_zero=False), server=SERVER_ID
-            )
-            changes = [change for _, change in restored]
-            if restored:
-                logger.info(
-                    "Registered %d connections again after the backend lost them", len(restored)
-                )
-            # A connection closed while the heartbeat was under way was stored again: undo.
-            for connection_id, change in restored:
-                if connection_id not in self.connections:
-                    changes.append(
-                        await backend.remove_connection(
-                            change.user_id,
-                            connection_id,
-                            grace=number_setting("OFFLINE_GRACE_PERIOD"),
-                        )
-                    )
-            await user_online_service.apply_changes(changes)
         interval = number_setting("HEARTBEAT_INTERVAL", allow_zero=False)
-        result = await backend.sweep(lock_ttl=interval * 0.9)
-        if result.removed:
+        pairs = [(user, cid) for cid, user in self.connections.items()]
+        restored, result = await backend.heartbeat_and_sweep(
+            pairs,
+            ttl=number_setting("CONNECTION_TTL", allow_zero=False),
+            server=SERVER_ID,
+            limit=SWEEP_LIMIT,
+            lock_ttl=interval * 0.9,
+        )
+        changes = [change for _, change in restored]
+        if restored:
             logger.info(
-                "Swept %d expired connections; %d users went offline",
-                result.removed,
-                len(result.changes),
+                "Registered %d connections again after the backend lost them", len(restored)
             )
-        await user_online_service.apply_changes(result.changes)
+        # A connection closed while the heartbeat was under way was stored again: undo.
+        for connection_id, change in restored:
+            if connection_id not in self.connections:
+                changes.append(
+                    await backend.remove_connection(
+                        change.user_id,
+                        connection_id,
+                        grace=number_setting("OFFLINE_GRACE_PERIOD"),
+                    )
+                )
+        await user_online_service.apply_changes(changes)
+        sweeps = [result]
+        # More expired leases than one sweep takes (a big server crashed): keep going now
+        # rather than one interval later, a bounded number of times.
+        while result.removed >= SWEEP_LIMIT and len(sweeps) < MAX_SWEEPS_PER_BEAT:
+            result = await backend.sweep(limit=SWEEP_LIMIT)
+            sweeps.append(result)
+        removed = sum(r.removed for r in sweeps)
+        offline = [change for r in sweeps for change in r.changes]
+        if removed:
+            logger.info(
+                "Swept %d expired connections; %d users went offline", removed, len(offline)
+            )
+        await user_online_service.apply_changes(offline)
 
 
 def get_heartbeat() -> Heartbeat:

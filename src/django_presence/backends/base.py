@@ -145,6 +145,23 @@ class BasePresenceBackend:
         """
         raise self._not_implemented("sweep")
 
+    async def heartbeat_and_sweep(
+        self,
+        connections: Sequence[tuple[str, str]],
+        *,
+        ttl: float,
+        server: str = "",
+        limit: int = 1000,
+        lock_ttl: float = 0,
+    ) -> tuple[list[tuple[str, Change]], SweepResult]:
+        """:meth:`heartbeat`, then :meth:`sweep`: what a server process does every interval.
+
+        Backends that can do both in one round trip override this (the Redis backend runs
+        one script); the default makes the two calls.
+        """
+        restored = await self.heartbeat(connections, ttl=ttl, server=server)
+        return restored, await self.sweep(limit=limit, lock_ttl=lock_ttl)
+
     async def remove_user(self, user_id: str) -> tuple[int, Change]:
         """Remove every lease of a user, with no grace; return how many and the change."""
         raise self._not_implemented("remove_user")

@@ -134,50 +134,77 @@ return {0, n - 1, 0}
 """
 )
 
+# heartbeat(): extend the leases of the pairs in ARGV[first..]; store again the missing ones.
+_HEARTBEAT_FN = """
+local function heartbeat(ttl, server, first)
+  local now = now_ms()
+  local restored = {}
+  for i = first, #ARGV, 2 do
+    local uid, cid = ARGV[i], ARGV[i + 1]
+    if redis.call('HEXISTS', UP .. uid, cid) == 1 and redis.call('HGET', K_CLOSING, uid) ~= cid
+    then
+      redis.call('ZADD', K_LEASES, 'XX', now + ttl, member(uid, cid))
+    else
+      local r = store(uid, cid, ttl, server, now)
+      restored[#restored + 1] = uid
+      restored[#restored + 1] = cid
+      restored[#restored + 1] = r[1]
+      restored[#restored + 1] = r[2]
+      restored[#restored + 1] = r[3]
+    end
+  end
+  return restored
+end
+"""
+
+# sweep(): {-1} when another process holds the lock, else {removed, uid, seq, uid, seq...}.
+_SWEEP_FN = """
+local function sweep(limit, lock_ms, token)
+  if lock_ms > 0 and not redis.call('SET', KEYS[6], token, 'NX', 'PX', lock_ms) then
+    return {-1}
+  end
+  local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now_ms(), 'LIMIT', 0, limit)
+  local out = {#expired}
+  for _, m in ipairs(expired) do
+    local uid, cid = split(m)
+    local uk = UP .. uid
+    redis.call('ZREM', K_LEASES, m)
+    redis.call('HDEL', uk, cid)
+    if redis.call('HGET', K_CLOSING, uid) == cid then redis.call('HDEL', K_CLOSING, uid) end
+    if redis.call('HLEN', uk) == 0 and redis.call('HDEL', K_ONLINE, uid) == 1 then
+      out[#out + 1] = uid
+      out[#out + 1] = next_seq(uid)
+    end
+  end
+  return out
+end
+"""
+
 _HEARTBEAT = (
     _PRELUDE
+    + _HEARTBEAT_FN
     + """
-local ttl, server = tonumber(ARGV[2]), ARGV[3]
-local now = now_ms()
-local restored = {}
-for i = 4, #ARGV, 2 do
-  local uid, cid = ARGV[i], ARGV[i + 1]
-  if redis.call('HEXISTS', UP .. uid, cid) == 1 and redis.call('HGET', K_CLOSING, uid) ~= cid then
-    redis.call('ZADD', K_LEASES, 'XX', now + ttl, member(uid, cid))
-  else
-    local r = store(uid, cid, ttl, server, now)
-    restored[#restored + 1] = uid
-    restored[#restored + 1] = cid
-    restored[#restored + 1] = r[1]
-    restored[#restored + 1] = r[2]
-    restored[#restored + 1] = r[3]
-  end
-end
-return restored
+return heartbeat(tonumber(ARGV[2]), ARGV[3], 4)
 """
 )
 
 _SWEEP = (
     _PRELUDE
+    + _SWEEP_FN
     + """
-local limit, lock_ms = tonumber(ARGV[2]), tonumber(ARGV[3])
-if lock_ms > 0 and not redis.call('SET', KEYS[6], ARGV[4], 'NX', 'PX', lock_ms) then
-  return {-1}
-end
-local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now_ms(), 'LIMIT', 0, limit)
-local out = {#expired}
-for _, m in ipairs(expired) do
-  local uid, cid = split(m)
-  local uk = UP .. uid
-  redis.call('ZREM', K_LEASES, m)
-  redis.call('HDEL', uk, cid)
-  if redis.call('HGET', K_CLOSING, uid) == cid then redis.call('HDEL', K_CLOSING, uid) end
-  if redis.call('HLEN', uk) == 0 and redis.call('HDEL', K_ONLINE, uid) == 1 then
-    out[#out + 1] = uid
-    out[#out + 1] = next_seq(uid)
-  end
-end
-return out
+return sweep(tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+"""
+)
+
+# One round trip per heartbeat interval: the process's own leases first, so that they are
+# never swept, then everybody's expired ones.
+_HEARTBEAT_AND_SWEEP = (
+    _PRELUDE
+    + _HEARTBEAT_FN
+    + _SWEEP_FN
+    + """
+local restored = heartbeat(tonumber(ARGV[2]), ARGV[3], 7)
+return {restored, sweep(tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6])}
 """
 )
 
@@ -361,13 +388,9 @@ class RedisBackend(BasePresenceBackend):
     ) -> list[tuple[str, Change]]:
         restored: list[tuple[str, Change]] = []
         for start in range(0, len(connections), _CHUNK):
-            args: list[Any] = [self._user_prefix, _ms(ttl), server]
-            for user_id, connection_id in connections[start : start + _CHUNK]:
-                args += (user_id, connection_id)
-            result = await self._eval("heartbeat", _HEARTBEAT, args)
-            for i in range(0, len(result), 5):
-                user_id = _str(result[i])
-                restored.append((_str(result[i + 1]), _change(user_id, result[i + 2 : i + 5])))
+            args = [self._user_prefix, _ms(ttl), server]
+            args += _pair_args(connections[start : start + _CHUNK])
+            restored += _restored(await self._eval("heartbeat", _HEARTBEAT, args))
         return restored
 
     async def sweep(self, *, limit: int = 1000, lock_ttl: float = 0) -> SweepResult:
@@ -375,13 +398,24 @@ class RedisBackend(BasePresenceBackend):
         result = await self._eval(
             "sweep", _SWEEP, [self._user_prefix, limit, _ms(lock_ttl), token]
         )
-        if result[0] == -1:
-            return SweepResult(swept=False)
-        changes = tuple(
-            Change(_str(result[i]), Transition.OFFLINE, 0, int(result[i + 1]))
-            for i in range(1, len(result), 2)
-        )
-        return SweepResult(int(result[0]), changes)
+        return _sweep_result(result)
+
+    async def heartbeat_and_sweep(
+        self,
+        connections: Sequence[tuple[str, str]],
+        *,
+        ttl: float,
+        server: str = "",
+        limit: int = 1000,
+        lock_ttl: float = 0,
+    ) -> tuple[list[tuple[str, Change]], SweepResult]:
+        """One script, hence one round trip, for up to 5000 connections (see the base)."""
+        last = max(0, len(connections) - _CHUNK)
+        restored = await self.heartbeat(connections[:last], ttl=ttl, server=server)
+        args = [self._user_prefix, _ms(ttl), server, limit, _ms(lock_ttl), uuid.uuid4().hex]
+        args += _pair_args(connections[last:])
+        beat, swept = await self._eval("heartbeat_and_sweep", _HEARTBEAT_AND_SWEEP, args)
+        return restored + _restored(beat), _sweep_result(swept)
 
     async def remove_user(self, user_id: str) -> tuple[int, Change]:
         removed, transition, seq = await self._eval(
@@ -479,6 +513,27 @@ def _str(value: Any) -> str:
 
 def _change(user_id: str, result: Sequence[Any]) -> Change:
     return Change(user_id, _TRANSITIONS[int(result[0])], int(result[1]), int(result[2]))
+
+
+def _pair_args(connections: Sequence[tuple[str, str]]) -> list[Any]:
+    return [value for pair in connections for value in pair]
+
+
+def _restored(result: Sequence[Any]) -> list[tuple[str, Change]]:
+    return [
+        (_str(result[i + 1]), _change(_str(result[i]), result[i + 2 : i + 5]))
+        for i in range(0, len(result), 5)
+    ]
+
+
+def _sweep_result(result: Sequence[Any]) -> SweepResult:
+    if result[0] == -1:
+        return SweepResult(swept=False)
+    changes = tuple(
+        Change(_str(result[i]), Transition.OFFLINE, 0, int(result[i + 1]))
+        for i in range(1, len(result), 2)
+    )
+    return SweepResult(int(result[0]), changes)
 
 
 def _glob_escape(value: str) -> str:

@@ -1,0 +1,301 @@
+"""The per-process heartbeat: leases kept alive, crashed processes swept, one round trip.
+
+A "process" here is an event loop with its own :class:`~django_presence.heartbeat.Heartbeat`
+(one per loop, as in a server process); a crash is a loop that stops without removing its
+connections, so its heartbeat stops and nothing else tells the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.test import override_settings
+
+from django_presence.backends import get_backend
+from django_presence.backends.memory import MemoryBackend
+from django_presence.backends.redis import RedisBackend
+from django_presence.heartbeat import Heartbeat, get_heartbeat, tracked_connections
+from django_presence.services import user_online_service
+
+from .conftest import CommandCounter, SignalLog, presence_settings_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+User = get_user_model()
+
+TTL = 1.0
+INTERVAL = 0.3
+DEADLINE = 30.0
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> float:
+    """Wait for ``condition``; return when it first held (``time.monotonic()``)."""
+    deadline = time.monotonic() + DEADLINE
+    while not await condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"Not within {DEADLINE} s: {what}")
+        await asyncio.sleep(0.01)
+    return time.monotonic()
+
+
+@pytest.fixture
+async def fast(presence: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """Short leases and intervals; stops this loop's heartbeat task after the test."""
+    settings_dict = {
+        **presence,
+        "CONNECTION_TTL": TTL,
+        "HEARTBEAT_INTERVAL": INTERVAL,
+        "OFFLINE_GRACE_PERIOD": 0,
+    }
+    with override_settings(DJANGO_PRESENCE=settings_dict):
+        try:
+            yield settings_dict
+        finally:
+            await stop_heartbeat(get_heartbeat())
+            await get_backend().aclose()
+
+
+async def stop_heartbeat(heartbeat: Heartbeat) -> None:
+    task = heartbeat._task
+    heartbeat.connections.clear()
+    if task is not None:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def connect(user_id: Any) -> str:
+    """What the consumer mixin does on accept: track, then register."""
+    from django_presence.services.online import new_connection_id
+
+    cid = new_connection_id()
+    get_heartbeat().track(str(user_id), cid)
+    await user_online_service.aadd_user_connection(user_id, cid)
+    return cid
+
+
+async def disconnect(user_id: Any, cid: str) -> None:
+    """What the consumer mixin does when the consumer ends: untrack, then remove."""
+    get_heartbeat().untrack(cid)
+    await user_online_service.aremove_user_connection(user_id, cid)
+
+
+def db_online(pk: Any) -> bool:
+    return bool(User.objects.get(pk=pk).is_online)
+
+
+class OtherProcess:
+    """A second server process: its own thread and event loop, the same backend and DB."""
+
+    def __init__(self, user_id: Any) -> None:
+        self.user_id = user_id
+        self.registered = threading.Event()
+        self.died_at = 0.0
+        self._die = threading.Event()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),))
+        self.error: BaseException | None = None
+
+    async def _main(self) -> None:
+        try:
+            await connect(self.user_id)
+            self.registered.set()
+            await asyncio.to_thread(self._die.wait, DEADLINE * 4)
+            await get_backend().aclose()
+        except BaseException as e:
+            self.error = e
+            self.registered.set()
+        finally:
+            self.died_at = time.monotonic()
+        # Returning ends asyncio.run, which cancels the heartbeat task: a dead process.
+
+    def start(self) -> None:
+        self._thread.start()
+        assert self.registered.wait(DEADLINE)
+        assert self.error is None, self.error
+
+    def crash(self) -> float:
+        self._die.set()
+        self._thread.join(DEADLINE)
+        assert not self._thread.is_alive()
+        assert self.error is None, self.error
+        return self.died_at
+
+
+async def test_heartbeat_keeps_connections_alive_beyond_their_ttl(
+    fast: dict[str, Any], signal_log: SignalLog
+) -> None:
+    user = await sync_to_async(User.objects.create_user)("alice")
+    await connect(user.pk)
+    assert tracked_connections() == {next(iter(get_heartbeat().connections)): str(user.pk)}
+
+    # Three whole leases pass; the heartbeat task (which also sweeps) keeps the user online.
+    end = time.monotonic() + 3 * TTL
+    while time.monotonic() < end:
+        assert await user_online_service.ais_user_online(user.pk)
+        await asyncio.sleep(0.05)
+
+    assert signal_log.kinds() == ["online"]
+
+
+async def test_a_crashed_process_users_go_offline_within_ttl_plus_interval(
+    fast: dict[str, Any], signal_log: SignalLog, backend_name: str
+) -> None:
+    crashed_user, live_user = await sync_to_async(
+        lambda: [User.objects.create_user(name) for name in ("crashed", "live")]
+    )()
+    other = OtherProcess(crashed_user.pk)
+    other.start()
+    await connect(live_user.pk)  # Starts this process's heartbeat, which sweeps.
+    assert await user_online_service.ais_user_online(crashed_user.pk)
+    assert await sync_to_async(db_online)(crashed_user.pk)
+
+    died_at = other.crash()
+
+    async def offline_everywhere() -> bool:
+        return (
+            not await user_online_service.ais_user_online(crashed_user.pk)
+            and not await sync_to_async(db_online)(crashed_user.pk)
+            and signal_log.of(crashed_user.pk) == ["online", "offline"]
+        )
+
+    offline_at = await eventually(offline_everywhere, "the crashed process's user offline")
+    elapsed = offline_at - died_at
+    print(
+        f"\n[{backend_name}] crashed user offline {elapsed:.2f} s after the crash; "
+        f"bound CONNECTION_TTL + HEARTBEAT_INTERVAL = {TTL + INTERVAL:.2f} s"
+    )
+    assert await user_online_service.ais_user_online(live_user.pk)
+    assert signal_log.of(live_user.pk) == ["online"]
+    crashed = await sync_to_async(User.objects.get)(pk=crashed_user.pk)
+    assert crashed.last_seen is not None
+
+
+async def test_backend_lost_everything_next_beat_registers_all_again(
+    fast: dict[str, Any], signal_log: SignalLog
+) -> None:
+    users = await sync_to_async(lambda: [User.objects.create_user(f"u{i}") for i in range(3)])()
+    cids = [await connect(u.pk) for u in users]
+    await connect(users[0].pk)  # A second tab.
+    await get_heartbeat().beat()
+    signal_log.clear()
+
+    await get_backend().clear()  # Redis restarted without persistence.
+    assert await user_online_service.aget_online_user_ids([u.pk for u in users]) == set()
+
+    await get_heartbeat().beat()
+
+    assert await user_online_service.aget_online_user_ids([u.pk for u in users]) == {
+        u.pk for u in users
+    }
+    assert await user_online_service.aget_user_connection_count(users[0].pk) == 2
+    assert sorted(signal_log.kinds()) == ["online"] * 3
+    assert all([await sync_to_async(db_online)(u.pk) for u in users])
+    for user, cid in zip(users, cids, strict=True):
+        infos = await get_backend().user_connections(str(user.pk))
+        assert cid in {i.connection_id for i in infos}
+
+
+class _Gated:
+    """A real backend whose heartbeat waits at a gate, to hold it "in flight"."""
+
+    gate: asyncio.Event | None = None
+    waiting: asyncio.Event | None = None
+
+    async def heartbeat(self, *args: Any, **kwargs: Any) -> Any:
+        if _Gated.gate is not None and _Gated.waiting is not None:
+            _Gated.waiting.set()
+            await _Gated.gate.wait()
+        return await super().heartbeat(*args, **kwargs)  # type: ignore[misc]
+
+
+class GatedMemoryBackend(_Gated, MemoryBackend):
+    """The memory backend with a gated heartbeat."""
+
+
+class GatedRedisBackend(_Gated, RedisBackend):
+    """The Redis backend with a gated heartbeat."""
+
+
+@pytest.mark.parametrize("grace", [0, 0.3])
+async def test_a_connection_removed_during_a_heartbeat_is_not_resurrected(
+    fast: dict[str, Any], signal_log: SignalLog, backend_name: str, grace: float
+) -> None:
+    path = f"tests.test_heartbeat.Gated{backend_name.capitalize()}Backend"
+    with override_settings(
+        DJANGO_PRESENCE={**fast, "BACKEND": path, "OFFLINE_GRACE_PERIOD": grace}
+    ):
+        user = await sync_to_async(User.objects.create_user)("alice")
+        cid = await connect(user.pk)
+        heartbeat = get_heartbeat()
+        _Gated.gate, _Gated.waiting = asyncio.Event(), asyncio.Event()
+        try:
+            beat = asyncio.ensure_future(heartbeat.beat())
+            await asyncio.wait_for(_Gated.waiting.wait(), DEADLINE)
+            # The heartbeat holds the pair; the socket closes now and removes it first.
+            await disconnect(user.pk, cid)
+            _Gated.gate.set()
+            await asyncio.wait_for(beat, DEADLINE)
+        finally:
+            _Gated.gate = _Gated.waiting = None
+
+        async def gone() -> bool:
+            await user_online_service.asweep()
+            return not await user_online_service.ais_user_online(user.pk)
+
+        await eventually(gone, "the removed connection gone")
+        assert await get_backend().user_connections(str(user.pk)) == []
+        assert not await sync_to_async(db_online)(user.pk)
+        kinds = signal_log.of(user.pk)
+        assert kinds[-1] == "offline"
+        assert kinds == ["online", "offline"] * (len(kinds) // 2)
+        await stop_heartbeat(heartbeat)
+
+
+@pytest.mark.parametrize("connections", [0, 10, 1000])
+async def test_one_round_trip_heartbeats_every_connection(
+    command_counter: CommandCounter, private_redis: str, connections: int
+) -> None:
+    """Per interval: one EVALSHA heartbeats all N connections and sweeps; nothing else."""
+    settings_dict = presence_settings_for(
+        "redis", private_redis, SYNC_USER_MODEL=False, HEARTBEAT_INTERVAL=INTERVAL
+    )
+    with override_settings(DJANGO_PRESENCE=settings_dict):
+        heartbeat = Heartbeat()  # Not started: beat() is called by hand.
+        pairs = [(str(i % 97), f"c{i}") for i in range(connections)]
+        await get_backend().heartbeat(pairs, ttl=30)
+        heartbeat.connections.update({cid: uid for uid, cid in pairs})
+        await heartbeat.beat()  # Loads the scripts into the server's cache.
+        command_counter.reset()
+
+        for _ in range(3):
+            await heartbeat.beat()
+
+        counts = command_counter.counts()
+        print(f"\n{connections} connections, 3 beats: {counts}")
+        assert counts == {"evalsha": 3}
+        await get_backend().aclose()
+
+
+async def test_one_beat_sweeps_a_big_crash_entirely(
+    fast: dict[str, Any], signal_log: SignalLog
+) -> None:
+    """More expired leases than one sweep takes: the same beat keeps sweeping."""
+    from django_presence.heartbeat import SWEEP_LIMIT
+
+    count = SWEEP_LIMIT * 2 + 5
+    with override_settings(DJANGO_PRESENCE={**fast, "SYNC_USER_MODEL": False}):
+        backend = get_backend()
+        await backend.heartbeat([(str(10_000 + i), "c") for i in range(count)], ttl=0.1)
+        await asyncio.sleep(0.2)
+
+        await Heartbeat().beat()
+
+        assert await backend.all_online_user_ids() == set()
+    assert signal_log.kinds() == ["offline"] * count
