@@ -107,13 +107,13 @@ class OtherProcess:
             await connect(self.user_id)
             self.registered.set()
             await asyncio.to_thread(self._die.wait, DEADLINE * 4)
+            # The process dies: its heartbeat stops at once, its connections stay stored.
+            await stop_heartbeat(get_heartbeat())
+            self.died_at = time.monotonic()
             await get_backend().aclose()
         except BaseException as e:
             self.error = e
             self.registered.set()
-        finally:
-            self.died_at = time.monotonic()
-        # Returning ends asyncio.run, which cancels the heartbeat task: a dead process.
 
     def start(self) -> None:
         self._thread.start()

@@ -48,8 +48,15 @@ class Heartbeat:
         self.connections.pop(connection_id, None)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time()
         while True:
-            await asyncio.sleep(number_setting("HEARTBEAT_INTERVAL", allow_zero=False))
+            # A fixed rate: a slow beat (DB writes after a big crash) does not push the next
+            # one back, so sweeps stay one interval apart and the offline bound holds. A
+            # beat longer than the interval is followed at once, never by a burst.
+            interval = number_setting("HEARTBEAT_INTERVAL", allow_zero=False)
+            next_beat = max(next_beat + interval, loop.time())
+            await asyncio.sleep(next_beat - loop.time())
             try:
                 await self.beat()
             except Exception:
