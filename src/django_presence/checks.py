@@ -61,6 +61,14 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
 
 def _check_backend() -> list[CheckMessage]:
     path = presence_settings.BACKEND
+    if not isinstance(path, str):
+        return [
+            Error(
+                f"{SETTING_NAME}['BACKEND'] must be the dotted path of a backend class, "
+                f"got {path!r}.",
+                id="django_presence.E002",
+            )
+        ]
     try:
         backend_class = import_string(path)
     except ImportError as e:
@@ -188,6 +196,8 @@ def _check_jwt() -> list[CheckMessage]:
 
 def check_user_model(**kwargs: Any) -> list[CheckMessage]:
     """Check that the user model has ``is_online`` and ``last_seen`` when they are synced."""
+    if not isinstance(getattr(settings, SETTING_NAME, {}), dict):
+        return []  # Reported as E008 by check_settings; nothing else can be read.
     if not presence_settings.SYNC_USER_MODEL:
         return []
     from django.contrib.auth import get_user_model

@@ -31,6 +31,10 @@ _backend: BasePresenceBackend | None = None
 
 def load_backend(path: str, options: dict[str, object] | None = None) -> BasePresenceBackend:
     """Import the backend class at dotted ``path`` and build it with ``options``."""
+    if not isinstance(path, str):
+        raise PresenceImproperlyConfigured(
+            f"DJANGO_PRESENCE['BACKEND'] must be the dotted path of a backend class, got {path!r}."
+        )
     try:
         backend_class = import_string(path)
     except ImportError as e:

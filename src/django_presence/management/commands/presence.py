@@ -8,13 +8,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from django_presence.backends import get_backend
+from django_presence.conf import presence_settings
 from django_presence.services import user_online_service
 from django_presence.services.online import _pk_from_key
 
@@ -54,24 +57,52 @@ class Command(BaseCommand):
         self.stdout.write(f"Removed {removed} expired connections.")
 
     def handle_reconcile(self, **options: Any) -> None:
-        """Write the backend's truth into ``is_online``."""
+        """Write the backend's truth into ``is_online`` (and ``last_seen`` of stale users)."""
+        if not presence_settings.SYNC_USER_MODEL:
+            raise CommandError(
+                "DJANGO_PRESENCE['SYNC_USER_MODEL'] is off: the user model has no presence "
+                "fields to reconcile."
+            )
+        backend = get_backend()
         manager = get_user_model()._default_manager
-        online = {_pk_from_key(k) for k in async_to_sync(get_backend().all_online_user_ids)()}
-        marked_online = manager.filter(pk__in=online, is_online=False).update(is_online=True)
-        marked_offline = (
-            manager.filter(is_online=True).exclude(pk__in=online).update(is_online=False)
+        online = {_pk_from_key(k) for k in async_to_sync(backend.all_online_user_ids)()}
+        marked_online = sum(
+            manager.filter(pk__in=batch, is_online=False).update(is_online=True)
+            for batch in _batches(list(online))
         )
+        stale = [
+            pk
+            for pk in manager.filter(is_online=True).values_list("pk", flat=True).iterator()
+            if pk not in online
+        ]
+        marked_offline = 0
+        now = timezone.now()
+        for batch in _batches(stale):
+            # Users who came online since the backend was read are left alone.
+            came_online = async_to_sync(backend.online_user_ids)(str(pk) for pk in batch)
+            batch = [pk for pk in batch if str(pk) not in came_online]
+            marked_offline += manager.filter(pk__in=batch, is_online=True).update(
+                is_online=False, last_seen=now
+            )
         self.stdout.write(
             f"Marked {marked_online} users online and {marked_offline} offline "
             f"({len(online)} online in the backend)."
         )
 
 
+# Primary keys per query, below every database's limit of query parameters.
+_BATCH = 500
+
+
+def _batches(items: list[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(items), _BATCH):
+        yield items[start : start + _BATCH]
+
+
 async def _status() -> list[dict[str, Any]]:
     backend = get_backend()
-    rows = []
-    for key in sorted(await backend.all_online_user_ids()):
-        rows.append(
-            {"user_id": _pk_from_key(key), "connections": await backend.connection_count(key)}
-        )
-    return rows
+    rows = [
+        {"user_id": _pk_from_key(key), "connections": await backend.connection_count(key)}
+        for key in await backend.all_online_user_ids()
+    ]
+    return sorted(rows, key=lambda row: row["user_id"])
