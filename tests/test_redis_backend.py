@@ -1,0 +1,294 @@
+"""What only the Redis backend has: key layout, client options, outages, clients per loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from asgiref.sync import async_to_sync
+from django.test import override_settings
+from redis import asyncio as aioredis
+from redis.crc import key_slot
+
+from django_presence.backends.redis import RedisBackend
+from django_presence.exceptions import BackendUnavailable
+from django_presence.heartbeat import Heartbeat
+
+from .conftest import SignalLog, presence_settings_for
+from .servers import RedisProcess, free_port
+
+
+def make_backend(url: str, **options: Any) -> RedisBackend:
+    return RedisBackend(url=url, key_prefix=f"t-{uuid.uuid4().hex[:8]}", **options)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that accepts TCP connections and never answers (a hung Redis)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(10)
+    for conn in accepted:
+        conn.close()
+    listener.close()
+
+
+async def test_every_key_carries_the_hash_tag(redis_url: str, redis_client: redis.Redis) -> None:
+    backend = make_backend(redis_url)
+    prefix = backend.key_prefix
+    for uid in ("1", "user:with:colons", "{braces}", "ünï"):
+        await backend.add_connection(uid, "a", ttl=30)
+        await backend.add_connection(uid, "b", ttl=0.1)
+    await backend.add_connection("3", "a", ttl=30)
+    await backend.remove_connection("3", "a", grace=30)
+    await asyncio.sleep(0.2)
+    await backend.heartbeat_and_sweep([("2", "x")], ttl=30, lock_ttl=30)
+    await backend.remove_user("ünï")
+
+    keys = [k.decode() for k in redis_client.scan_iter(count=1000) if prefix.encode() in k]
+
+    assert keys
+    assert all(k.startswith("{" + prefix + "}:") for k in keys), keys
+    assert {key_slot(k.encode()) for k in keys} == {key_slot(prefix.encode())}
+    assert {k.split(":", 1)[1] for k in keys} >= {"leases", "online", "seq", "tseq", "closing"}
+    await backend.clear()
+    assert not [k for k in redis_client.scan_iter(count=1000) if prefix.encode() in k]
+    await backend.aclose()
+
+
+@pytest.mark.parametrize("prefix", ["", "a{b", "x}", 5])
+def test_key_prefix_is_validated(redis_url: str, prefix: Any) -> None:
+    with pytest.raises(ValueError, match="KEY_PREFIX"):
+        RedisBackend(url=redis_url, key_prefix=prefix)
+
+
+async def test_client_options_reach_the_pool(redis_url: str) -> None:
+    backend = make_backend(
+        redis_url,
+        socket_timeout=1.5,
+        socket_connect_timeout=0.5,
+        max_connections=7,
+        pool_timeout=3,
+    )
+    client = backend.client()
+    pool = client.connection_pool
+
+    assert isinstance(pool, aioredis.BlockingConnectionPool)
+    assert pool.max_connections == 7
+    assert pool.timeout == 3
+    assert pool.connection_kwargs["socket_timeout"] == 1.5
+    assert pool.connection_kwargs["socket_connect_timeout"] == 0.5
+    assert backend.client() is client
+    await backend.aclose()
+
+
+async def test_a_burst_waits_for_pooled_connections(redis_url: str) -> None:
+    """With redis-py 8's default pool, more concurrent calls than connections would fail."""
+    backend = make_backend(redis_url, max_connections=2)
+
+    changes = await asyncio.gather(
+        *(backend.add_connection(str(i % 5), f"c{i}", ttl=30) for i in range(200))
+    )
+
+    assert len(changes) == 200
+    assert await backend.all_online_user_ids() == {str(i) for i in range(5)}
+    await backend.clear()
+    await backend.aclose()
+
+
+async def test_client_factory(redis_url: str) -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def factory(url: str, **options: Any) -> aioredis.Redis:
+        calls.append((url, options))
+        return aioredis.Redis.from_url(url, socket_timeout=options["socket_timeout"])
+
+    backend = make_backend(redis_url, client_factory=factory)
+    await backend.add_connection("1", "a", ttl=30)
+
+    assert calls == [
+        (
+            redis_url,
+            {
+                "socket_timeout": 5.0,
+                "socket_connect_timeout": 5.0,
+                "max_connections": 100,
+                "pool_timeout": 10.0,
+            },
+        )
+    ]
+    await backend.clear()
+    await backend.aclose()
+
+
+async def test_unreachable_redis_is_backend_unavailable() -> None:
+    port = free_port()  # Nothing listens there.
+    backend = make_backend(f"redis://:s3cret@127.0.0.1:{port}/0", socket_connect_timeout=1)
+
+    for call in (
+        lambda: backend.add_connection("1", "a", ttl=30),
+        lambda: backend.is_online("1"),
+        lambda: backend.online_user_ids(["1"]),
+        lambda: backend.connection_count("1"),
+        lambda: backend.sweep(),
+        lambda: backend.clear(),
+    ):
+        with pytest.raises(BackendUnavailable) as info:
+            await call()
+        assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
+        assert f"127.0.0.1:{port}" in str(info.value)
+        assert "s3cret" not in str(info.value)
+    await backend.aclose()
+
+
+async def test_a_hung_redis_times_out(silent_server: int) -> None:
+    backend = make_backend(f"redis://127.0.0.1:{silent_server}/0", socket_timeout=0.3)
+
+    with pytest.raises(BackendUnavailable) as info:
+        await asyncio.wait_for(backend.is_online("1"), 30)
+
+    assert isinstance(info.value.__cause__, redis.exceptions.TimeoutError)
+    await backend.aclose()
+
+
+async def test_scripts_are_loaded_again_after_a_script_flush(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    backend = make_backend(redis_url)
+    await backend.add_connection("1", "a", ttl=30)
+    redis_client.script_flush()  # What a restarted Redis looks like to a cached sha.
+
+    change = await backend.add_connection("1", "b", ttl=30)
+
+    assert change.connection_count == 2
+    await backend.clear()
+    await backend.aclose()
+
+
+def test_sync_callers_do_not_leak_clients(private_redis: str) -> None:
+    """Each async_to_sync call runs a new loop: its client is closed with that loop."""
+    backend = make_backend(private_redis)
+    probe = redis.Redis.from_url(private_redis)
+
+    def clients() -> int:
+        return int(probe.info("clients")["connected_clients"])
+
+    before = clients()
+    for i in range(30):
+        async_to_sync(backend.add_connection)(str(i), "a", ttl=30)
+        assert async_to_sync(backend.is_online)(str(i))
+    gc.collect()  # An unclosed socket would warn here, and warnings are errors.
+
+    assert clients() == before
+    assert len(backend._clients) == 0
+    async_to_sync(backend.clear)()
+    probe.close()
+
+
+def test_one_client_per_loop_from_threads(private_redis: str) -> None:
+    backend = make_backend(private_redis)
+    seen: list[Any] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        async def run() -> None:
+            first = backend.client()
+            await backend.add_connection("1", uuid.uuid4().hex, ttl=30)
+            assert backend.client() is first
+            seen.append(id(first))
+
+        try:
+            asyncio.run(run())
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert errors == []
+    assert len(seen) == 4
+    assert async_to_sync(backend.connection_count)("1") == 4
+    gc.collect()
+    async_to_sync(backend.clear)()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_heartbeat_registers_connections_once_redis_is_back(
+    signal_log: SignalLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis is down when the user connects; the heartbeat keeps trying and registers them."""
+    server = RedisProcess()  # Not started yet: nothing listens on its port.
+    settings_dict = presence_settings_for(
+        "redis",
+        server.url,
+        HEARTBEAT_INTERVAL=0.2,
+        CONNECTION_TTL=1,
+        SYNC_USER_MODEL=False,
+        BACKEND_OPTIONS={"socket_connect_timeout": 0.5},
+    )
+    heartbeat = Heartbeat()
+    try:
+        with override_settings(DJANGO_PRESENCE=settings_dict):
+            from django_presence.backends import get_backend
+
+            heartbeat.track("42", "conn")
+            with caplog.at_level(logging.ERROR, "django_presence.heartbeat"):
+
+                async def failed_beats() -> bool:
+                    return "Presence heartbeat failed" in caplog.text
+
+                await _until(failed_beats)
+            server.start()
+
+            async def registered() -> bool:
+                try:
+                    return await get_backend().is_online("42")
+                except BackendUnavailable:
+                    return False
+
+            await _until(registered)
+            assert signal_log.kinds() == ["online"]
+            await get_backend().aclose()
+    finally:
+        task = heartbeat._task
+        if task is not None:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        server.stop()
+
+
+async def _until(condition: Any, timeout: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await condition():
+        if loop.time() > deadline:
+            pytest.fail(f"Not within {timeout} s: {condition.__name__}")
+        await asyncio.sleep(0.05)
