@@ -202,7 +202,10 @@ class Stack:
             FAULTS_HEARTBEAT=str(self.heartbeat),
             FAULTS_GRACE=str(self.grace),
             FAULTS_EVENTS_FILE=str(self.events_file),
-            PYTHONPATH=str(ROOT),
+            # FAULTS_SRC_OVERRIDE: a patched copy of src/ to try a fix against this suite.
+            PYTHONPATH=os.pathsep.join(
+                p for p in (os.environ.get("FAULTS_SRC_OVERRIDE", ""), str(ROOT)) if p
+            ),
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -313,10 +316,15 @@ class ServerProcess:
 # -- clients -------------------------------------------------------------------------------
 
 
+#: Every client created, so a failed test's fixtures can still close them all.
+ALL_CLIENTS: list[Client] = []
+
+
 class Client:
     """A WebSocket client of ``ws/user/`` that records every frame it receives."""
 
     def __init__(self, user_id: int, url: str) -> None:
+        ALL_CLIENTS.append(self)
         self.user_id = user_id
         self.url = url
         self.frames: list[tuple[float, dict[str, Any]]] = []
@@ -372,6 +380,13 @@ class Client:
         """Drop the TCP connection without a close handshake."""
         if self.ws is not None:
             self.ws.transport.abort()
+
+    async def discard(self) -> None:
+        """Drop the connection and wait for the reader to stop (test teardown)."""
+        self.abort()
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader, 5)
 
     def of_type(self, frame_type: str) -> list[tuple[float, dict[str, Any]]]:
         """The received frames of ``frame_type`` with their arrival times."""
