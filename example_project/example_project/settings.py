@@ -130,6 +130,8 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
+                # Lets demos (and the tests) share one Redis without sharing groups.
+                "prefix": os.environ.get("EXAMPLE_CHANNELS_PREFIX", "asgi"),
                 "hosts": [
                     {
                         "address": REDIS_URL,

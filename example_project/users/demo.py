@@ -28,7 +28,9 @@ def seed() -> dict[str, Any]:
         user.first_name, user.last_name = first, last
         user.is_staff = user.is_superuser = staff
         user.is_active = True
-        user.set_password(password)
+        if not user.check_password(password):
+            # Only when it differs: a new hash would log out every open session.
+            user.set_password(password)
         user.save()
         users[username] = user
     consultation = Consultation.objects.filter(

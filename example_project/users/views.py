@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from consultations.models import Consultation
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -15,6 +14,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
+from django_presence.services import user_messaging_service
+
 from .tokens import issue_access_token
 
 
@@ -24,13 +25,14 @@ def _people(request: HttpRequest) -> Any:
 
 @require_GET
 @never_cache
-@login_required
 def token(request: HttpRequest) -> JsonResponse:
     """A fresh short-lived access token for the logged-in user's WebSocket connections.
 
     presence.js asks for one before every (re)connection, so an expired token never
-    stops a page from reconnecting.
+    stops a page from reconnecting. A logged-out browser gets 401, not a login page.
     """
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "not_authenticated"}, status=401)
     value, exp = issue_access_token(request.user)
     return JsonResponse({"token": value, "exp": exp})
 
@@ -60,14 +62,6 @@ def direct_messages(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _send(name: str, *args: Any, **kwargs: Any) -> None:
-    # The messaging service's methods are coroutines; async_to_sync runs one from this
-    # sync view (in Django's thread under ASGI, or in a plain thread under WSGI).
-    from django_presence.services import user_messaging_service
-
-    async_to_sync(getattr(user_messaging_service, name))(*args, **kwargs)
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def notifications(request: HttpRequest) -> HttpResponse:
@@ -85,7 +79,9 @@ def _staff_send(request: HttpRequest) -> HttpResponse:
         messages.error(request, "Write a message first.")
         return redirect("notifications")
     if request.POST.get("action") == "broadcast":
-        _send("broadcast_system_message", text, sent_by=request.user.get_username())
+        user_messaging_service.broadcast_system_message_sync(
+            text, sent_by=request.user.get_username()
+        )
         messages.success(request, "System broadcast sent to everybody online.")
     else:
         target = _people(request).filter(pk=request.POST.get("user_id") or None).first()
@@ -93,8 +89,8 @@ def _staff_send(request: HttpRequest) -> HttpResponse:
             messages.error(request, "Choose who to notify.")
             return redirect("notifications")
         title = request.POST.get("title", "").strip() or "Notification"
-        _send(
-            "send_notification_to_user",
+        # The service's sync twin: safe from a sync view under ASGI or WSGI alike.
+        user_messaging_service.send_notification_to_user_sync(
             target.pk,
             title,
             text,

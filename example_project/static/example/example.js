@@ -41,7 +41,8 @@
   }
 
   // -- the ws/user/ connection, on every page -------------------------------------------
-  var client = new DjangoPresence.PresenceClient({ url: "/ws/user/", getToken: fetchToken });
+  // A demo reconnects within 8 s at most; the library's default cap is 30 s.
+  var client = new DjangoPresence.PresenceClient({ url: "/ws/user/", getToken: fetchToken, backoffMax: 8000 });
   window.presenceClient = client;
   var indicator = document.getElementById("connection");
   client.on("open", function () {
@@ -54,7 +55,10 @@
   });
   client.on("reconnecting", function () { indicator.dataset.state = "connecting"; });
 
-  var activity = document.getElementById("activity") || document.getElementById("notification-log");
+  var activity =
+    document.getElementById("activity") ||
+    document.getElementById("notification-log") ||
+    document.getElementById("dm-log");
   client.on("notification", function (data) {
     toast(data.title + ": " + data.message);
     log(activity, "Notification · " + data.title + ": " + data.message, "notification");
@@ -182,6 +186,7 @@
       var room = new DjangoPresence.PresenceClient({
         url: "/ws/consultation/" + consultationId + "/",
         getToken: fetchToken,
+        backoffMax: 8000,
         pingInterval: 0,
       });
       window.roomClient = room;

@@ -711,7 +711,9 @@
       return;
     }
     var members = data.members_online;
-    if (Array.isArray(members)) {
+    if (data.count_only) {
+      info.members = null;
+    } else if (Array.isArray(members)) {
       info.members = new Map();
       members.forEach(function (id) {
         info.members.set(key(id), id);
@@ -732,10 +734,15 @@
     this.emit("group_members", { group: data.group, members: this.groupMembers(data.group), count: info.count });
   };
 
-  // Member join/leave updates of a group: accepted as group_member_joined/left or
-  // group_presence {group, user_id, joined|is_online}.
+  // Member updates of a joined group: group_presence {group, user_id, joined, count}, or a
+  // whole new list group_presence {group, count, members_online | count_only}.
   PresenceClient.prototype._onGroupUpdate = function (type, data) {
     if (data.group == null || !this.groups.has(data.group)) {
+      return;
+    }
+    if (type === "group_presence" && data.user_id == null) {
+      // A fresh member list (or a count only, for a large group) replaces what was known.
+      this._onGroupJoined(data);
       return;
     }
     var joined;
