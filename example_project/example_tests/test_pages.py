@@ -1,0 +1,147 @@
+"""The example's pages, token view, staff messaging and demo command."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.core.management import call_command
+from django.test import AsyncClient, Client
+from users.demo import DEMO_USERS, seed
+from users.tokens import issue_access_token
+
+from django_presence.middleware import JWTAuthMiddlewareStack, decode_token
+from django_presence.routing import presence_urlpatterns
+
+PASSWORDS = {username: password for username, password, *_ in DEMO_USERS}
+
+
+def logged_in(username: str) -> Client:
+    client = Client()
+    assert client.login(username=username, password=PASSWORDS[username])
+    return client
+
+
+@pytest.mark.django_db
+def test_the_token_view_issues_a_short_lived_access_token_for_the_logged_in_user() -> None:
+    users = seed()
+    response = logged_in("patient").get("/token/")
+    assert response.status_code == 200
+    assert "no-cache" in response["Cache-Control"]
+    claims = decode_token(response.json()["token"])
+    assert claims["user_id"] == users["patient"].pk
+    assert claims["token_type"] == "access"
+    assert claims["exp"] == response.json()["exp"]
+
+
+@pytest.mark.django_db
+def test_the_token_view_answers_401_to_a_logged_out_browser() -> None:
+    response = Client().get("/token/")
+    assert response.status_code == 401
+    assert response.json() == {"error": "not_authenticated"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url", ["/", "/messages/", "/notifications/", "/groups/", "/consultations/1/"]
+)
+def test_every_page_renders_for_a_participant_and_loads_presence_js(url: str) -> None:
+    seed()
+    response = logged_in("doctor").get(url)
+    assert response.status_code == 200
+    assert b"django_presence/presence.js" in response.content
+
+
+@pytest.mark.django_db
+def test_pages_need_a_login_and_the_room_its_participants() -> None:
+    users = seed()
+    assert Client().get("/").status_code == 302
+    assert logged_in("admin").get(f"/consultations/{users['consultation'].pk}/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_only_staff_send_notifications() -> None:
+    users = seed()
+    response = logged_in("doctor").post(
+        "/notifications/", {"user_id": users["patient"].pk, "message": "hi", "action": "notify"}
+    )
+    assert response.status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_staff_notification_and_broadcast_reach_the_users_socket() -> None:
+    users = await database_sync_to_async(seed)()
+    token, _ = issue_access_token(users["patient"])
+    socket = WebsocketCommunicator(
+        JWTAuthMiddlewareStack(URLRouter(presence_urlpatterns())),
+        "/ws/user/",
+        subprotocols=["access_token", token],
+    )
+    assert (await socket.connect())[0]
+    admin = AsyncClient()
+    assert await sync_to_async(admin.login)(username="admin", password=PASSWORDS["admin"])
+    data = {"user_id": users["patient"].pk, "title": "Lab", "message": "Results in"}
+    response = await admin.post("/notifications/", {**data, "action": "notify"})
+    assert response.status_code == 302
+    assert await socket.receive_json_from(timeout=5) == {
+        "type": "notification",
+        "data": {"title": "Lab", "message": "Results in", "sent_by": "admin"},
+    }
+    response = await admin.post(
+        "/notifications/", {"message": "Maintenance", "action": "broadcast"}
+    )
+    assert response.status_code == 302
+    assert await socket.receive_json_from(timeout=5) == {
+        "type": "system_broadcast",
+        "data": {"message": "Maintenance", "sent_by": "admin"},
+    }
+    await socket.disconnect()
+
+
+@pytest.mark.django_db
+def test_the_demo_command_sets_up_prints_credentials_and_is_idempotent() -> None:
+    out = io.StringIO()
+    call_command("demo", "--no-serve", "--port", "8123", stdout=out)
+    text = out.getvalue()
+    for username, password, *_ in DEMO_USERS:
+        assert f"{username:<8} / {password}" in text
+    assert "http://127.0.0.1:8123/" in text
+    assert "/consultations/1/" in text
+    client = logged_in("doctor")
+    assert client.get("/").status_code == 200
+    # Running it again keeps everybody logged in: unchanged passwords are not rehashed.
+    call_command("demo", "--no-serve", stdout=io.StringIO())
+    assert client.get("/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_migrations_match_the_models() -> None:
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def test_settings_switch_to_redis_when_redis_url_is_set(monkeypatch: Any) -> None:
+    import importlib
+
+    from example_project import settings as example_settings
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6399/3")
+    monkeypatch.setenv("PRESENCE_OFFLINE_GRACE_PERIOD", "7")
+    try:
+        reloaded = importlib.reload(example_settings)
+        layer = reloaded.CHANNEL_LAYERS["default"]
+        assert layer["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+        host = layer["CONFIG"]["hosts"][0]
+        assert host["address"] == "redis://127.0.0.1:6399/3"
+        # Longer than channels_redis's 5 s blocking receive (redis-py 8 defaults to 5 s).
+        assert host["socket_timeout"] > 5
+        assert reloaded.DJANGO_PRESENCE["BACKEND"] == "django_presence.backends.redis.RedisBackend"
+        assert reloaded.DJANGO_PRESENCE["REDIS_URL"] == "redis://127.0.0.1:6399/3"
+        assert reloaded.DJANGO_PRESENCE["OFFLINE_GRACE_PERIOD"] == 7.0
+    finally:
+        monkeypatch.undo()
+        importlib.reload(example_settings)
