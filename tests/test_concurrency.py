@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import override_settings
 
@@ -135,7 +135,7 @@ def arrival_disorder(signals: SignalLog, pks: list[Any]) -> int:
 async def test_interleaved_connects_and_disconnects(
     recording: list[Change], signal_log: SignalLog
 ) -> None:
-    users = await sync_to_async(make_users)(6)
+    users = await database_sync_to_async(make_users)(6)
     pks = [u.pk for u in users]
     rng = random.Random(1234)
     keep_open: dict[int, Any] = {}  # worker -> user pk of the connection it leaves open
@@ -157,7 +157,7 @@ async def test_interleaved_connects_and_disconnects(
     expected = set(keep_open.values())
     assert expected, "the scenario must leave someone online"
     assert len(recording) >= 2 * len(pks) - len(expected)
-    await sync_to_async(assert_settled)(users, expected, recording, signal_log)
+    await database_sync_to_async(assert_settled)(users, expected, recording, signal_log)
     print(
         f"\n{len(recording)} transitions for 480 connects and 480 disconnects; "
         f"{arrival_disorder(signal_log, pks)} signals arrived after a later one"
@@ -167,7 +167,7 @@ async def test_interleaved_connects_and_disconnects(
 async def test_two_connections_closing_at_the_same_moment(
     recording: list[Change], signal_log: SignalLog
 ) -> None:
-    [user] = await sync_to_async(make_users)(1)
+    [user] = await database_sync_to_async(make_users)(1)
 
     for _ in range(50):
         first = await user_online_service.aadd_user_connection(user.pk)
@@ -181,14 +181,14 @@ async def test_two_connections_closing_at_the_same_moment(
     offline = [c for c in recording if c.transition is Transition.OFFLINE]
     assert len(offline) == 50
     assert signal_log.kinds().count("offline") == 50
-    await sync_to_async(assert_settled)([user], set(), recording, signal_log)
+    await database_sync_to_async(assert_settled)([user], set(), recording, signal_log)
 
 
 async def test_a_connect_racing_the_last_disconnect(
     recording: list[Change], signal_log: SignalLog
 ) -> None:
     """Whatever order they run in, the user ends online with the new connection."""
-    [user] = await sync_to_async(make_users)(1)
+    [user] = await database_sync_to_async(make_users)(1)
 
     for _ in range(50):
         old = await user_online_service.aadd_user_connection(user.pk)
@@ -199,7 +199,7 @@ async def test_a_connect_racing_the_last_disconnect(
         assert await user_online_service.ais_user_online(user.pk)
         await user_online_service.aremove_user_connection(user.pk, new)
 
-    await sync_to_async(assert_settled)([user], set(), recording, signal_log)
+    await database_sync_to_async(assert_settled)([user], set(), recording, signal_log)
 
 
 @pytest.mark.parametrize("backend_name", ["redis"])

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import override_settings
 
@@ -133,7 +133,7 @@ class OtherProcess:
 async def test_heartbeat_keeps_connections_alive_beyond_their_ttl(
     fast: dict[str, Any], signal_log: SignalLog
 ) -> None:
-    user = await sync_to_async(User.objects.create_user)("alice")
+    user = await database_sync_to_async(User.objects.create_user)("alice")
     await connect(user.pk)
     assert tracked_connections() == {next(iter(get_heartbeat().connections)): str(user.pk)}
 
@@ -149,21 +149,21 @@ async def test_heartbeat_keeps_connections_alive_beyond_their_ttl(
 async def test_a_crashed_process_users_go_offline_within_ttl_plus_interval(
     fast: dict[str, Any], signal_log: SignalLog, backend_name: str
 ) -> None:
-    crashed_user, live_user = await sync_to_async(
+    crashed_user, live_user = await database_sync_to_async(
         lambda: [User.objects.create_user(name) for name in ("crashed", "live")]
     )()
     other = OtherProcess(crashed_user.pk)
     other.start()
     await connect(live_user.pk)  # Starts this process's heartbeat, which sweeps.
     assert await user_online_service.ais_user_online(crashed_user.pk)
-    assert await sync_to_async(db_online)(crashed_user.pk)
+    assert await database_sync_to_async(db_online)(crashed_user.pk)
 
     died_at = other.crash()
 
     async def offline_everywhere() -> bool:
         return (
             not await user_online_service.ais_user_online(crashed_user.pk)
-            and not await sync_to_async(db_online)(crashed_user.pk)
+            and not await database_sync_to_async(db_online)(crashed_user.pk)
             and signal_log.of(crashed_user.pk) == ["online", "offline"]
         )
 
@@ -175,14 +175,16 @@ async def test_a_crashed_process_users_go_offline_within_ttl_plus_interval(
     )
     assert await user_online_service.ais_user_online(live_user.pk)
     assert signal_log.of(live_user.pk) == ["online"]
-    crashed = await sync_to_async(User.objects.get)(pk=crashed_user.pk)
+    crashed = await database_sync_to_async(User.objects.get)(pk=crashed_user.pk)
     assert crashed.last_seen is not None
 
 
 async def test_backend_lost_everything_next_beat_registers_all_again(
     fast: dict[str, Any], signal_log: SignalLog
 ) -> None:
-    users = await sync_to_async(lambda: [User.objects.create_user(f"u{i}") for i in range(3)])()
+    users = await database_sync_to_async(
+        lambda: [User.objects.create_user(f"u{i}") for i in range(3)]
+    )()
     cids = [await connect(u.pk) for u in users]
     await connect(users[0].pk)  # A second tab.
     await get_heartbeat().beat()
@@ -198,7 +200,7 @@ async def test_backend_lost_everything_next_beat_registers_all_again(
     }
     assert await user_online_service.aget_user_connection_count(users[0].pk) == 2
     assert sorted(signal_log.kinds()) == ["online"] * 3
-    assert all([await sync_to_async(db_online)(u.pk) for u in users])
+    assert all([await database_sync_to_async(db_online)(u.pk) for u in users])
     for user, cid in zip(users, cids, strict=True):
         infos = await get_backend().user_connections(str(user.pk))
         assert cid in {i.connection_id for i in infos}
@@ -233,7 +235,7 @@ async def test_a_connection_removed_during_a_heartbeat_is_not_resurrected(
     with override_settings(
         DJANGO_PRESENCE={**fast, "BACKEND": path, "OFFLINE_GRACE_PERIOD": grace}
     ):
-        user = await sync_to_async(User.objects.create_user)("alice")
+        user = await database_sync_to_async(User.objects.create_user)("alice")
         cid = await connect(user.pk)
         heartbeat = get_heartbeat()
         # Only the beat below runs: the periodic one would race the gate.
@@ -255,7 +257,7 @@ async def test_a_connection_removed_during_a_heartbeat_is_not_resurrected(
 
         await eventually(gone, "the removed connection gone")
         assert await get_backend().user_connections(str(user.pk)) == []
-        assert not await sync_to_async(db_online)(user.pk)
+        assert not await database_sync_to_async(db_online)(user.pk)
         kinds = signal_log.of(user.pk)
         assert kinds[-1] == "offline"
         assert kinds == ["online", "offline"] * (len(kinds) // 2)

@@ -322,9 +322,9 @@ def test_a_failing_signal_receiver_does_not_stop_the_others(
 
 
 async def test_async_api(presence: dict[str, Any], signal_log: SignalLog) -> None:
-    from asgiref.sync import sync_to_async
+    from channels.db import database_sync_to_async
 
-    user = await sync_to_async(make_user)()
+    user = await database_sync_to_async(make_user)()
     service = user_online_service
 
     first = await service.aadd_user_connection(user.pk)
@@ -341,7 +341,7 @@ async def test_async_api(presence: dict[str, Any], signal_log: SignalLog) -> Non
     assert await service.acleanup_user_connections(user.pk) == 1
     assert not await service.ais_user_online(user.pk)
 
-    await user.arefresh_from_db()
+    await database_sync_to_async(user.refresh_from_db)()
     assert not user.is_online
     assert user.last_seen is not None
     assert signal_log.kinds() == ["online", "offline"]
