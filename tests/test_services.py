@@ -376,3 +376,54 @@ async def test_watchers_are_told_of_transitions(presence: dict[str, Any]) -> Non
     assert offline["last_seen"] is not None
     assert offline["seq"] > online["seq"] > 0
     await layer.group_discard(groups.watchers_group(7), channel)
+
+
+# -- cost ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sync_user_model", [True, False])
+async def test_redis_round_trips_per_connect_and_disconnect(
+    command_counter: Any, private_redis: str, sync_user_model: bool
+) -> None:
+    """One script per call; a transition written to the DB adds one read to verify it."""
+    from .conftest import presence_settings_for
+
+    settings_dict = presence_settings_for("redis", private_redis, SYNC_USER_MODEL=sync_user_model)
+    service = user_online_service
+    with override_settings(DJANGO_PRESENCE=settings_dict):
+        warm_up = await service.aadd_user_connection(1)  # Connects, loads the scripts.
+        await service.aremove_user_connection(1, warm_up)
+        measured = {}
+        for step, call in [
+            ("first connect", lambda: service.aadd_user_connection(1, "a")),
+            ("second tab", lambda: service.aadd_user_connection(1, "b")),
+            ("close non-last", lambda: service.aremove_user_connection(1, "b")),
+            ("close last", lambda: service.aremove_user_connection(1, "a")),
+        ]:
+            command_counter.reset()
+            await call()
+            measured[step] = command_counter.counts()
+        await get_backend().aclose()
+    print(f"\nSYNC_USER_MODEL={sync_user_model}: {measured}")
+
+    transition = {"evalsha": 1, "hmget": 1} if sync_user_model else {"evalsha": 1}
+    assert measured == {
+        "first connect": transition,
+        "second tab": {"evalsha": 1},
+        "close non-last": {"evalsha": 1},
+        "close last": transition,
+    }
+
+
+def test_a_sync_call_opens_one_connection(command_counter: Any, private_redis: str) -> None:
+    """The sync forms run a new event loop per call, hence a new Redis connection (HELLO)."""
+    from .conftest import presence_settings_for
+
+    settings_dict = presence_settings_for("redis", private_redis, SYNC_USER_MODEL=False)
+    with override_settings(DJANGO_PRESENCE=settings_dict):
+        user_online_service.add_user_connection(1, "warm-up")
+        command_counter.reset()
+        user_online_service.add_user_connection(1, "a")
+        user_online_service.is_user_online(1)
+
+    assert command_counter.counts() == {"hello": 2, "evalsha": 1, "hexists": 1}
