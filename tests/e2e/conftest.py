@@ -17,11 +17,17 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as e:
-        pytest.fail(f"{NO_PLAYWRIGHT} ({e})", pytrace=False)
+        problem = f"{NO_PLAYWRIGHT} ({e})"
+    else:
+        problem = None
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
     try:
         executable = chromium_path()
     except FileNotFoundError as e:
-        pytest.fail(str(e), pytrace=False)
+        problem = str(e)
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield instance

@@ -243,3 +243,33 @@ def test_two_server_processes_on_redis_share_presence_and_messages(
     finally:
         first.stop()
         print(f"--- first log ---\n{first.log_tail()}")
+
+
+def test_groups_show_who_is_in_them_and_carry_messages(
+    fresh_contexts: Any, example_server: ExampleServer
+) -> None:
+    pages = []
+    for username in ("doctor", "patient"):
+        page = log_in(fresh_contexts, example_server, username)
+        page.goto(example_server.url + "/groups/")
+        wait_connected(page)
+        page.fill("#group-name", "cardiology")
+        page.click("#join-form button[type=submit]")
+        pages.append(page)
+    doctor, patient = pages
+    members = 'article[data-group="cardiology"] .members'
+    doctor.wait_for_function(
+        f"document.querySelector('{members}').textContent === 'doctor, patient'"
+    )
+    patient.wait_for_function(
+        f"document.querySelector('{members}').textContent === 'doctor, patient'"
+    )
+    patient.fill('article[data-group="cardiology"] .group-text', "Ward round at 10")
+    patient.click('article[data-group="cardiology"] .group-form button')
+    doctor.wait_for_selector('article[data-group="cardiology"] li.group')
+    assert "patient: Ward round at 10" in doctor.text_content(
+        'article[data-group="cardiology"] .group-log'
+    )
+    # Leaving shows at once in the other member's list.
+    patient.click('article[data-group="cardiology"] .leave')
+    doctor.wait_for_function(f"document.querySelector('{members}').textContent === 'doctor'")

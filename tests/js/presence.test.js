@@ -322,3 +322,29 @@ test("events reach every listener by frame type; a throwing listener harms no ot
   assert.deepEqual(errors, ["listener bug", "listener bug"]);
   client.close();
 });
+
+test("group member lists follow group_joined, then group_presence diffs and new lists", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket);
+  const socket = await connected(client, FakeSocket);
+  const updates = [];
+  client.on("group_members", (info) => updates.push([info.members, info.count]));
+  const joined = client.joinGroup("ward");
+  const [join] = socket.sentOfType("join_group");
+  socket.receive({ type: "group_joined", id: join.id, data: { group: "ward", count: 1, members_online: [1] } });
+  await joined;
+  socket.receive({ type: "group_presence", data: { group: "ward", user_id: 2, joined: true, count: 2 } });
+  assert.deepEqual(client.groupMembers("ward"), [1, 2]);
+  socket.receive({ type: "group_presence", data: { group: "ward", user_id: 1, joined: false, count: 1 } });
+  assert.deepEqual(client.groupMembers("ward"), [2]);
+  // A group grown too large reports a count only; a fresh list replaces it later.
+  socket.receive({ type: "group_presence", data: { group: "ward", count: 500, count_only: true } });
+  assert.equal(client.groupMembers("ward"), null);
+  socket.receive({ type: "group_presence", data: { group: "ward", count: 2, members_online: [2, 3] } });
+  assert.deepEqual(client.groupMembers("ward"), [2, 3]);
+  // Frames about groups this client is not in are ignored.
+  socket.receive({ type: "group_presence", data: { group: "other", user_id: 9, joined: true, count: 1 } });
+  assert.equal(client.groupMembers("other"), null);
+  assert.deepEqual(updates.map((u) => u[1]), [1, 2, 1, 500, 2]);
+  client.close();
+});
