@@ -44,8 +44,14 @@ async def connect_all(clients: list[Client]) -> None:
         await asyncio.gather(*(c.connect() for c in clients[start : start + 10]))
 
 
-async def wait_settled(stack: Stack, db: FaultDatabase, subs: list[Subscriber], online: set[int],
-                       watched: list[int], timeout: float = 20) -> None:
+async def wait_settled(
+    stack: Stack,
+    db: FaultDatabase,
+    subs: list[Subscriber],
+    online: set[int],
+    watched: list[int],
+    timeout: float = 20,
+) -> None:
     """Wait until the backend, the DB and every subscriber show exactly ``online``."""
 
     def agreed() -> bool:
@@ -56,7 +62,35 @@ async def wait_settled(stack: Stack, db: FaultDatabase, subs: list[Subscriber], 
             and all({u: s.view().get(u) for u in watched} == expected for s in subs)
         )
 
-    await await_until(agreed, timeout, interval=0.1, what="backend, DB and subscribers agree")
+    try:
+        await await_until(agreed, timeout, interval=0.1)
+    except TimeoutError:
+        expected = {u for u in watched if u in online}
+        backend, db_online = stack.backend_online() & set(watched), db.online_ids() & set(watched)
+        lines = [f"not settled after {timeout:.0f} s; expected online: {sorted(expected)}"]
+        if backend != expected:
+            lines.append(
+                f"  backend: extra {sorted(backend - expected)}, "
+                f"missing {sorted(expected - backend)}"
+            )
+        if db_online != expected:
+            lines.append(
+                f"  DB: extra {sorted(db_online - expected)}, "
+                f"missing {sorted(expected - db_online)}"
+            )
+        with stack.redis_client() as client:
+            for u in sorted(backend ^ expected):
+                records = client.hgetall("{" + stack.key_prefix + "}:u:" + str(u))
+                lines.append(f"  backend connections of user {u}: {records}")
+        for sub in subs:
+            view = {u for u in watched if sub.view().get(u)}
+            if view != expected:
+                lines.append(
+                    f"  subscriber {sub.user_id}: extra {sorted(view - expected)}, missing "
+                    f"{sorted(expected - view)}; sequences: "
+                    + "; ".join(f"{u}: {sub.sequence(u)}" for u in sorted(view ^ expected))
+                )
+        raise AssertionError("\n".join(lines)) from None
 
 
 # -- 1. crash ------------------------------------------------------------------------------
@@ -87,7 +121,9 @@ async def test_crashed_server_users_go_offline_within_ttl_plus_heartbeat(
         now = time.monotonic() - t0
         backend, db_online = stack.backend_online(), fault_db.online_ids()
         # Users with a connection on the surviving server never flicker offline.
-        assert survivors <= backend, f"survivors went offline in the backend: {survivors - backend}"
+        assert survivors <= backend, (
+            f"survivors went offline in the backend: {survivors - backend}"
+        )
         offline_events = {
             e["user_id"]: e["t"] - wall0
             for e in stack.events()[events_before:]
@@ -105,8 +141,12 @@ async def test_crashed_server_users_go_offline_within_ttl_plus_heartbeat(
                 measured.setdefault(f"user {u} user_offline", offline_events[u])
         return len(measured) == 4 * len(only_a)
 
-    await await_until(observe, stack.crash_bound + SLACK, interval=0.05,
-                      what="every user of the crashed server offline everywhere")
+    await await_until(
+        observe,
+        stack.crash_bound + SLACK,
+        interval=0.05,
+        what="every user of the crashed server offline everywhere",
+    )
     report("crash: SIGKILL -> offline", measured, stack.crash_bound)
     assert b.alive()
     # No offline signal or status_changed for users who still had a connection on b.
@@ -194,8 +234,13 @@ async def test_redis_restart_registers_every_live_connection_again(
     # A send while Redis is down must fail with an error the sender and the log both see.
     reply_id = "while-down"
     if not sender.closed.is_set():
-        await sender.send({"type": "direct_message", "id": reply_id,
-                           "data": {"target_user_id": users[0], "message": "hello?"}})
+        await sender.send(
+            {
+                "type": "direct_message",
+                "id": reply_id,
+                "data": {"target_user_id": users[0], "message": "hello?"},
+            }
+        )
     # At least two heartbeats fail while Redis is down.
     await asyncio.sleep(max(0.0, 2.5 * stack.heartbeat - (time.monotonic() - t_down)))
     answer = next((f for _, f in sender.frames if f.get("id") == reply_id), None)
@@ -224,8 +269,10 @@ async def test_redis_restart_registers_every_live_connection_again(
     try:
         await await_until(registered, stack.heartbeat + SLACK, interval=0.05)
     except TimeoutError:
-        failures.append(f"live connections not registered again within "
-                        f"{stack.heartbeat + SLACK:.0f} s: {sorted(measured)}")
+        failures.append(
+            f"live connections not registered again within "
+            f"{stack.heartbeat + SLACK:.0f} s: {sorted(measured)}"
+        )
     report("Redis restart -> registered again", measured, stack.heartbeat)
     if not (a.alive() and b.alive()):
         failures.append("a server process died")
@@ -269,14 +316,18 @@ async def test_presence_stays_right_after_redis_restart(
     assert dropped == [left_during], (
         f"the servers closed the sockets of users {dropped} while Redis was down"
     )
-    await await_until(lambda: set(stay + [left_after]) <= stack.backend_online(),
-                      stack.heartbeat + SLACK, what="live connections registered again")
+    await await_until(
+        lambda: set(stay + [left_after]) <= stack.backend_online(),
+        stack.heartbeat + SLACK,
+        what="live connections registered again",
+    )
     await clients[left_after].close()
     measured: dict[str, float] = {}
     failures: list[str] = []
     try:
-        await wait_settled(stack, fault_db, [sub], set(stay), watched,
-                           timeout=stack.crash_bound + SLACK)
+        await wait_settled(
+            stack, fault_db, [sub], set(stay), watched, timeout=stack.crash_bound + SLACK
+        )
         measured["settled after Redis came back"] = time.monotonic() - t_up
     except TimeoutError:
         failures.append(
@@ -306,55 +357,65 @@ async def test_connection_storm_ends_with_backend_db_and_subscribers_agreeing(
         await s.subscribe(storm_users)
 
     rng = random.Random(5)
-    operations, max_open, concurrency, time_limit = 3000, 60, 16, 120.0
-    open_clients: list[Client] = []
+    operations, max_open, concurrency, time_limit = 2400, 60, 16, 60.0
+    # Planned state, updated when an operation is scheduled: a close waits for its connect.
+    open_clients: dict[Client, asyncio.Task[None]] = {}
     counts = {"connect": 0, "close": 0, "abort": 0, "failed": 0}
     semaphore = asyncio.Semaphore(concurrency)
     start = time.monotonic()
 
-    async def one(op: str, client: Client) -> None:
+    async def connect(client: Client) -> None:
         async with semaphore:
             try:
-                if op == "connect":
-                    await client.connect(timeout=30)
-                    open_clients.append(client)
-                elif op == "close":
-                    await client.close()
-                else:
-                    client.abort()
-                counts[op] += 1
+                await client.connect(timeout=30)
+                counts["connect"] += 1
             except Exception:
                 counts["failed"] += 1
 
-    tasks = []
-    pending_close: set[int] = set()
+    async def close(client: Client, connected: asyncio.Task[None], abort: bool) -> None:
+        await connected
+        async with semaphore:
+            if abort:
+                client.abort()  # no close handshake: the server sees the TCP connection drop
+            else:
+                await client.close()
+            counts["abort" if abort else "close"] += 1
+
+    tasks: list[asyncio.Task[None]] = []
     for _ in range(operations):
         if time.monotonic() - start > time_limit:
             break
-        closable = [c for c in open_clients if id(c) not in pending_close]
-        if closable and (len(open_clients) >= max_open or rng.random() < 0.5):
-            client = rng.choice(closable)
-            pending_close.add(id(client))
-            open_clients.remove(client)
-            op = "abort" if rng.random() < 0.1 else "close"
+        if open_clients and (len(open_clients) >= max_open or rng.random() < 0.5):
+            client = rng.choice(list(open_clients))
+            connected = open_clients.pop(client)
+            tasks.append(asyncio.create_task(close(client, connected, rng.random() < 0.1)))
         else:
             client = Client(rng.choice(storm_users), rng.choice(servers).url)
-            op = "connect"
-        tasks.append(asyncio.create_task(one(op, client)))
-        await asyncio.sleep(0)
-        if len(tasks) % concurrency == 0:
-            await asyncio.sleep(0.005)
+            open_clients[client] = asyncio.create_task(connect(client))
+            tasks.append(open_clients[client])
+        # Let operations overlap, but not run arbitrarily far ahead of the servers.
+        while sum(not t.done() for t in tasks[-200:]) >= 2 * concurrency:
+            await asyncio.sleep(0.002)
     await asyncio.gather(*tasks)
     elapsed = time.monotonic() - start
     print(f"\n[storm] {len(tasks)} operations in {elapsed:.1f} s: {counts}")
     assert counts["failed"] <= len(tasks) // 100, counts
+    assert len(tasks) >= 1000, "too few operations ran within the time limit"
 
-    expected = {c.user_id for c in open_clients}
+    expected = {c.user_id for c in open_clients if not c.closed.is_set()}
     t_end = time.monotonic()
-    await wait_settled(stack, fault_db, subs, expected, storm_users,
-                       timeout=stack.grace + stack.crash_bound + SLACK + 10)
-    print(f"  settled {time.monotonic() - t_end:.2f} s after the last operation; "
-          f"{len(expected)} of {len(storm_users)} users online at the end")
+    await wait_settled(
+        stack,
+        fault_db,
+        subs,
+        expected,
+        storm_users,
+        timeout=stack.grace + stack.crash_bound + SLACK + 10,
+    )
+    print(
+        f"  settled {time.monotonic() - t_end:.2f} s after the last operation; "
+        f"{len(expected)} of {len(storm_users)} users online at the end"
+    )
     assert all(s.alive() for s in servers)
     for s in subs:
         for u in storm_users:
