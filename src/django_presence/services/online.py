@@ -11,11 +11,14 @@ management commands, Celery tasks and plain threads; from async code, await the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -57,6 +60,49 @@ def _user_key(user_id: Any) -> str:
     return str(user_id)
 
 
+def _connection_key(connection_id: Any) -> str:
+    if not isinstance(connection_id, str) or not connection_id:
+        raise TypeError(
+            f"connection_id must be a non-empty str, got {type(connection_id).__name__}: "
+            f"{connection_id!r}"
+        )
+    return connection_id
+
+
+class _UserLocks:
+    """One lock per user key in use, per event loop; unused locks are dropped.
+
+    Holding a user's lock from the backend call until the side effects are applied makes
+    this process deliver that user's signals and watcher messages in the order the
+    backend decided the transitions (a page reload without grace period is an OFFLINE
+    and an ONLINE a few milliseconds apart). Other processes are ordered by ``seq`` only.
+    """
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, tuple[asyncio.Lock, int]]
+        ] = weakref.WeakKeyDictionary()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold the lock of ``key`` in the running loop."""
+        locks = self._locks.setdefault(asyncio.get_running_loop(), {})
+        lock, users = locks.get(key) or (asyncio.Lock(), 0)
+        locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = locks[key]
+            if users == 1:
+                del locks[key]
+            else:
+                locks[key] = (lock, users - 1)
+
+
+_user_locks = _UserLocks()
+
+
 def _pk_from_key(key: str) -> Any:
     return get_user_model()._meta.pk.to_python(key)
 
@@ -80,14 +126,12 @@ class UserOnlineService:
     ) -> str:
         """Register a connection of ``user_id``; return its id (generated if not given)."""
         key = _user_key(user_id)
-        connection_id = connection_id or new_connection_id()
-        change = await get_backend().add_connection(
-            key,
-            connection_id,
-            ttl=number_setting("CONNECTION_TTL", allow_zero=False),
-            server=server,
-        )
-        await self.apply_changes([change])
+        connection_id = new_connection_id() if connection_id is None else connection_id
+        _connection_key(connection_id)
+        ttl = number_setting("CONNECTION_TTL", allow_zero=False)
+        async with _user_locks.hold(key):
+            change = await get_backend().add_connection(key, connection_id, ttl=ttl, server=server)
+            await self.apply_changes([change])
         return connection_id
 
     async def aremove_user_connection(
@@ -98,12 +142,13 @@ class UserOnlineService:
         ``grace`` defaults to ``OFFLINE_GRACE_PERIOD``: the user then stays online that
         long, and a reconnect within it causes no transition at all.
         """
+        key = _user_key(user_id)
+        _connection_key(connection_id)
         if grace is None:
             grace = number_setting("OFFLINE_GRACE_PERIOD")
-        change = await get_backend().remove_connection(
-            _user_key(user_id), connection_id, grace=grace
-        )
-        await self.apply_changes([change])
+        async with _user_locks.hold(key):
+            change = await get_backend().remove_connection(key, connection_id, grace=grace)
+            await self.apply_changes([change])
 
     async def ais_user_online(self, user_id: Any) -> bool:
         """Whether the user has a live connection (or is within the grace period)."""
@@ -119,8 +164,10 @@ class UserOnlineService:
         The user goes offline at once (DB, signals, watchers). Sockets that are still open
         register again on their next heartbeat; to close them, see the monitoring docs.
         """
-        removed, change = await get_backend().remove_user(_user_key(user_id))
-        await self.apply_changes([change])
+        key = _user_key(user_id)
+        async with _user_locks.hold(key):
+            removed, change = await get_backend().remove_user(key)
+            await self.apply_changes([change])
         return removed
 
     async def aget_online_user_ids(self, user_ids: Iterable[Any]) -> set[Any]:
