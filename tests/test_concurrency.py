@@ -158,6 +158,8 @@ async def test_interleaved_connects_and_disconnects(
     assert expected, "the scenario must leave someone online"
     assert len(recording) >= 2 * len(pks) - len(expected)
     await database_sync_to_async(assert_settled)(users, expected, recording, signal_log)
+    # Within one process, each user's signals also arrive in the order of their seq.
+    assert arrival_disorder(signal_log, pks) == 0
     print(
         f"\n{len(recording)} transitions for 480 connects and 480 disconnects; "
         f"{arrival_disorder(signal_log, pks)} signals arrived after a later one"

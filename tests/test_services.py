@@ -276,6 +276,17 @@ def test_bad_user_id_is_a_type_error(presence: dict[str, Any], bad: Any) -> None
         assert type(bad).__name__ in str(info.value)
 
 
+@pytest.mark.parametrize("bad", [None, 5, b"c", ""])
+def test_bad_connection_id_is_a_type_error(presence: dict[str, Any], bad: Any) -> None:
+    calls = [lambda: user_online_service.remove_user_connection(1, bad)]
+    if bad is not None:  # None asks for a generated id.
+        calls.append(lambda: user_online_service.add_user_connection(1, bad))
+    for call in calls:
+        with pytest.raises(TypeError, match="connection_id must be a non-empty str"):
+            call()
+    assert not user_online_service.is_user_online(1)
+
+
 def test_sync_user_model_off_writes_nothing(
     presence: dict[str, Any], signal_log: SignalLog
 ) -> None:
