@@ -175,6 +175,21 @@ async def test_a_hung_redis_times_out(silent_server: int) -> None:
     await backend.aclose()
 
 
+async def test_a_read_only_replica_is_backend_unavailable(redis_url: str) -> None:
+    """What a Sentinel failover looks like to a client still talking to the old master."""
+    master_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    replica = RedisProcess(extra_args=("--replicaof", "127.0.0.1", str(master_port))).start()
+    try:
+        backend = make_backend(replica.url)
+        with pytest.raises(BackendUnavailable) as info:
+            await backend.add_connection("1", "a", ttl=30)
+        assert isinstance(info.value.__cause__, redis.exceptions.ReadOnlyError)
+        assert await backend.is_online("1") is False  # Reads still work.
+        await backend.aclose()
+    finally:
+        replica.stop()
+
+
 async def test_scripts_are_loaded_again_after_a_script_flush(
     redis_url: str, redis_client: redis.Redis
 ) -> None:

@@ -359,7 +359,13 @@ class RedisBackend(BasePresenceBackend):
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         try:
             return await operation()
-        except (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError) as e:
+        except (
+            redis_exceptions.ConnectionError,
+            redis_exceptions.TimeoutError,
+            # A replica, or a master demoted by a failover, refuses writes until the client
+            # reaches the new master: unavailable for now, like a dropped connection.
+            redis_exceptions.ReadOnlyError,
+        ) as e:
             raise BackendUnavailable(f"Redis at {_safe_url(self.url)} is unavailable: {e}") from e
 
     async def _eval(self, name: str, source: str, args: Sequence[Any]) -> Any:
