@@ -207,9 +207,11 @@ async def test_reopening_the_closing_connection_itself_is_no_transition(
     await backend.add_connection("1", "a", ttl=30)
     await backend.remove_connection("1", "a", grace=30)
 
+    [closing] = await backend.user_connections("1")
     assert await backend.add_connection("1", "a", ttl=30) == Change("1", NONE, 1, 0)
     [info] = await backend.user_connections("1")
     assert not info.closing
+    assert info.opened_at == closing.opened_at
 
 
 async def test_grace_expiry_goes_offline_exactly_once_on_sweep(

@@ -305,3 +305,25 @@ async def test_one_beat_sweeps_a_big_crash_entirely(
 
         assert await backend.all_online_user_ids() == set()
     assert signal_log.kinds() == ["offline"] * count
+
+
+def test_a_finished_loop_and_its_heartbeat_are_freed(presence: dict[str, Any]) -> None:
+    import gc
+    import weakref
+
+    from django_presence import heartbeat as heartbeat_module
+
+    refs: list[weakref.ref[Any]] = []
+
+    async def serve_and_stop() -> None:
+        get_heartbeat().track("1", "c")
+        refs.append(weakref.ref(asyncio.get_running_loop()))
+        refs.append(weakref.ref(get_heartbeat()))
+        await get_backend().aclose()
+
+    before = len(heartbeat_module._heartbeats)
+    asyncio.run(serve_and_stop())  # Cancels the heartbeat task and closes the loop.
+    gc.collect()
+
+    assert [ref() for ref in refs] == [None, None]
+    assert len(heartbeat_module._heartbeats) == before

@@ -42,6 +42,13 @@ class Heartbeat:
         self.connections[connection_id] = user_key
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
+            # The task refers to its loop: once it ends (the loop shuts down), let go of
+            # it, so that the loop and this heartbeat can be freed.
+            self._task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        if self._task is task:
+            self._task = None
 
     def untrack(self, connection_id: str) -> None:
         """Stop heartbeating a connection (before removing it from the backend)."""

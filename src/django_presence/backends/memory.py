@@ -56,9 +56,9 @@ class MemoryBackend(BasePresenceBackend):
         was_online = bool(leases)
         if leases is None:
             leases = self._users[user_id] = {}
+        old = leases.get(connection_id)
         for cid in [cid for cid, lease in leases.items() if lease.closing]:
             del leases[cid]
-        old = leases.get(connection_id)
         leases[connection_id] = _Lease(
             now + ttl, old.opened_at if old else now, False, server or (old.server if old else "")
         )
