@@ -14,8 +14,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from django_presence.backends import BasePresenceBackend, Change, Transition
+from django_presence.backends.memory import MemoryBackend
+from django_presence.backends.redis import RedisBackend
 
 ONLINE, OFFLINE, NONE = Transition.ONLINE, Transition.OFFLINE, Transition.NONE
 
@@ -585,3 +590,78 @@ async def test_concurrent_mixed_operations_alternate(backend: BasePresenceBacken
     assert transitions, "churn made no transition at all"
     assert [c.transition for c in transitions] == [ONLINE, OFFLINE] * (len(transitions) // 2)
     assert not await backend.is_online("1")
+
+
+def test_both_backends_decide_the_same(redis_url: str) -> None:
+    """Random operation sequences give the same transitions on memory and on Redis."""
+    users = st.sampled_from(["1", "2", "u:3"])
+    connections = st.sampled_from(["a", "b", "c|1"])
+
+    class SameDecisions(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.loop = asyncio.new_event_loop()
+            self.memory = MemoryBackend()
+            self.redis = RedisBackend(url=redis_url, key_prefix=f"diff-{uuid.uuid4().hex[:8]}")
+
+        def both(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            async def run(backend: BasePresenceBackend) -> Any:
+                return await getattr(backend, name)(*args, **kwargs)
+
+            return (
+                self.loop.run_until_complete(run(self.memory)),
+                self.loop.run_until_complete(run(self.redis)),
+            )
+
+        @staticmethod
+        def decided(change: Change) -> tuple[str, Transition, int]:
+            return (change.user_id, change.transition, change.connection_count)
+
+        @rule(user=users, cid=connections)
+        def add(self, user: str, cid: str) -> None:
+            memory, redis_ = self.both("add_connection", user, cid, ttl=30)
+            assert self.decided(memory) == self.decided(redis_)
+
+        @rule(user=users, cid=connections, grace=st.sampled_from([0, 30]))
+        def remove(self, user: str, cid: str, grace: float) -> None:
+            memory, redis_ = self.both("remove_connection", user, cid, grace=grace)
+            assert self.decided(memory) == self.decided(redis_)
+
+        @rule(pairs=st.lists(st.tuples(users, connections), max_size=4))
+        def heartbeat(self, pairs: list[tuple[str, str]]) -> None:
+            memory, redis_ = self.both("heartbeat", pairs, ttl=30)
+            assert [(cid, self.decided(c)) for cid, c in memory] == [
+                (cid, self.decided(c)) for cid, c in redis_
+            ]
+
+        @rule(user=users)
+        def remove_user(self, user: str) -> None:
+            (m_count, memory), (r_count, redis_) = self.both("remove_user", user)
+            assert (m_count, self.decided(memory)) == (r_count, self.decided(redis_))
+
+        @invariant()
+        def same_state(self) -> None:
+            memory, redis_ = self.both("all_online_user_ids")
+            assert memory == redis_
+            for user in ("1", "2", "u:3"):
+                counts = self.both("connection_count", user)
+                assert counts[0] == counts[1]
+                m_infos, r_infos = self.both("user_connections", user)
+                assert sorted((i.connection_id, i.closing) for i in m_infos) == sorted(
+                    (i.connection_id, i.closing) for i in r_infos
+                )
+
+        def teardown(self) -> None:
+            self.loop.run_until_complete(self.redis.clear())
+            self.loop.run_until_complete(self.redis.aclose())
+            self.loop.close()
+
+    run_state_machine_as_test(
+        SameDecisions,
+        settings=settings(
+            max_examples=40,
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
