@@ -83,8 +83,10 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=50),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
     max_leaves=15,
 )
 
@@ -160,8 +162,9 @@ async def _send_raw(tab: WebsocketCommunicator, frame: str | bytes) -> None:
     await tab.send_input({"type": "websocket.receive", key: frame})
 
 
-async def _exchange(tab: WebsocketCommunicator, frame: str | bytes, must_error: bool | None,
-                    number: int) -> list[dict[str, Any]]:
+async def _exchange(
+    tab: WebsocketCommunicator, frame: str | bytes, must_error: bool | None, number: int
+) -> list[dict[str, Any]]:
     """Send a frame then a ping; return the frames received before the pong."""
     await _send_raw(tab, frame)
     ping_id = f"fuzz-{number}"
@@ -194,7 +197,8 @@ async def test_any_inbound_frame_gets_a_documented_answer_and_the_socket_stays_u
             assert isinstance(reply.get("data"), dict), reply
             if reply["type"] == "error":
                 assert reply["data"]["code"] in DOCUMENTED_ERRORS, (frame, reply)
-                assert isinstance(reply["data"]["message"], str) and reply["data"]["message"]
+                assert isinstance(reply["data"]["message"], str)
+                assert reply["data"]["message"]
         if must_error:
             errors = [r for r in received if r["type"] == "error"]
             assert len(errors) == 1, (frame[:200], received)

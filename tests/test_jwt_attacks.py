@@ -100,9 +100,7 @@ def alice() -> Any:
 async def outcome(token: str, *, via: str = "subprotocol") -> tuple[bool, int | None]:
     """(connected, close code) of a ws/user/ connection with ``token``."""
     if via == "subprotocol":
-        tab = WebsocketCommunicator(
-            application, "/ws/user/", subprotocols=["access_token", token]
-        )
+        tab = WebsocketCommunicator(application, "/ws/user/", subprotocols=["access_token", token])
     else:
         tab = WebsocketCommunicator(application, f"/ws/user/?token={token}")
     connected, code = await tab.connect(timeout=5)
@@ -227,7 +225,8 @@ async def test_odd_user_id_claims_are_refused(alice: Any, claim: Any) -> None:
 
 @pytest.mark.server
 async def test_real_server_answers_403_to_forged_tokens(
-    make_stack: Any, fault_db: FaultDatabase  # noqa: F811 - fixtures imported above
+    make_stack: Any,  # noqa: F811 - the fixture imported above
+    fault_db: FaultDatabase,  # noqa: F811
 ) -> None:
     """A browser sees the refusal as an HTTP 403 on the upgrade, from a real uvicorn."""
     from websockets.asyncio.client import connect
@@ -248,12 +247,20 @@ async def test_real_server_answers_403_to_forged_tokens(
     statuses = {}
     for name, token in attacks.items():
         with pytest.raises(InvalidStatus) as refused:
-            async with connect(server.url, subprotocols=["access_token", token],  # type: ignore[list-item]
-                               proxy=None, open_timeout=20):
+            async with connect(
+                server.url,
+                subprotocols=["access_token", token],  # type: ignore[list-item]
+                proxy=None,
+                open_timeout=20,
+            ):
                 pass
         statuses[name] = refused.value.response.status_code
     assert statuses == dict.fromkeys(attacks, 403)
     # The control: the same server accepts a genuine token.
-    async with connect(server.url, subprotocols=["access_token", token_for(user_id)],  # type: ignore[list-item]
-                       proxy=None, open_timeout=20) as ws:
+    async with connect(
+        server.url,
+        subprotocols=["access_token", token_for(user_id)],  # type: ignore[list-item]
+        proxy=None,
+        open_timeout=20,
+    ) as ws:
         assert ws.subprotocol == "access_token"

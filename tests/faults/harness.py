@@ -85,7 +85,9 @@ class FaultDatabase:
         try:
             import psycopg
 
-            with psycopg.connect(_psycopg_dsn(POSTGRES_URL), autocommit=True, connect_timeout=3) as c:
+            with psycopg.connect(
+                _psycopg_dsn(POSTGRES_URL), autocommit=True, connect_timeout=3
+            ) as c:
                 c.execute(f'CREATE DATABASE "{self.name}"')
             self.kind = "postgresql"
             self.url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + self.name
@@ -190,9 +192,7 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         """Environment of a server process (and of the database setup)."""
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST"))
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST"))}
         env.update(
             DJANGO_SETTINGS_MODULE="tests.faults.settings",
             FAULTS_DATABASE_URL=self.db.url,
@@ -265,9 +265,19 @@ class ServerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "uvicorn", "tests.faults.asgi:application",
-                "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-                "--no-access-log", "--timeout-graceful-shutdown", "5",
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "tests.faults.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "5",
             ],
             cwd=ROOT,
             env=self.env,
@@ -279,7 +289,9 @@ class ServerProcess:
             wait_for_port(self.port, timeout=60)
         except TimeoutError:
             self.kill()
-            raise RuntimeError(f"server {self.name} did not start:\n{self.log()[-3000:]}") from None
+            raise RuntimeError(
+                f"server {self.name} did not start:\n{self.log()[-3000:]}"
+            ) from None
 
     @property
     def pid(self) -> int:
@@ -398,9 +410,7 @@ class Client:
         await self.send({**frame, "id": request_id})
 
         def reply() -> Any:
-            return next(
-                (f for _, f in self.frames if f.get("id") == request_id), None
-            )
+            return next((f for _, f in self.frames if f.get("id") == request_id), None)
 
         await await_until(lambda: reply() is not None, timeout, what=f"reply to {frame}")
         found = reply()

@@ -14,6 +14,7 @@ Measured times are printed (``pytest -s`` shows them).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import signal
 import time
@@ -317,7 +318,7 @@ async def test_presence_stays_right_after_redis_restart(
         f"the servers closed the sockets of users {dropped} while Redis was down"
     )
     await await_until(
-        lambda: set(stay + [left_after]) <= stack.backend_online(),
+        lambda: {*stay, left_after} <= stack.backend_online(),
         stack.heartbeat + SLACK,
         what="live connections registered again",
     )
@@ -394,7 +395,7 @@ async def test_connection_storm_ends_with_backend_db_and_subscribers_agreeing(
             open_clients[client] = asyncio.create_task(connect(client))
             tasks.append(open_clients[client])
         # Let operations overlap, but not run arbitrarily far ahead of the servers.
-        while sum(not t.done() for t in tasks[-200:]) >= 2 * concurrency:
+        while sum(not t.done() for t in tasks[-200:]) >= 2 * concurrency:  # noqa: ASYNC110
             await asyncio.sleep(0.002)
     await asyncio.gather(*tasks)
     elapsed = time.monotonic() - start
@@ -420,7 +421,7 @@ async def test_connection_storm_ends_with_backend_db_and_subscribers_agreeing(
     for s in subs:
         for u in storm_users:
             sequence = s.sequence(u)
-            assert all(x != y or not x for x, y in zip(sequence, sequence[1:])), (
+            assert all(x != y or not x for x, y in itertools.pairwise(sequence)), (
                 f"subscriber {s.user_id} saw two 'online' in a row for user {u}: {sequence}"
             )
     changes = sum(len(s.of_type("status_changed")) for s in subs)
