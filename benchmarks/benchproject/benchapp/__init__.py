@@ -1,0 +1,1 @@
+"""The benchmark's user model and counters."""

@@ -1,0 +1,3 @@
+"""No HTTP views: the servers answer the harness from a plain ASGI app (see asgi.py)."""
+
+urlpatterns: list[object] = []

@@ -1,0 +1,91 @@
+"""A small run of the benchmark harness (``benchmarks/run.py --smoke``).
+
+It starts its own Redis and uvicorn servers, opens and closes real WebSocket connections,
+and checks what a user would notice: every user transition produced exactly one online and
+one offline event, nothing was lost or duplicated, and the ``is_online`` column agreed with
+presence. Timing is never asserted: the numbers are for docs/performance.md, not for CI.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The JSON report of one smoke run (bare and package variants)."""
+    out = tmp_path_factory.mktemp("bench") / "report.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return dict(json.loads(out.read_text()))
+
+
+def exact(users: int) -> dict[str, int]:
+    return {"total": users, "lost": 0, "duplicated": 0, "foreign": 0}
+
+
+def test_every_socket_opened_and_closed(report: dict[str, Any]) -> None:
+    params = report["parameters"]
+    for variant in ("bare", "package"):
+        (run,) = report["results"][variant]
+        assert run["open"]["failed"] == 0, run["open"]["failures"]
+        assert run["churn"]["failed"] == 0, run["churn"]["failures"]
+        assert run["server_errors"] == 0, run["server_log"]
+        assert run["open"]["rate"] > 0
+        assert run["churn"]["rate"] > 0
+    assert params["users"] * params["tabs"] > params["users"]  # several tabs per user
+
+
+def test_one_online_and_one_offline_event_per_user_in_the_ramp(report: dict[str, Any]) -> None:
+    users = report["parameters"]["users"]
+    (run,) = report["results"]["package"]
+    # Four tabs per user opened together and closed together: still one event each way.
+    assert run["events_open"] == exact(users)
+    assert run["events_close"] == exact(users)
+
+
+def test_one_online_and_one_offline_event_per_churn_cycle(report: dict[str, Any]) -> None:
+    cycles = report["parameters"]["cycles"]
+    (run,) = report["results"]["package"]
+    assert run["events_churn"] == {"online": exact(cycles), "offline": exact(cycles)}
+
+
+def test_the_database_agrees_with_presence(report: dict[str, Any]) -> None:
+    users = report["parameters"]["users"]
+    (run,) = report["results"]["package"]
+    assert run["db_online_after_open"] == users
+    assert run["db_online_after_close"] == 0
+    assert run["db_online_after_churn"] == 0
+    # Within the documented bound of 1 s.
+    for phase in ("open", "close", "churn"):
+        assert run[f"db_lag_{phase}"] is not None
+
+
+def test_the_bare_consumer_sends_no_presence_events(report: dict[str, Any]) -> None:
+    (run,) = report["results"]["bare"]
+    assert run["events_open"]["total"] == 0
+    assert run["events_churn"]["online"]["total"] == 0
+    assert run["db_online_after_open"] == 0
+
+
+def test_the_report_names_versions_and_load(report: dict[str, Any]) -> None:
+    assert report["versions"]["django-user-presence"]
+    assert report["versions"]["redis-server"]
+    assert len(report["machine_start"]["loadavg"]) == 3
+    assert set(report["table"]["churn, cycles/s"]) == {"bare", "package"}
