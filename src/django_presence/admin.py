@@ -1,0 +1,423 @@
+"""Django admin integration: live presence on your user changelist, and a connection monitor.
+
+The package registers nothing in the admin by itself, so it never takes over a project's
+own ``UserAdmin``. Add :class:`OnlineStatusAdminMixin` first among the bases of the admin
+class you already have::
+
+    from django.contrib import admin
+    from django.contrib.auth.admin import UserAdmin
+    from django_presence.admin import OnlineStatusAdminMixin
+
+    from .models import User
+
+    @admin.register(User)
+    class MyUserAdmin(OnlineStatusAdminMixin, UserAdmin):
+        pass
+
+The changelist then gains an "online now" column and filter, which read the live presence
+backend (one round trip per page, whatever its size), next to the ``is_online`` column of
+the database mirror; and a "Connection monitor" page under the changelist's URL
+(``<admin>/<app>/<user model>/presence/``) lists every online user's connections, with
+buttons to run a sweep and to disconnect a user everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db import models
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from .backends import BasePresenceBackend, ConnectionInfo, get_backend
+from .conf import presence_settings
+from .services import user_online_service
+
+if TYPE_CHECKING:
+    from django.contrib.admin.views.main import ChangeList
+
+    _ModelAdminBase = admin.ModelAdmin[Any]
+else:
+    _ModelAdminBase = object
+
+logger = logging.getLogger(__name__)
+
+#: Attribute set on each user of a changelist page to the live presence read for the page.
+_ONLINE_ATTR = "_presence_online_now"
+
+
+def _pk_from_key(model: type[models.Model], key: str) -> Any:
+    """The primary key stored under backend key ``key``, or None if the model rejects it."""
+    try:
+        return model._meta.pk.to_python(key)
+    except ValidationError:
+        return None
+
+
+def live_online_pks(model: type[models.Model]) -> list[Any]:
+    """The primary keys of every user the backend holds online now (one round trip)."""
+    keys = async_to_sync(get_backend().all_online_user_ids)()
+    pks = (_pk_from_key(model, key) for key in keys)
+    return [pk for pk in pks if pk is not None]
+
+
+class OnlineNowListFilter(admin.SimpleListFilter):
+    """Changelist filter "online now", read from the live presence backend, not the DB.
+
+    Fetches every online user id in one round trip and filters with ``pk__in``, so it suits
+    up to some tens of thousands of simultaneous users (the database's limit on query
+    parameters applies).
+    """
+
+    title = _("online now")
+    parameter_name = "online_now"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        """The two choices: online now, or not."""
+        return [("yes", _("Yes")), ("no", _("No"))]
+
+    def queryset(self, request: HttpRequest, queryset: models.QuerySet[Any]) -> Any:
+        """Keep the users the backend holds online (``yes``) or the others (``no``)."""
+        value = self.value()
+        if value not in ("yes", "no"):
+            return None
+        try:
+            pks = live_online_pks(queryset.model)
+        except Exception:
+            logger.exception("Could not read who is online for the admin filter")
+            messages.error(request, _("The presence backend is unavailable; nothing shown."))
+            return queryset.none()
+        if value == "yes":
+            return queryset.filter(pk__in=pks)
+        return queryset.exclude(pk__in=pks)
+
+
+@dataclass
+class MonitoredConnection:
+    """One connection as the monitor shows it; times converted to this server's clock."""
+
+    connection_id: str
+    server: str
+    opened: datetime
+    expires: datetime
+    #: When the lease was last renewed (a heartbeat or the connect), for open connections.
+    renewed: datetime | None
+    closing: bool
+    expired: bool
+
+
+@dataclass
+class MonitoredUser:
+    """One online user and their connections, for the monitor."""
+
+    key: str
+    pk: Any
+    user: Any
+    connections: list[MonitoredConnection] = field(default_factory=list)
+
+    @property
+    def db_is_online(self) -> bool | None:
+        """The database mirror ``is_online``, or None when the model has no such field."""
+        return getattr(self.user, "is_online", None)
+
+    @property
+    def connection_count(self) -> int:
+        """Open connections (leases kept for the offline grace period are not counted)."""
+        return sum(1 for connection in self.connections if not connection.closing)
+
+
+async def backend_clock(backend: BasePresenceBackend) -> float:
+    """The current time on ``backend``'s clock, in which its lease times are expressed.
+
+    Redis leases use the Redis server's ``TIME``, in-memory leases ``time.monotonic()``.
+    A backend may provide its own ``async now()``; otherwise the wall clock is assumed.
+    """
+    now = getattr(backend, "now", None)
+    if now is not None:
+        return float(await now())
+    from .backends.memory import MemoryBackend
+
+    if isinstance(backend, MemoryBackend):
+        return backend._clock()
+    try:
+        from .backends.redis import RedisBackend
+    except ImportError:  # redis-py not installed, so it cannot be the backend
+        pass
+    else:
+        if isinstance(backend, RedisBackend):
+            seconds, microseconds = await backend.client().time()
+            return float(seconds) + float(microseconds) / 1e6
+    return time.time()
+
+
+async def _read_connections(
+    backend: BasePresenceBackend, keys: Sequence[str]
+) -> tuple[float, list[list[ConnectionInfo]]]:
+    # One event loop for the whole page: the reads go out together, not one by one.
+    results = await asyncio.gather(*(backend.user_connections(key) for key in keys))
+    return await backend_clock(backend), list(results)
+
+
+def _key_order(key: str) -> tuple[int, str]:
+    # Numeric keys in numeric order, after any others.
+    return (len(key), key) if key.isdigit() else (0, key)
+
+
+class OnlineStatusAdminMixin(_ModelAdminBase):
+    """Add live presence to a project's own user admin; put it first among the bases.
+
+    It adds, to whatever the admin class already shows:
+
+    - the ``online_now`` column: the live presence, read from the backend in one round trip
+      for the whole changelist page; and ``is_online``, the database mirror, beside it when
+      the user model has that field (from :class:`~django_presence.models.OnlineStatusMixin`);
+    - the :class:`OnlineNowListFilter` ("online now");
+    - a "Connection monitor" page (view permission on the user model), with "Run a sweep
+      now" and "Disconnect" buttons (change permission), linked from the changelist.
+
+    Name ``online_now`` or ``is_online`` in your own ``list_display`` to place them
+    yourself; set :attr:`presence_add_columns` to False to add neither.
+    """
+
+    #: Append ``online_now`` (and ``is_online``) to ``list_display`` and the filter.
+    presence_add_columns: bool = True
+    #: Online users per page of the connection monitor.
+    presence_monitor_per_page: int = 100
+    #: Template of the connection monitor.
+    presence_monitor_template: str = "django_presence/admin/monitor.html"
+    #: Adds a "Connection monitor" link to the changelist's object tools.
+    change_list_template = "django_presence/admin/user_change_list.html"
+
+    # -- changelist ------------------------------------------------------------------------
+
+    @admin.display(description=_("online now"), boolean=True)
+    def online_now(self, obj: Any) -> bool | None:
+        """Whether the user is online now; None (shown as unknown) if the backend is down."""
+        if hasattr(obj, _ONLINE_ATTR):
+            online: bool | None = getattr(obj, _ONLINE_ATTR)
+            return online
+        # Outside a changelist page (a detail view's readonly_fields): one lookup.
+        try:
+            return user_online_service.is_user_online(obj.pk)
+        except Exception:
+            logger.exception("Could not read whether user %s is online", obj.pk)
+            return None
+
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        """``list_display`` plus ``online_now`` and ``is_online`` (unless already there)."""
+        fields = list(super().get_list_display(request))
+        if self.presence_add_columns:
+            for name in ("online_now", "is_online"):
+                if name not in fields and (name != "is_online" or self._has_is_online()):
+                    fields.append(name)
+        return fields
+
+    def get_list_filter(self, request: HttpRequest) -> list[Any]:
+        """``list_filter`` plus :class:`OnlineNowListFilter` (unless already there)."""
+        filters = list(super().get_list_filter(request))
+        if self.presence_add_columns and OnlineNowListFilter not in filters:
+            filters.append(OnlineNowListFilter)
+        return filters
+
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        """The changelist, with the live presence of the page's users read in one round trip."""
+        changelist = super().get_changelist_instance(request)
+        users = list(changelist.result_list)  # evaluated once; the template reuses these
+        try:
+            online = user_online_service.get_online_user_ids([user.pk for user in users])
+        except Exception:
+            logger.exception("Could not read who is online for the admin changelist")
+            online = None
+        for user in users:
+            setattr(user, _ONLINE_ATTR, None if online is None else user.pk in online)
+        return changelist
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        """The admin's actions plus "Disconnect the selected users everywhere"."""
+        actions = super().get_actions(request)
+        if (
+            self.presence_add_columns
+            and self.actions is not None
+            and self.has_change_permission(request)
+        ):
+            action = self.get_action("disconnect_users")
+            if action is not None:
+                actions["disconnect_users"] = action
+        return actions
+
+    @admin.action(description=_("Disconnect the selected users everywhere"))
+    def disconnect_users(self, request: HttpRequest, queryset: models.QuerySet[Any]) -> None:
+        """Admin action: close every socket of the selected users (one call per user)."""
+        closed = 0
+        for pk in queryset.values_list("pk", flat=True):
+            closed += user_online_service.disconnect_user(pk)
+        logger.info("%s disconnected users from the admin: %d connections", request.user, closed)
+        self.message_user(
+            request,
+            ngettext("Closed %(count)d connection.", "Closed %(count)d connections.", closed)
+            % {"count": closed},
+            messages.SUCCESS,
+        )
+
+    def _has_is_online(self) -> bool:
+        return any(f.name == "is_online" for f in self.model._meta.get_fields())
+
+    # -- connection monitor ----------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        """The monitor's URLs, ahead of the model admin's own (which end in a catch-all)."""
+        wrap = self.admin_site.admin_view
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}_presence"
+        return [
+            path("presence/", wrap(self.presence_monitor_view), name=prefix),
+            path("presence/sweep/", wrap(self.presence_sweep_view), name=f"{prefix}_sweep"),
+            path(
+                "presence/disconnect/",
+                wrap(self.presence_disconnect_view),
+                name=f"{prefix}_disconnect",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _presence_url(self, suffix: str = "") -> str:
+        name = f"{self.opts.app_label}_{self.opts.model_name}_presence{suffix}"
+        return reverse(f"admin:{name}", current_app=self.admin_site.name)
+
+    def presence_monitor_view(self, request: HttpRequest) -> HttpResponse:
+        """Who is online now, and every connection they hold."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        backend = get_backend()
+        try:
+            keys = sorted(async_to_sync(backend.all_online_user_ids)(), key=_key_order)
+        except Exception:
+            logger.exception("Could not read who is online for the connection monitor")
+            messages.error(request, _("The presence backend is unavailable."))
+            keys = []
+        page = Paginator(keys, self.presence_monitor_per_page).get_page(request.GET.get("p"))
+        rows = self._monitor_rows(backend, list(page.object_list)) if keys else []
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Connection monitor"),
+            "rows": rows,
+            "page_obj": page,
+            "online_count": len(keys),
+            "backend_name": type(backend).__name__,
+            "connection_ttl": presence_settings.CONNECTION_TTL,
+            "can_change": self.has_change_permission(request),
+            "sweep_url": self._presence_url("_sweep"),
+            "disconnect_url": self._presence_url("_disconnect"),
+            "changelist_url": reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist",
+                current_app=self.admin_site.name,
+            ),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.presence_monitor_template, context)
+
+    def _monitor_rows(self, backend: BasePresenceBackend, keys: list[str]) -> list[MonitoredUser]:
+        backend_now, per_user = async_to_sync(_read_connections)(backend, keys)
+        # Lease times are on the backend's clock (Redis TIME, or a monotonic clock):
+        # shown as this server's datetimes, through their offset from the backend's now.
+        wall_now = timezone.now()
+
+        def at(backend_time: float) -> datetime:
+            return wall_now + timedelta(seconds=backend_time - backend_now)
+
+        pks = {key: _pk_from_key(self.model, key) for key in keys}
+        users = self.model._default_manager.in_bulk([pk for pk in pks.values() if pk is not None])
+        ttl = float(presence_settings.CONNECTION_TTL)
+        rows = []
+        for key, connections in zip(keys, per_user, strict=True):
+            pk = pks[key]
+            row = MonitoredUser(key, pk, users.get(pk) if pk is not None else None)
+            for info in sorted(connections, key=lambda c: c.opened_at):
+                row.connections.append(
+                    MonitoredConnection(
+                        connection_id=info.connection_id,
+                        server=info.server,
+                        opened=at(info.opened_at),
+                        expires=at(info.expires_at),
+                        renewed=None if info.closing else at(info.expires_at - ttl),
+                        closing=info.closing,
+                        expired=info.expires_at <= backend_now,
+                    )
+                )
+            rows.append(row)
+        return rows
+
+    def _post_only(self, request: HttpRequest) -> HttpResponse | None:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        return None
+
+    def presence_sweep_view(self, request: HttpRequest) -> HttpResponse:
+        """POST: remove expired connections now and apply the offline transitions."""
+        refused = self._post_only(request)
+        if refused is not None:
+            return refused
+        try:
+            removed = user_online_service.sweep()
+        except Exception:
+            logger.exception("A sweep requested from the admin failed")
+            messages.error(request, _("The sweep failed: the presence backend is unavailable."))
+        else:
+            logger.info("%s ran a sweep from the admin: %d removed", request.user, removed)
+            messages.success(
+                request,
+                ngettext(
+                    "The sweep removed %(count)d expired connection.",
+                    "The sweep removed %(count)d expired connections.",
+                    removed,
+                )
+                % {"count": removed},
+            )
+        return HttpResponseRedirect(self._presence_url())
+
+    def presence_disconnect_view(self, request: HttpRequest) -> HttpResponse:
+        """POST ``user_id``: close every connection of that user, on whatever server."""
+        refused = self._post_only(request)
+        if refused is not None:
+            return refused
+        key = request.POST.get("user_id", "")
+        pk = _pk_from_key(self.model, key) if key else None
+        if pk is None:
+            messages.error(request, _("No user to disconnect was given."))
+            return HttpResponseRedirect(self._presence_url())
+        try:
+            closed = user_online_service.disconnect_user(pk)
+        except Exception:
+            logger.exception("Disconnecting user %s from the admin failed", pk)
+            messages.error(
+                request, _("The presence backend is unavailable; nobody was disconnected.")
+            )
+        else:
+            logger.info("%s disconnected user %s from the admin", request.user, pk)
+            user = self.model._default_manager.filter(pk=pk).first()
+            messages.success(
+                request,
+                ngettext(
+                    "Closed %(count)d connection of %(user)s.",
+                    "Closed %(count)d connections of %(user)s.",
+                    closed,
+                )
+                % {"count": closed, "user": user if user else key},
+            )
+        return HttpResponseRedirect(self._presence_url())
