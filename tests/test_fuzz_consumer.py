@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -212,7 +213,11 @@ async def test_malformed_frames_never_reach_another_user(
     fuzz_user: Any, frame: tuple[str | bytes, bool | None]
 ) -> None:
     """Another connected user receives nothing, whatever the fuzzer sends."""
-    other = await get_user_model().objects.aget_or_create(username="bystander")
+    # database_sync_to_async, not aget_or_create: it closes the thread's connection, so
+    # the PostgreSQL test database can be dropped at the end.
+    other = await database_sync_to_async(
+        lambda: get_user_model().objects.get_or_create(username="bystander")
+    )()
     bystander = WebsocketCommunicator(UserConsumer.as_asgi(), "/ws/user/")
     bystander.scope["user"] = other[0]
     tab = WebsocketCommunicator(UserConsumer.as_asgi(), "/ws/user/")
