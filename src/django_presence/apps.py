@@ -8,7 +8,10 @@ from django.utils.translation import gettext_lazy as _
 
 
 class DjangoPresenceConfig(AppConfig):
-    """Registers the system checks; reads no settings and opens no connection."""
+    """Registers the system checks and the logout/password receivers.
+
+    Reads no settings and opens no connection.
+    """
 
     name = "django_presence"
     verbose_name = _("User presence")
@@ -16,6 +19,8 @@ class DjangoPresenceConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks as presence_checks
+        from . import receivers
 
         checks.register(presence_checks.check_settings)
         checks.register(presence_checks.check_user_model, checks.Tags.models)
+        receivers.connect()

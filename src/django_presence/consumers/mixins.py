@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any
 
+from ..control import get_control
 from ..heartbeat import get_heartbeat
 from ..services.online import new_connection_id, user_online_service
 
@@ -57,6 +58,18 @@ class UserOnlineStatusMixin:
             # raised and the server never delivered websocket.disconnect.
             await asyncio.shield(self._presence_unregister())
 
+    async def websocket_disconnect(self, message: Any) -> None:
+        """Run the consumer's own disconnect handling, then unregister.
+
+        The ``finally`` around ``__call__`` alone is not enough: Channels then awaits the
+        cancelled channel-layer receive, and with channels_redis 4.3 that await can hang
+        under load, which would leave the connection heartbeated forever.
+        """
+        try:
+            await super().websocket_disconnect(message)  # type: ignore[misc]
+        finally:
+            await asyncio.shield(self._presence_unregister())
+
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         """Register the connection, then accept the socket (see Channels).
 
@@ -88,11 +101,14 @@ class UserOnlineStatusMixin:
         user_id = self.get_presence_user_id()
         if user_id is None:
             return
-        connection_id = new_connection_id()
+        # The channel name, when there is a channel layer, so that the backend's record
+        # of the connection says where to reach it (see control.adisconnect_user).
+        connection_id = getattr(self, "channel_name", None) or new_connection_id()
         self.presence_user_id = user_id
         self.presence_connection_id = connection_id
         # Tracked first: if the backend is down now, the next heartbeat registers it.
         get_heartbeat().track(str(user_id), connection_id)
+        get_control().register(connection_id, self)
         try:
             await user_online_service.aadd_user_connection(user_id, connection_id)
         except Exception:
@@ -114,9 +130,21 @@ class UserOnlineStatusMixin:
 
     def _presence_token_expired(self) -> None:
         logger.info("Token of user %s expired; closing its connection", self.presence_user_id)
+        self.presence_close_for_server(CLOSE_TOKEN_EXPIRED)
+
+    async def presence_disconnect(self, message: dict[str, Any]) -> None:
+        """Close the socket: sent by ``user_online_service.disconnect_user``."""
+        await self.close(code=int(message.get("code", 4010)))  # type: ignore[attr-defined]
+
+    def presence_close_for_server(self, code: int) -> None:
+        """Close the socket with ``code`` on the server's initiative (from any task).
+
+        Used when the token expires and by ``user_online_service.disconnect_user``.
+        Override to tell the client why before closing.
+        """
         # Kept on the consumer so the task is not garbage-collected before it runs.
         self._presence_close_task = asyncio.ensure_future(
-            self.close(code=CLOSE_TOKEN_EXPIRED)  # type: ignore[attr-defined]
+            self.close(code=code)  # type: ignore[attr-defined]
         )
 
     async def _presence_unregister(self) -> None:
@@ -127,6 +155,7 @@ class UserOnlineStatusMixin:
         if connection_id is None:
             return
         get_heartbeat().untrack(connection_id)
+        get_control().unregister(connection_id)
         try:
             await user_online_service.aremove_user_connection(self.presence_user_id, connection_id)
         except Exception:

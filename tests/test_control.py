@@ -1,0 +1,147 @@
+"""disconnect_user: closing a user's sockets wherever they are, on logout and password change."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import Client, override_settings
+
+from django_presence.control import CLOSE_DISCONNECTED
+from django_presence.services import user_online_service
+
+from .test_mixin import TrackedEchoConsumer, app
+from .tokens import make_token
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(params=["memory-layer", "redis-layer"])
+def layer(
+    request: pytest.FixtureRequest, presence: dict[str, Any], redis_url: str
+) -> Iterator[None]:
+    if request.param == "memory-layer":
+        config = {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    else:
+        config = {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": redis_url, "socket_timeout": 30}],
+                "prefix": f"asgi-{uuid.uuid4().hex[:8]}",
+            },
+        }
+    with override_settings(CHANNEL_LAYERS={"default": config}):
+        yield
+    channel_layers.backends.clear()
+
+
+async def open_socket(user: Any) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(
+        app(TrackedEchoConsumer), f"/ws/?token={make_token(user.pk)}"
+    )
+    assert (await communicator.connect())[0]
+    assert await communicator.receive_from() == "hello"
+    return communicator
+
+
+async def test_disconnect_user_closes_every_socket_of_that_user_only(layer: None) -> None:
+    alice = await get_user_model().objects.acreate(username="alice")
+    bob = await get_user_model().objects.acreate(username="bob")
+    alice_tabs = [await open_socket(alice), await open_socket(alice)]
+    bob_tab = await open_socket(bob)
+
+    assert await user_online_service.adisconnect_user(alice.pk) == 2
+
+    for tab in alice_tabs:
+        assert await tab.receive_output(timeout=5) == {
+            "type": "websocket.close",
+            "code": CLOSE_DISCONNECTED,
+        }
+    assert not await user_online_service.ais_user_online(alice.pk)
+    await alice.arefresh_from_db()
+    assert not alice.is_online
+    # Bob's socket is untouched and still answers.
+    await bob_tab.send_to(text_data="still here")
+    assert await bob_tab.receive_from() == "echo:still here"
+    assert await user_online_service.ais_user_online(bob.pk)
+    for tab in [*alice_tabs, bob_tab]:
+        await tab.disconnect()
+
+
+@pytest.fixture
+def redis_layer(presence: dict[str, Any], redis_url: str) -> Iterator[None]:
+    config = {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": redis_url, "socket_timeout": 30}],
+            "prefix": f"asgi-{uuid.uuid4().hex[:8]}",
+        },
+    }
+    with override_settings(CHANNEL_LAYERS={"default": config}):
+        yield
+    channel_layers.backends.clear()
+
+
+async def test_logging_out_closes_the_users_sockets(redis_layer: None) -> None:
+    user = await sync_to_async(get_user_model().objects.create_user)("carol", password="pw-1")
+    tab = await open_socket(user)
+    client = Client()
+    assert await sync_to_async(client.login)(username="carol", password="pw-1")
+    await sync_to_async(client.logout)()
+    assert await tab.receive_output(timeout=5) == {
+        "type": "websocket.close",
+        "code": CLOSE_DISCONNECTED,
+    }
+    await tab.disconnect()
+
+
+async def test_changing_the_password_closes_the_users_sockets(redis_layer: None) -> None:
+    user = await sync_to_async(get_user_model().objects.create_user)("dan", password="pw-1")
+    tab = await open_socket(user)
+
+    # Saving the user for another reason leaves the socket alone.
+    user.first_name = "Dan"
+    await user.asave()
+    assert await tab.receive_nothing(timeout=0.3)
+
+    def change_password() -> None:
+        user.set_password("pw-2")
+        user.save()
+
+    await sync_to_async(change_password)()
+    assert await tab.receive_output(timeout=5) == {
+        "type": "websocket.close",
+        "code": CLOSE_DISCONNECTED,
+    }
+    await tab.disconnect()
+
+
+async def test_the_receivers_follow_their_settings(
+    redis_layer: None, presence: dict[str, Any]
+) -> None:
+    user = await sync_to_async(get_user_model().objects.create_user)("erin", password="pw-1")
+    tab = await open_socket(user)
+    with override_settings(
+        DJANGO_PRESENCE={
+            **presence,
+            "DISCONNECT_ON_LOGOUT": False,
+            "DISCONNECT_ON_PASSWORD_CHANGE": False,
+        }
+    ):
+        client = Client()
+        assert await sync_to_async(client.login)(username="erin", password="pw-1")
+        await sync_to_async(client.logout)()
+
+        def change_password() -> None:
+            user.set_password("pw-2")
+            user.save()
+
+        await sync_to_async(change_password)()
+        assert await tab.receive_nothing(timeout=0.5)
+    await tab.disconnect()
