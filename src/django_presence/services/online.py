@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import socket
@@ -76,22 +77,38 @@ class _UserLocks:
     this process deliver that user's signals and watcher messages in the order the
     backend decided the transitions (a page reload without grace period is an OFFLINE
     and an ONLINE a few milliseconds apart). Other processes are ordered by ``seq`` only.
+
+    A receiver of those signals may itself change the same user's presence (log out a
+    banned user as they come online): code running on behalf of a holder, in any task or
+    thread it started, sees the key in a context variable and does not wait for the
+    lock, which would never be released.
     """
 
     def __init__(self) -> None:
         self._locks: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, tuple[asyncio.Lock, int]]
         ] = weakref.WeakKeyDictionary()
+        self._held: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+            "django_presence_user_locks_held", default=frozenset()
+        )
 
     @contextlib.asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
         """Hold the lock of ``key`` in the running loop."""
+        held = self._held.get()
+        if key in held:
+            yield
+            return
         locks = self._locks.setdefault(asyncio.get_running_loop(), {})
         lock, users = locks.get(key) or (asyncio.Lock(), 0)
         locks[key] = (lock, users + 1)
         try:
             async with lock:
-                yield
+                token = self._held.set(held | {key})
+                try:
+                    yield
+                finally:
+                    self._held.reset(token)
         finally:
             lock, users = locks[key]
             if users == 1:
