@@ -358,6 +358,53 @@ async def test_async_api(presence: dict[str, Any], signal_log: SignalLog) -> Non
     assert signal_log.kinds() == ["online", "offline"]
 
 
+async def test_an_async_receiver_may_change_the_same_users_presence(
+    presence: dict[str, Any], signal_log: SignalLog
+) -> None:
+    """A user_online receiver that logs the user out again must not wait forever."""
+    import asyncio
+
+    from django_presence.signals import user_online
+
+    async def kick(sender: Any, user_id: Any, **kwargs: Any) -> None:
+        await user_online_service.acleanup_user_connections(user_id)
+
+    user_online.connect(kick, weak=False)
+    try:
+        await asyncio.wait_for(user_online_service.aadd_user_connection(5), 30)
+    finally:
+        user_online.disconnect(kick)
+
+    assert not await user_online_service.ais_user_online(5)
+    assert signal_log.of(5) == ["online", "offline"]
+
+
+def test_a_sync_receiver_may_change_the_same_users_presence(
+    presence: dict[str, Any], signal_log: SignalLog
+) -> None:
+    from django_presence.signals import user_online
+
+    def kick(sender: Any, user_id: Any, **kwargs: Any) -> None:
+        user_online_service.cleanup_user_connections(user_id)
+
+    user = make_user()
+    user_online.connect(kick, weak=False)
+    thread = threading.Thread(
+        target=user_online_service.add_user_connection, args=(user.pk,), daemon=True
+    )
+    try:
+        thread.start()
+        thread.join(30)
+    finally:
+        user_online.disconnect(kick)
+
+    assert not thread.is_alive(), "the receiver waited for a lock its caller held"
+    assert not user_online_service.is_user_online(user.pk)
+    user.refresh_from_db()
+    assert not user.is_online
+    assert signal_log.of(user.pk) == ["online", "offline"]
+
+
 async def test_sync_api_inside_an_event_loop_is_refused(presence: dict[str, Any]) -> None:
     with pytest.raises(RuntimeError, match="async"):
         user_online_service.is_user_online(1)
