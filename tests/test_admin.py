@@ -29,7 +29,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import path, reverse
 from django.utils import timezone
 
-from django_presence.admin import OnlineNowListFilter, OnlineStatusAdminMixin
+from django_presence.admin import OnlineNowListFilter, OnlineStatusAdminMixin, duration
 from django_presence.backends import get_backend
 from django_presence.backends.memory import MemoryBackend
 from django_presence.backends.redis import RedisBackend
@@ -151,7 +151,7 @@ def test_changelist_shows_live_presence_next_to_the_db_field(
         "True",
         "False",
     ]
-    assert [cell(html, name, "is_online") for name in ("alice", "bob", "carol")] == [
+    assert [cell(html, name, "online_in_db") for name in ("alice", "bob", "carol")] == [
         "True",
         "True",
         "True",
@@ -230,8 +230,34 @@ def test_mixin_keeps_the_projects_own_columns_and_filters(presence: dict[str, An
     columns = list(model_admin.get_list_display(Request()))  # type: ignore[arg-type]
     filters = list(model_admin.get_list_filter(Request()))  # type: ignore[arg-type]
 
-    assert columns == [*UserAdmin.list_display, "online_now", "is_online"]
+    assert columns == [*UserAdmin.list_display, "online_now", "online_in_db"]
     assert filters == [*UserAdmin.list_filter, OnlineNowListFilter]
+
+
+def test_a_project_that_lists_is_online_itself_gets_no_second_db_column(
+    presence: dict[str, Any],
+) -> None:
+    class OwnColumns(OnlineStatusAdminMixin, UserAdmin):  # type: ignore[type-arg]
+        list_display = ["username", "is_online"]
+
+    model_admin = OwnColumns(User, site)
+
+    class Request:
+        user = None
+
+    assert list(model_admin.get_list_display(Request())) == [  # type: ignore[arg-type]
+        "username",
+        "is_online",
+        "online_now",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0 s"), (59.4, "59 s"), (61, "1 min 1 s"), (7260, "2 h 1 min"), (97200, "1 d 3 h")],
+)
+def test_durations_read_like_a_human_would_write_them(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
 
 
 # -- connection monitor ----------------------------------------------------------------------
@@ -284,8 +310,8 @@ def test_monitor_lists_online_users_and_their_connections(
     assert before - slack <= renewed <= after + slack
     ttl = timedelta(seconds=presence["CONNECTION_TTL"])
     assert before + ttl - slack <= expires <= after + ttl + slack
-    assert "ago" in alice_html
-    assert "in " in alice_html
+    assert re.search(r">\d+ s ago<", alice_html)
+    assert re.search(r">in \d+ s<", alice_html)
 
 
 def test_monitor_with_nobody_online(presence: dict[str, Any], client: Client, staff: Any) -> None:

@@ -15,8 +15,8 @@ class you already have::
         pass
 
 The changelist then gains an "online now" column and filter, which read the live presence
-backend (one round trip per page, whatever its size), next to the ``is_online`` column of
-the database mirror; and a "Connection monitor" page under the changelist's URL
+backend (one round trip per page, whatever its size), next to an "online (DB)"
+column showing the ``is_online`` mirror; and a "Connection monitor" page under the changelist's URL
 (``<admin>/<app>/<user model>/presence/``) lists every online user's connections, with
 buttons to run a sweep and to disconnect a user everywhere.
 """
@@ -106,6 +106,21 @@ class OnlineNowListFilter(admin.SimpleListFilter):
         return queryset.exclude(pk__in=pks)
 
 
+def duration(seconds: float) -> str:
+    """A short human duration: ``"42 s"``, ``"3 min 5 s"``, ``"2 h 10 min"``, ``"3 d 4 h"``."""
+    total = max(0, round(seconds))
+    if total < 60:
+        return _("%(s)d s") % {"s": total}
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return _("%(m)d min %(s)d s") % {"m": minutes, "s": secs}
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return _("%(h)d h %(m)d min") % {"h": hours, "m": minutes}
+    days, hours = divmod(hours, 24)
+    return _("%(d)d d %(h)d h") % {"d": days, "h": hours}
+
+
 @dataclass
 class MonitoredConnection:
     """One connection as the monitor shows it; times converted to this server's clock."""
@@ -118,6 +133,10 @@ class MonitoredConnection:
     renewed: datetime | None
     closing: bool
     expired: bool
+    #: Ages as text, measured on the backend's clock: "12 s", "3 min 5 s"...
+    opened_ago: str = ""
+    renewed_ago: str = ""
+    expires_in: str = ""
 
 
 @dataclass
@@ -183,17 +202,18 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
     It adds, to whatever the admin class already shows:
 
     - the ``online_now`` column: the live presence, read from the backend in one round trip
-      for the whole changelist page; and ``is_online``, the database mirror, beside it when
-      the user model has that field (from :class:`~django_presence.models.OnlineStatusMixin`);
+      for the whole changelist page; and ``online_in_db``, the ``is_online`` mirror, beside
+      it when the user model has that field (from
+      :class:`~django_presence.models.OnlineStatusMixin`);
     - the :class:`OnlineNowListFilter` ("online now");
     - a "Connection monitor" page (view permission on the user model), with "Run a sweep
       now" and "Disconnect" buttons (change permission), linked from the changelist.
 
-    Name ``online_now`` or ``is_online`` in your own ``list_display`` to place them
-    yourself; set :attr:`presence_add_columns` to False to add neither.
+    Name ``online_now`` or ``online_in_db`` (or ``is_online``) in your own ``list_display``
+    to place them yourself; set :attr:`presence_add_columns` to False to add neither.
     """
 
-    #: Append ``online_now`` (and ``is_online``) to ``list_display`` and the filter.
+    #: Append ``online_now`` and ``online_in_db`` to ``list_display``, and the filter.
     presence_add_columns: bool = True
     #: Online users per page of the connection monitor.
     presence_monitor_per_page: int = 100
@@ -218,13 +238,20 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
             return None
 
     def get_list_display(self, request: HttpRequest) -> list[Any]:
-        """``list_display`` plus ``online_now`` and ``is_online`` (unless already there)."""
+        """``list_display`` plus ``online_now`` and ``online_in_db`` (unless already there)."""
         fields = list(super().get_list_display(request))
         if self.presence_add_columns:
-            for name in ("online_now", "is_online"):
-                if name not in fields and (name != "is_online" or self._has_is_online()):
-                    fields.append(name)
+            if "online_now" not in fields:
+                fields.append("online_now")
+            if self._has_is_online() and not {"online_in_db", "is_online"} & set(fields):
+                fields.append("online_in_db")
         return fields
+
+    @admin.display(description=_("online (DB)"), boolean=True, ordering="is_online")
+    def online_in_db(self, obj: Any) -> bool | None:
+        """The ``is_online`` mirror in the database, beside the live ``online_now``."""
+        value: bool | None = getattr(obj, "is_online", None)
+        return value
 
     def get_list_filter(self, request: HttpRequest) -> list[Any]:
         """``list_filter`` plus :class:`OnlineNowListFilter` (unless already there)."""
@@ -356,6 +383,9 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
                         renewed=None if info.closing else at(info.expires_at - ttl),
                         closing=info.closing,
                         expired=info.expires_at <= backend_now,
+                        opened_ago=duration(backend_now - info.opened_at),
+                        renewed_ago=duration(backend_now - info.expires_at + ttl),
+                        expires_in=duration(abs(info.expires_at - backend_now)),
                     )
                 )
             rows.append(row)
