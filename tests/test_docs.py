@@ -240,6 +240,15 @@ def test_the_checks_page_lists_exactly_the_checks_of_checks_py() -> None:
     assert table == source
 
 
+def test_the_settings_page_documents_every_setting() -> None:
+    from django_presence.conf import DEFAULTS
+
+    page = (DOCS / "settings.md").read_text()
+    rows = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", page, re.M))
+    assert sorted(set(DEFAULTS) - rows) == [], "settings missing from docs/settings.md"
+    assert sorted(rows - set(DEFAULTS)) == [], "docs/settings.md documents unknown settings"
+
+
 def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     import importlib.util
 
