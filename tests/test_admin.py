@@ -213,12 +213,17 @@ def test_column_shows_unknown_when_the_backend_is_down(
     with override_settings(DJANGO_PRESENCE=down):
         response = client.get(reverse(CHANGELIST))
         filtered = client.get(reverse(CHANGELIST), {"online_now": "yes"})
+        monitor = client.get(reverse(MONITOR))
+        swept = client.post(reverse(SWEEP), follow=True)
 
     assert response.status_code == 200
     assert cell(response.content.decode(), "alice", "online_now") == "None"
     assert filtered.status_code == 200
     assert listed(filtered.content.decode()) == set()
     assert "presence backend is unavailable" in filtered.content.decode()
+    assert monitor.status_code == 200
+    assert "The presence backend is unavailable." in monitor.content.decode()
+    assert "The sweep failed: the presence backend is unavailable." in swept.content.decode()
 
 
 def test_mixin_keeps_the_projects_own_columns_and_filters(presence: dict[str, Any]) -> None:

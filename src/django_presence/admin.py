@@ -40,8 +40,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from .backends import BasePresenceBackend, ConnectionInfo, get_backend
 from .conf import presence_settings
@@ -110,15 +110,15 @@ def duration(seconds: float) -> str:
     """A short human duration: ``"42 s"``, ``"3 min 5 s"``, ``"2 h 10 min"``, ``"3 d 4 h"``."""
     total = max(0, round(seconds))
     if total < 60:
-        return _("%(s)d s") % {"s": total}
+        return gettext("%(s)d s") % {"s": total}
     minutes, secs = divmod(total, 60)
     if minutes < 60:
-        return _("%(m)d min %(s)d s") % {"m": minutes, "s": secs}
+        return gettext("%(m)d min %(s)d s") % {"m": minutes, "s": secs}
     hours, minutes = divmod(minutes, 60)
     if hours < 24:
-        return _("%(h)d h %(m)d min") % {"h": hours, "m": minutes}
+        return gettext("%(h)d h %(m)d min") % {"h": hours, "m": minutes}
     days, hours = divmod(hours, 24)
-    return _("%(d)d d %(h)d h") % {"d": days, "h": hours}
+    return gettext("%(d)d d %(h)d h") % {"d": days, "h": hours}
 
 
 @dataclass
@@ -331,12 +331,13 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
         backend = get_backend()
         try:
             keys = sorted(async_to_sync(backend.all_online_user_ids)(), key=_key_order)
+            page = Paginator(keys, self.presence_monitor_per_page).get_page(request.GET.get("p"))
+            rows = self._monitor_rows(backend, list(page.object_list)) if keys else []
         except Exception:
             logger.exception("Could not read who is online for the connection monitor")
             messages.error(request, _("The presence backend is unavailable."))
-            keys = []
-        page = Paginator(keys, self.presence_monitor_per_page).get_page(request.GET.get("p"))
-        rows = self._monitor_rows(backend, list(page.object_list)) if keys else []
+            keys, rows = [], []
+            page = Paginator(keys, self.presence_monitor_per_page).get_page(1)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
