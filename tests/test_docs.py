@@ -252,9 +252,15 @@ def test_the_settings_page_documents_every_setting() -> None:
 def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     import importlib.util
 
-    if importlib.util.find_spec("mkdocs") is None:
+    missing = [
+        name
+        for name in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python")
+        if importlib.util.find_spec(name.split(".")[0]) is None
+        or importlib.util.find_spec(name) is None
+    ]
+    if missing:
         pytest.fail(
-            "mkdocs is not installed: pip install -r docs/requirements.txt "
+            f"{', '.join(missing)} not installed: pip install -r docs/requirements.txt "
             "(the docs site must build; this test never skips)"
         )
     result = subprocess.run(
