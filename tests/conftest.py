@@ -149,7 +149,7 @@ class CommandCounter:
     def __init__(self, url: str) -> None:
         self.url = url
         self._client = redis.Redis.from_url(url)
-        self._seen: list[str] = []
+        self._seen: list[tuple[str, str]] = []  # (command name, whole command line)
         self._lock = threading.Lock()
         self._marks = 0
         self._mark_seen = threading.Condition(self._lock)
@@ -173,7 +173,7 @@ class CommandCounter:
                     if self._last_mark.startswith("stop"):
                         return
                     continue
-                self._seen.append(name)
+                self._seen.append((name, command))
 
     def _sync(self, stop: bool = False) -> None:
         """Wait until the monitor has seen every command sent before this call."""
@@ -191,13 +191,20 @@ class CommandCounter:
         with self._lock:
             self._seen.clear()
 
-    def counts(self) -> dict[str, int]:
-        """How many of each command clients sent since :meth:`reset`."""
+    def counts(self, key_prefix: str | None = None) -> dict[str, int]:
+        """How many of each command clients sent since :meth:`reset`.
+
+        With ``key_prefix``, only commands naming a key under the hash tag of that prefix
+        are counted, so that nothing else using the server (a server thread of another
+        test still running) can change the counts.
+        """
         self._sync()
+        tag = "{" + key_prefix + "}" if key_prefix is not None else ""
         with self._lock:
             counts: dict[str, int] = {}
-            for name in self._seen:
-                counts[name] = counts.get(name, 0) + 1
+            for name, command in self._seen:
+                if tag in command:
+                    counts[name] = counts.get(name, 0) + 1
             return counts
 
     def close(self) -> None:

@@ -460,7 +460,7 @@ async def test_redis_round_trips_per_connect_and_disconnect(
         ]:
             command_counter.reset()
             await call()
-            measured[step] = command_counter.counts()
+            measured[step] = command_counter.counts(settings_dict["KEY_PREFIX"])
         await get_backend().aclose()
     print(f"\nSYNC_USER_MODEL={sync_user_model}: {measured}")
 
