@@ -135,7 +135,7 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Accept authenticated users, then join the user's group and the broadcast group."""
+        """Refuse anonymous users; join the user's group and the broadcast group, then accept."""
         user_id = self.get_presence_user_id()
         if user_id is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -153,9 +153,12 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         self._max_frame = int(number_setting("MAX_FRAME_SIZE", minimum=1))
         self._max_groups = int(number_setting("MAX_GROUPS"))
         self._max_watched = int(number_setting("MAX_WATCHED_USERS"))
-        await self.accept()
+        # Groups first: once the client sees the socket open, every message for the user
+        # reaches it. Group messages that arrive meanwhile are handled after connect()
+        # returns, so after the accept.
         await self._group_add(groups.user_group(user_id))
         await self._group_add(groups.broadcast_group())
+        await self.accept()
 
     async def disconnect(self, code: int) -> None:
         """Leave every group."""
