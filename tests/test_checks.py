@@ -132,6 +132,10 @@ def test_w003_short_signing_key() -> None:
         assert ids() == ["django_presence.W003"]
 
 
+def test_a_signing_key_of_the_wrong_type_does_not_crash_the_checks() -> None:
+    assert presence_ids(JWT_SIGNING_KEY=12345) == []
+
+
 def test_w004_unknown_key() -> None:
     assert presence_ids(CONECTION_TTL=60, OTHER=1) == ["django_presence.W004"] * 2
 

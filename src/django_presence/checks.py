@@ -183,6 +183,8 @@ def _check_jwt() -> list[CheckMessage]:
             ]
         return []
     key = presence_settings.JWT_SIGNING_KEY or settings.SECRET_KEY
+    if not isinstance(key, (str, bytes)):
+        return []  # PyJWT rejects it with a clear error on first use.
     if len(key.encode() if isinstance(key, str) else key) < 32:
         return [
             Warning(
