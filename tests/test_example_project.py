@@ -39,17 +39,21 @@ def test_example_project_suite(layer: str, redis_url: str) -> None:
         extra.update(
             REDIS_URL=redis_url, PRESENCE_KEY_PREFIX=prefix, EXAMPLE_CHANNELS_PREFIX=prefix
         )
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "pytest", str(EXAMPLE_DIR / "example_tests"), "-q",
-            "--ds", "example_project.settings", "-o", "pythonpath=example_project .",
-        ],
-        cwd=ROOT,
-        env=example_env(**extra),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
+    try:
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "pytest", str(EXAMPLE_DIR / "example_tests"), "-v",
+                "--ds", "example_project.settings", "-o", "pythonpath=example_project .",
+            ],
+            cwd=ROOT,
+            env=example_env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as e:
+        output = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else e.stdout
+        pytest.fail(f"The example's tests hung; their output so far:\n{output}")
     assert result.returncode == 0, f"{result.stdout[-8000:]}\n{result.stderr[-4000:]}"
     assert " passed" in result.stdout
     assert " skipped" not in result.stdout

@@ -99,6 +99,7 @@ async def run_exchange(consumer: type) -> tuple[list[Any], list[bool]]:
     outsider = communicator(app, consultation_id, admin)
     connected, _ = await outsider.connect()
     assert not connected
+    await outsider.disconnect()  # The browser's side of the refused handshake.
     assert await doc.receive_nothing(0.2)
     assert await pat.receive_nothing(0.2), "nothing is echoed to its sender"
     online.append(await user_online_service.ais_user_online(doctor.pk))
@@ -223,5 +224,7 @@ async def test_an_anonymous_or_unknown_consultation_is_refused() -> None:
     app = application(ConsultationConsumer)
     anonymous = WebsocketCommunicator(app, f"/ws/consultation/{demo['consultation'].pk}/")
     assert not (await anonymous.connect())[0]
+    await anonymous.disconnect()
     missing = communicator(app, 999, demo["doctor"])
     assert not (await missing.connect())[0]
+    await missing.disconnect()

@@ -9,7 +9,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 NO_NODE = (
-    "The tests of presence.js need Node.js 20 or later on PATH as `node` "
+    "The tests of presence.js need Node.js 18 or later on PATH as `node` "
     "(Debian/Ubuntu: apt-get install -y nodejs; macOS: brew install node)."
 )
 
@@ -20,7 +20,7 @@ def test_presence_js_node_suite() -> None:
     assert node is not None, NO_NODE
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
     major = int(version.stdout.strip().lstrip("v").split(".")[0])
-    assert major >= 20, f"{NO_NODE} Found {version.stdout.strip()}."
+    assert major >= 18, f"{NO_NODE} Found {version.stdout.strip()}."
     files = sorted(str(path) for path in HERE.glob("*.test.js"))
     assert files, f"No *.test.js files in {HERE}"
     result = subprocess.run(
