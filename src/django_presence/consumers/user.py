@@ -478,11 +478,15 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
             # The membership's lease expires by itself and a sweep announces the leave.
             logger.exception("Could not leave group %r cleanly", name)
 
+    def is_group_member(self, name: str) -> bool:
+        """Whether this connection joined client group ``name``."""
+        return name in self._rooms
+
     async def request_group_message(self, data: dict[str, Any]) -> None:
         """``group_message {group, message}``: to every member; members only."""
         name = self._group_name(data)
         message = self._text(data, "message")
-        if name not in self._rooms:
+        if not self.is_group_member(name):
             raise RequestError(FORBIDDEN, "Join the group before sending to it.")
         if not await self.can_send_to_group(name):
             raise RequestError(FORBIDDEN, "You may not send to this group.")
