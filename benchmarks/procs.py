@@ -72,6 +72,41 @@ def redis_command_calls(url: str) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
 
 
+def redis_requests(url: str, seconds: float) -> dict[str, int]:
+    """Commands clients send to the Redis at ``url`` during ``seconds``, by name.
+
+    Watched with MONITOR, which tells commands a client sent (one request each) from the
+    commands a Lua script ran inside one request (``[0 lua]``), as INFO commandstats
+    cannot.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    counts: dict[str, int] = {}
+    buffer = b""
+    deadline = time.monotonic() + seconds
+    with socket.create_connection((parsed.hostname, parsed.port or 6379), timeout=5) as sock:
+        sock.sendall(b"MONITOR\r\n")
+        while (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\r\n")
+            for line in lines:
+                head, sep, command = line.partition(b"] ")
+                if not sep or head.endswith(b" lua"):
+                    continue  # "+OK", or a command run inside a script
+                name = command.split(b" ", 1)[0].strip(b'"').decode().lower()
+                counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 # -- PostgreSQL (or SQLite) ----------------------------------------------------------------
 
 

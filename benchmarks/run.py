@@ -419,7 +419,7 @@ async def measure_variant(run: Run, variant: str, profile: bool = False) -> dict
         # Churn: every cycle one user going online and offline.
         await asyncio.to_thread(server.reset)
         churn_tokens = [run.tokens_by_id[u] for u in run.churn_users]
-        spy = start_profiler(server.pid, variant) if profile else None
+        spy = start_profiler(server.pid, f"{variant}-churn") if profile else None
         meter.mark()
         cmds = procs.redis_command_calls(run.redis.url)
         start = time.time()
@@ -459,14 +459,14 @@ async def measure_variant(run: Run, variant: str, profile: bool = False) -> dict
 # -- profiling -------------------------------------------------------------------------------
 
 
-def start_profiler(pid: int, variant: str) -> tuple[subprocess.Popen[bytes], Path] | None:
+def start_profiler(pid: int, name: str) -> tuple[subprocess.Popen[bytes], Path] | None:
     """py-spy record on ``pid`` (raw collapsed stacks), if py-spy is installed."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(exe).exists():
         print("py-spy is not installed: no profile", file=sys.stderr)
         return None
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"profile-{variant}-churn.txt"
+    path = RESULTS / f"profile-{name}.txt"
     process = subprocess.Popen(
         [exe, "record", "-p", str(pid), "-r", "250", "-f", "raw", "-o", str(path), "--gil"],
         stdout=subprocess.DEVNULL,
@@ -541,7 +541,9 @@ def _connected_at_least(count: int) -> Any:
     return lambda stats: stats["connected"] >= count
 
 
-async def measure_idle(run: Run, variant: str, counts: list[int]) -> dict[str, Any]:
+async def measure_idle(
+    run: Run, variant: str, counts: list[int], profile: bool = False
+) -> dict[str, Any]:
     """Hold ``counts`` idle sockets in one server; Redis commands and CPU per interval."""
     interval = 15.0
     server = run.server(variant, BENCH_HEARTBEAT_INTERVAL=str(interval))
@@ -556,19 +558,23 @@ async def measure_idle(run: Run, variant: str, counts: list[int]) -> dict[str, A
             await asyncio.sleep(interval + 1)  # one heartbeat of the new sockets first
             window = 2 * interval
             cmds = procs.redis_command_calls(run.redis.url)
+            spy = None
+            if profile and count == counts[-1]:
+                spy = start_profiler(server.pid, f"{variant}-idle")
             cpu0 = procs.cpu_seconds(server.pid) or 0.0
-            await asyncio.sleep(window)
+            requests = await asyncio.to_thread(procs.redis_requests, run.redis.url, window)
             cpu1 = procs.cpu_seconds(server.pid) or 0.0
+            if spy is not None:
+                result["profile"] = stop_profiler(*spy)
             after = procs.redis_command_calls(run.redis.url)
-            per_command = {
-                k: after.get(k, 0) - cmds.get(k, 0)
-                for k in after
-                if after.get(k, 0) - cmds.get(k, 0) and k != "info"
-            }
+            per_command = _redis_commands(cmds, after)
+            per_command.pop("monitor", None)
             result["levels"].append(
                 {
                     "sockets": len(sockets),
                     "failed": len(opened.failures),
+                    "redis_requests_per_interval": sum(requests.values()) * interval / window,
+                    "redis_requests": requests,
                     "redis_commands_per_interval": sum(per_command.values()) * interval / window,
                     "redis_commands": per_command,
                     "server_cpu_pct": 100 * (cpu1 - cpu0) / window,
@@ -766,13 +772,13 @@ def targets(
     idle = extras.get("idle", {}).get("package")
     if idle and len(idle["levels"]) >= 2:
         low, high = idle["levels"][0], idle["levels"][-1]
-        flat = high["redis_commands_per_interval"] <= low["redis_commands_per_interval"] + 2
+        flat = high["redis_requests_per_interval"] <= low["redis_requests_per_interval"] + 2
         rows.append(
             (
-                "Redis commands per heartbeat interval flat "
+                "Redis requests per heartbeat interval flat "
                 f"({low['sockets']} -> {high['sockets']} sockets)",
-                f"{low['redis_commands_per_interval']:.1f} -> "
-                f"{high['redis_commands_per_interval']:.1f}",
+                f"{low['redis_requests_per_interval']:.1f} -> "
+                f"{high['redis_requests_per_interval']:.1f}",
                 flat,
             )
         )
@@ -869,9 +875,11 @@ def render(report: dict[str, Any]) -> str:
             for level in idle["levels"]:
                 out.append(
                     f"- idle, {names[variant]}: {level['sockets']} sockets: "
-                    f"{level['redis_commands_per_interval']:.1f} Redis commands per "
+                    f"{level['redis_requests_per_interval']:.1f} Redis requests per "
                     f"{idle['heartbeat_interval']:.0f} s heartbeat interval "
-                    f"({level['redis_commands']}), server CPU {level['server_cpu_pct']:.2f}% "
+                    f"({level['redis_requests']}; "
+                    f"{level['redis_commands_per_interval']:.0f} commands counting those run "
+                    f"inside scripts), server CPU {level['server_cpu_pct']:.2f}% "
                     f"of a core, RSS {level['rss_kib'] / 1024:.0f} MiB, "
                     f"failed opens {level['failed']}"
                 )
@@ -960,7 +968,9 @@ def main(argv: list[str] | None = None) -> int:
             extras["idle"] = {}
             for variant in ("bare", "package"):
                 print(f"idle sockets: {variant} ...", file=sys.stderr, flush=True)
-                extras["idle"][variant] = asyncio.run(measure_idle(run, variant, counts))
+                extras["idle"][variant] = asyncio.run(
+                    measure_idle(run, variant, counts, profile=args.profile)
+                )
         if args.broadcast_sockets:
             print("broadcast ...", file=sys.stderr, flush=True)
             extras["broadcast"] = asyncio.run(measure_broadcast(run, args.broadcast_sockets))
