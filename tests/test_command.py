@@ -63,9 +63,9 @@ def test_status_json(presence: dict[str, Any]) -> None:
 def test_sweep(presence: dict[str, Any], signal_log: SignalLog) -> None:
     user = User.objects.create_user("alice")
     with override_settings(DJANGO_PRESENCE={**presence, "CONNECTION_TTL": 0.2}):
-        user_online_service.add_user_connection(user.pk)
-        user_online_service.add_user_connection(user.pk)
         assert run("sweep") == "Removed 0 expired connections.\n"
+        user_online_service.add_user_connection(user.pk)
+        user_online_service.add_user_connection(user.pk)
         time.sleep(0.4)
 
         assert run("sweep") == "Removed 2 expired connections.\n"
