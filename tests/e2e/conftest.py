@@ -11,9 +11,13 @@ import pytest
 from .harness import CHROMIUM_ARGS, NO_PLAYWRIGHT, ExampleServer, chromium_path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium (the system's), shared by the session; each test uses contexts."""
+    """Headless Chromium (the system's), shared by a module; each test uses contexts.
+
+    Module-scoped, not session-scoped: Playwright's sync API keeps an event loop running
+    in the main thread while it is open, and the async tests that follow must not see it.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as e:
