@@ -214,6 +214,22 @@ class UserOnlineService:
         )
         await self.apply_changes([change for _, change in restored])
 
+    async def adisconnect_user(self, user_id: Any) -> int:
+        """Close all of the user's sockets, on every server, and take them offline now.
+
+        The sockets are closed with code 4010 (``control.CLOSE_DISCONNECTED``) by the
+        server processes holding them; the user's presence is removed at once, with no
+        grace period, so they are shown offline even if a message to a server is lost.
+        Called on logout and password change by default. A client that still holds a
+        valid token may connect again: revoke the token too where that matters.
+        Returns how many connections were registered.
+        """
+        from ..control import adisconnect_user
+
+        key = _user_key(user_id)
+        await adisconnect_user(key)
+        return await self.acleanup_user_connections(user_id)
+
     # -- sync API --------------------------------------------------------------------------
 
     def add_user_connection(self, user_id: Any, connection_id: str | None = None) -> str:
@@ -245,6 +261,10 @@ class UserOnlineService:
     def sweep(self) -> int:
         """Sync form of :meth:`asweep`."""
         return async_to_sync(self.asweep)()
+
+    def disconnect_user(self, user_id: Any) -> int:
+        """Sync form of :meth:`adisconnect_user`."""
+        return async_to_sync(self.adisconnect_user)(user_id)
 
     # -- transitions -----------------------------------------------------------------------
 
