@@ -99,6 +99,8 @@ class Heartbeat:
                     )
                 )
         await user_online_service.apply_changes(changes)
+        if restored:
+            await self._after_data_loss()
         sweeps = [result]
         # More expired leases than one sweep takes (a big server crashed): keep going now
         # rather than one interval later, a bounded number of times.
@@ -112,6 +114,48 @@ class Heartbeat:
                 "Swept %d expired connections; %d users went offline", removed, len(offline)
             )
         await user_online_service.apply_changes(offline)
+        await self._resync_subscriptions(backend)
+
+    async def _resync_subscriptions(self, backend: Any) -> None:
+        """Catch up subscribers on transitions whose status_changed the layer dropped."""
+        from .control import get_control
+
+        consumers = [ref() for ref in list(get_control().consumers.values())]
+        watchers = [c for c in consumers if c is not None and getattr(c, "_watching", None)]
+        if not watchers:
+            return
+        keys: set[str] = set()
+        for consumer in watchers:
+            keys.update(consumer._watching)
+        snapshot = await backend.presence_snapshot(sorted(keys))
+        for consumer in watchers:
+            await consumer.presence_resync(snapshot)
+
+    async def _after_data_loss(self) -> None:
+        """Redis lost data: rejoin channel-layer groups, and reconcile is_online."""
+        from .control import get_control
+
+        for ref in list(get_control().consumers.values()):
+            consumer = ref()
+            rejoin = getattr(consumer, "presence_rejoin_groups", None)
+            if rejoin is not None:
+                try:
+                    await rejoin()
+                except Exception:
+                    logger.exception("Could not rejoin channel-layer groups")
+        # Every other server registers its connections again at its own next beat:
+        # reconcile only after all of them had one, or live users would be marked offline.
+        delay = 1.5 * number_setting("HEARTBEAT_INTERVAL", allow_zero=False)
+        self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile(delay))
+
+    async def _reconcile(self, delay: float) -> None:
+        from .services.online import user_online_service
+
+        await asyncio.sleep(delay)
+        try:
+            await user_online_service.areconcile()
+        except Exception:
+            logger.exception("Could not reconcile is_online after Redis lost data")
 
 
 def get_heartbeat() -> Heartbeat:

@@ -354,7 +354,7 @@ class RedisBackend(BasePresenceBackend):
         """Close the running loop's client, if any."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
-            await client.aclose(close_connection_pool=True)
+            await _aclose(client)
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -566,6 +566,14 @@ def _safe_url(url: str) -> str:
     return scheme + sep + rest
 
 
+async def _aclose(client: Any) -> None:
+    """Close a client and its pool (``RedisCluster.aclose`` takes no argument)."""
+    if isinstance(client, aioredis.Redis):
+        await client.aclose(close_connection_pool=True)
+    else:
+        await client.aclose()
+
+
 def _close_with_loop(
     loop: asyncio.AbstractEventLoop, client: Any, forget: Callable[[], object]
 ) -> None:
@@ -580,7 +588,7 @@ def _close_with_loop(
         forget()
         if not self.is_running():
             try:
-                self.run_until_complete(client.aclose(close_connection_pool=True))
+                self.run_until_complete(_aclose(client))
             except Exception:  # the loop is being torn down; nothing left to protect
                 logger.debug("Could not close the presence Redis client", exc_info=True)
         original_close()

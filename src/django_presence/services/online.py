@@ -17,6 +17,7 @@ import contextvars
 import logging
 import os
 import socket
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -28,6 +29,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.db import models
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .. import groups, signals
 from ..backends import Change, Transition, get_backend
@@ -230,6 +232,23 @@ class UserOnlineService:
         await adisconnect_user(key)
         return await self.acleanup_user_connections(user_id)
 
+    async def areconcile(self) -> None:
+        """Set is_online=False (and last_seen) for users the backend does not hold online."""
+        if not presence_settings.SYNC_USER_MODEL or not _user_model_has_presence_fields():
+            return
+        manager = get_user_model()._default_manager
+        stale = await database_sync_to_async(
+            lambda: [str(pk) for pk in manager.filter(is_online=True).values_list("pk", flat=True)]
+        )()
+        online = await get_backend().online_user_ids(stale)
+        gone = [key for key in stale if key not in online]
+        if gone:
+            await self.apply_changes(
+                # Redis's seq is floored at its clock in microseconds: use the same scale so
+                # that subscribers order this transition after the ones they saw.
+                [Change(key, Transition.OFFLINE, 0, time.time_ns() // 1000) for key in gone]
+            )
+
     # -- sync API --------------------------------------------------------------------------
 
     def add_user_connection(self, user_id: Any, connection_id: str | None = None) -> str:
@@ -332,16 +351,24 @@ class UserOnlineService:
             online = change.transition is Transition.ONLINE
             user_id = _pk_from_key(change.user_id)
             try:
-                await layer.group_send(
-                    groups.watchers_group(user_id),
-                    {
-                        "type": "presence.status",
-                        "user_id": user_id,
-                        "is_online": online,
-                        "last_seen": None if online else now.isoformat(),
-                        "seq": change.seq,
-                    },
-                )
+                # One retry: after a Redis restart the layer's first send fails on a pooled
+                # connection that died with the old server; the retry gets a fresh one.
+                for attempt in (1, 2):
+                    try:
+                        await layer.group_send(
+                            groups.watchers_group(user_id),
+                            {
+                                "type": "presence.status",
+                                "user_id": user_id,
+                                "is_online": online,
+                                "last_seen": None if online else now.isoformat(),
+                                "seq": change.seq,
+                            },
+                        )
+                        break
+                    except RedisConnectionError:
+                        if attempt == 2:
+                            raise
             except Exception:
                 logger.exception("Could not notify the watchers of user %s", change.user_id)
 
