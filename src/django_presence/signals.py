@@ -4,7 +4,9 @@ Both are sent once per transition decided by the backend (0 -> 1 and 1 -> 0 open
 connections, after any grace period), never for a second tab and never on a heartbeat,
 by the server process that observed the transition, after the ``is_online`` field was
 written. Receivers get ``user_id`` (the user's primary key) and ``seq`` (increases with
-every transition; use it to order transitions received from several processes).
+every transition; use it to order transitions received from several processes, or from
+several threads of one process). Within one event loop, a user's signals arrive in seq
+order, and a receiver may call the service for the same user.
 
 Receivers may be sync or async functions.
 
