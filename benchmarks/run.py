@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cycles", type=int, default=1000, help="churn cycles")
     parser.add_argument("--in-flight", type=int, default=50, help="churn cycles at once")
     parser.add_argument("--idle-sockets", type=int, default=10000, help="0: skip")
+    parser.add_argument("--idle-variants", default="bare,package")
     parser.add_argument("--broadcast-sockets", type=int, default=1000, help="0: skip")
     parser.add_argument("--online-ids", type=int, default=10000, help="0: skip")
     parser.add_argument("--profile", action="store_true", help="py-spy the package's churn")
@@ -585,6 +586,7 @@ async def measure_idle(
         await _settle(server, 0)
     finally:
         server.stop()
+    result["server_log"] = [line for line in server.logs().splitlines() if line.strip()][-20:]
     return result
 
 
@@ -966,7 +968,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.idle_sockets:
             counts = sorted({min(1000, args.idle_sockets), args.idle_sockets})
             extras["idle"] = {}
-            for variant in ("bare", "package"):
+            for variant in args.idle_variants.split(","):
                 print(f"idle sockets: {variant} ...", file=sys.stderr, flush=True)
                 extras["idle"][variant] = asyncio.run(
                     measure_idle(run, variant, counts, profile=args.profile)
