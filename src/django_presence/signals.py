@@ -8,7 +8,8 @@ every transition; use it to order transitions received from several processes, o
 several threads of one process). Within one event loop, a user's signals arrive in seq
 order, and a receiver may call the service for the same user.
 
-Receivers may be sync or async functions.
+Receivers may be sync functions, or on Django 5.0 and newer async ones (Django 4.2's
+signals cannot await a receiver).
 
 Example::
 
