@@ -138,6 +138,9 @@ if REDIS_URL:
                         # redis-py 8 times out reads after 5 s by default, which kills
                         # channels_redis's idle 5 s blocking receive (channels_redis#422).
                         "socket_timeout": 30,
+                        # Its pool of 100 connections raises MaxConnectionsError in a
+                        # burst of connects, where redis-py 7 waited.
+                        "max_connections": 1000,
                     }
                 ],
             },
