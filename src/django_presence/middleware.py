@@ -90,7 +90,7 @@ def get_user_for_token(payload: dict[str, Any]) -> Any:
     user_model = get_user_model()
     try:
         user = user_model._default_manager.get(pk=user_id)
-    except (user_model.DoesNotExist, ValueError, TypeError) as e:
+    except (user_model.DoesNotExist, ValueError, TypeError, OverflowError) as e:
         raise InvalidToken(f"No user with id {user_id!r}") from e
     if not getattr(user, "is_active", True):
         raise InvalidToken(f"User {user_id!r} is inactive")

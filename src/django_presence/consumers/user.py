@@ -8,6 +8,7 @@ type by adding a method; channel-layer events are handled by ``presence_<name>``
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -109,6 +110,7 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         self._member_id = uuid.uuid4().hex
         self._layer_groups: set[str] = set()
         self._watching: dict[str, int] = {}  # watched user key -> seq of the last status sent
+        self._watched_online: dict[str, bool] = {}  # watched user key -> last status sent
         self._rooms: dict[str, _RoomView] = {}
         self._bucket: TokenBucket | None = None
         self._user_bucket: TokenBucket | None = None
@@ -118,6 +120,48 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         self._max_watched = 0
         self._closing = False
         self._cleaned_up = False
+
+    @property
+    def channel_receive(self) -> Any:
+        """The channel-layer receive of this consumer, made to survive a layer outage."""
+        return self._channel_receive
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Any) -> None:
+        # Channels' AsyncConsumer.__call__ sets this to the layer's receive. While Redis
+        # is down that raises, which would end the consumer and close the socket: retry.
+        async def resilient() -> Any:
+            delay = 0.1
+            while True:
+                try:
+                    return await receive()
+                except Exception as e:
+                    logger.warning("Channel layer unavailable (%s); retrying in %.1f s", e, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+        self._channel_receive = resilient
+
+    async def presence_resync(self, snapshot: dict[str, tuple[bool, int]]) -> None:
+        """Send a ``status_changed`` the channel layer lost (called by the heartbeat)."""
+        for key, last in list(self._watching.items()):
+            online, seq = snapshot.get(key, (False, 0))
+            if seq <= last:
+                continue
+            self._watching[key] = seq
+            if self._watched_online.get(key) == online:
+                continue
+            self._watched_online[key] = online
+            pk = get_user_model()._meta.pk.to_python(key)  # type: ignore[union-attr]
+            await self.send_frame(
+                "status_changed",
+                {"user_id": wire_user_id(pk), "is_online": online, "last_seen": None, "seq": seq},
+            )
+
+    async def presence_rejoin_groups(self) -> None:
+        """Join this connection's channel-layer groups again (Redis lost its data)."""
+        for group in list(self._layer_groups):
+            await self.channel_layer.group_add(group, self.channel_name)
 
     @property  # a setting read per connection, not a constant
     def channel_layer_alias(self) -> str:  # type: ignore[override]
@@ -519,6 +563,7 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         for pk in targets:
             online, seq = snapshot.get(str(pk), (False, 0))
             self._watching[str(pk)] = max(self._watching.get(str(pk), 0), seq)
+            self._watched_online[str(pk)] = online
             users[str(wire_user_id(pk))] = online
         return "presence_state", {"users": users}
 
@@ -572,6 +617,9 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         if last is None or seq <= last:
             return
         self._watching[key] = seq
+        if self._watched_online.get(key) == bool(event["is_online"]):
+            return
+        self._watched_online[key] = bool(event["is_online"])
         await self.send_frame(
             "status_changed",
             {
