@@ -152,7 +152,7 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
             if self._watched_online.get(key) == online:
                 continue
             self._watched_online[key] = online
-            pk = get_user_model()._meta.pk.to_python(key)  # type: ignore[union-attr]
+            pk = get_user_model()._meta.pk.to_python(key)
             await self.send_frame(
                 "status_changed",
                 {"user_id": wire_user_id(pk), "is_online": online, "last_seen": None, "seq": seq},

@@ -34,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from .. import groups, signals
 from ..backends import Change, Transition, get_backend
 from ..conf import number_setting, presence_settings
+from .messaging import wire_user_id
 
 logger = logging.getLogger(__name__)
 
@@ -359,7 +360,8 @@ class UserOnlineService:
                             groups.watchers_group(user_id),
                             {
                                 "type": "presence.status",
-                                "user_id": user_id,
+                                # JSON-safe (a UUID key would not survive msgpack).
+                                "user_id": wire_user_id(user_id),
                                 "is_online": online,
                                 "last_seen": None if online else now.isoformat(),
                                 "seq": change.seq,
