@@ -53,4 +53,3 @@ def validate_client_group_name(name: object) -> str:
 def client_group(name: str) -> str:
     """The channel-layer group of a client-named group (validated first)."""
     return f"{PREFIX}.g.{validate_client_group_name(name)}"
-
