@@ -76,6 +76,27 @@ def presence(backend_name: str, redis_url: str) -> Iterator[dict[str, Any]]:
     reset_backend()
 
 
+def redis_channel_layer_config(redis_url: str) -> dict[str, Any]:
+    """A channels_redis layer on the test Redis, with its own key prefix."""
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": redis_url, "socket_timeout": 30}],
+            "prefix": f"asgi-{uuid.uuid4().hex[:8]}",
+        },
+    }
+
+
+@pytest.fixture
+def redis_layer(presence: dict[str, Any], redis_url: str) -> Iterator[None]:
+    """Make a channels_redis layer the default, so sockets and sync callers share it."""
+    from channels.layers import channel_layers
+
+    with override_settings(CHANNEL_LAYERS={"default": redis_channel_layer_config(redis_url)}):
+        yield
+    channel_layers.backends.clear()
+
+
 @pytest.fixture
 async def backend(presence: dict[str, Any]) -> AsyncIterator[Any]:
     """The configured backend instance, closed after the test."""

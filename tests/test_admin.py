@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -17,8 +16,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import channel_layers
-from channels.testing import WebsocketCommunicator
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
@@ -36,8 +33,7 @@ from django_presence.backends.redis import RedisBackend
 from django_presence.control import CLOSE_DISCONNECTED
 from django_presence.services import user_online_service
 
-from .test_mixin import TrackedEchoConsumer, app
-from .tokens import make_token
+from .test_mixin import open_socket
 
 User = get_user_model()
 
@@ -417,30 +413,6 @@ def test_actions_accept_only_post_with_a_csrf_token(presence: dict[str, Any], st
     token = page.cookies["csrftoken"].value
     response = client.post(reverse(SWEEP), {"csrfmiddlewaretoken": token})
     assert response.status_code == 302
-
-
-@pytest.fixture
-def redis_layer(presence: dict[str, Any], redis_url: str) -> Iterator[None]:
-    """A Redis channel layer, so that the admin's request and the sockets share it."""
-    config = {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            "hosts": [{"address": redis_url, "socket_timeout": 30}],
-            "prefix": f"asgi-{uuid.uuid4().hex[:8]}",
-        },
-    }
-    with override_settings(CHANNEL_LAYERS={"default": config}):
-        yield
-    channel_layers.backends.clear()
-
-
-async def open_socket(user: Any) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(
-        app(TrackedEchoConsumer), f"/ws/?token={make_token(user.pk)}"
-    )
-    assert (await communicator.connect())[0]
-    assert await communicator.receive_from() == "hello"
-    return communicator
 
 
 async def test_disconnect_button_closes_every_socket_of_that_user(

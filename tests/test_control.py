@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
-from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 
 from django_presence.control import CLOSE_DISCONNECTED
 from django_presence.services import user_online_service
 
-from .test_mixin import TrackedEchoConsumer, app
-from .tokens import make_token
+from .conftest import redis_channel_layer_config
+from .test_mixin import open_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,25 +27,10 @@ def layer(
     if request.param == "memory-layer":
         config = {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     else:
-        config = {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [{"address": redis_url, "socket_timeout": 30}],
-                "prefix": f"asgi-{uuid.uuid4().hex[:8]}",
-            },
-        }
+        config = redis_channel_layer_config(redis_url)
     with override_settings(CHANNEL_LAYERS={"default": config}):
         yield
     channel_layers.backends.clear()
-
-
-async def open_socket(user: Any) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(
-        app(TrackedEchoConsumer), f"/ws/?token={make_token(user.pk)}"
-    )
-    assert (await communicator.connect())[0]
-    assert await communicator.receive_from() == "hello"
-    return communicator
 
 
 async def test_disconnect_user_closes_every_socket_of_that_user_only(layer: None) -> None:
@@ -72,20 +55,6 @@ async def test_disconnect_user_closes_every_socket_of_that_user_only(layer: None
     assert await user_online_service.ais_user_online(bob.pk)
     for tab in [*alice_tabs, bob_tab]:
         await tab.disconnect()
-
-
-@pytest.fixture
-def redis_layer(presence: dict[str, Any], redis_url: str) -> Iterator[None]:
-    config = {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            "hosts": [{"address": redis_url, "socket_timeout": 30}],
-            "prefix": f"asgi-{uuid.uuid4().hex[:8]}",
-        },
-    }
-    with override_settings(CHANNEL_LAYERS={"default": config}):
-        yield
-    channel_layers.backends.clear()
 
 
 async def test_logging_out_closes_the_users_sockets(redis_layer: None) -> None:

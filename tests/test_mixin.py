@@ -56,6 +56,16 @@ def app(consumer: type) -> Any:
     return JWTAuthMiddlewareStack(consumer.as_asgi())
 
 
+async def open_socket(user: Any) -> WebsocketCommunicator:
+    """A connected TrackedEchoConsumer socket of ``user``, past its greeting."""
+    communicator = WebsocketCommunicator(
+        app(TrackedEchoConsumer), f"/ws/?token={make_token(user.pk)}"
+    )
+    assert (await communicator.connect())[0]
+    assert await communicator.receive_from() == "hello"
+    return communicator
+
+
 @pytest.fixture
 async def user(presence: dict[str, Any]) -> Any:
     return await get_user_model().objects.acreate(username="bob")
