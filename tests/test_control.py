@@ -114,3 +114,27 @@ async def test_the_receivers_follow_their_settings(
         await sync_to_async(change_password)()
         assert await tab.receive_nothing(timeout=0.5)
     await tab.disconnect()
+
+
+async def test_the_presence_disconnect_command_closes_the_users_sockets(
+    redis_layer: None,
+) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    user = await get_user_model().objects.acreate(username="fay")
+    tabs = [await open_socket(user), await open_socket(user)]
+    out = StringIO()
+    await sync_to_async(call_command)("presence", "disconnect", "fay", stdout=out)
+    assert out.getvalue() == f"Disconnected user {user.pk} (2 connections).\n"
+    for tab in tabs:
+        assert await tab.receive_output(timeout=5) == {
+            "type": "websocket.close",
+            "code": CLOSE_DISCONNECTED,
+        }
+        await tab.disconnect()
+    # By primary key too, and a clear error for nobody.
+    await sync_to_async(call_command)("presence", "disconnect", str(user.pk), stdout=out)
+    with pytest.raises(CommandError, match="No user with primary key or username 'nobody'"):
+        await sync_to_async(call_command)("presence", "disconnect", "nobody")

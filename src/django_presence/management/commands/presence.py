@@ -3,6 +3,8 @@
 - ``presence status [--json]``: online users and their open connection counts.
 - ``presence sweep``: remove expired connections now (servers also do it on their own).
 - ``presence reconcile``: make the DB ``is_online`` agree with the backend.
+- ``presence disconnect USER``: close all of a user's sockets on every server (USER is a
+  primary key or a username).
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ class Command(BaseCommand):
         status.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
         sub.add_parser("sweep", help="Remove expired connections now.")
         sub.add_parser("reconcile", help="Make the DB is_online agree with the backend.")
+        disconnect = sub.add_parser(
+            "disconnect", help="Close all of a user's sockets on every server."
+        )
+        disconnect.add_argument("user", help="The user's primary key or username.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         getattr(self, f"handle_{options['action']}")(**options)
@@ -50,6 +56,22 @@ class Command(BaseCommand):
             self.stdout.write(f"{'USER':<24} {'CONNECTIONS':>11}")
             for row in rows:
                 self.stdout.write(f"{row['user_id']!s:<24} {row['connections']:>11}")
+
+    def handle_disconnect(self, **options: Any) -> None:
+        """Close every socket of a user, found by primary key or username."""
+        user_model = get_user_model()
+        manager = user_model._default_manager
+        value = options["user"]
+        user = manager.filter(**{user_model.USERNAME_FIELD: value}).first()
+        if user is None:
+            try:
+                user = manager.filter(pk=value).first()
+            except (ValueError, TypeError):
+                user = None
+        if user is None:
+            raise CommandError(f"No user with primary key or username {value!r}.")
+        closed = user_online_service.disconnect_user(user.pk)
+        self.stdout.write(f"Disconnected user {user.pk} ({closed} connections).")
 
     def handle_sweep(self, **options: Any) -> None:
         """Sweep expired connections."""
