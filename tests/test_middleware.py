@@ -198,3 +198,20 @@ async def test_http_scopes_pass_through_untouched() -> None:
 
     await JWTAuthMiddleware(inner)({"type": "http", "query_string": b"token=x"}, None, None)
     assert seen == [{"type": "http", "query_string": b"token=x"}]
+
+
+async def test_access_tokens_minted_by_simplejwt_authenticate_without_configuration(
+    user: Any,
+) -> None:
+    from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+
+    access = str(AccessToken.for_user(user))
+    communicator, connected, _ = await connect(subprotocols=["access_token", access])
+    assert connected
+    assert await communicator.receive_json_from() == {"authenticated": True, "pk": user.pk}
+    await communicator.disconnect()
+
+    # Its refresh tokens are not access tokens: refused.
+    refresh = str(RefreshToken.for_user(user))
+    _, connected, code = await connect(subprotocols=["access_token", refresh])
+    assert (connected, code) == (False, CLOSE_INVALID_TOKEN)
