@@ -40,11 +40,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_the_wheel_ships_the_package_typed_and_without_tests(wheel: Path) -> None:
+def test_the_wheel_ships_the_package_typed_with_its_client_and_without_tests(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "django_presence/__init__.py" in names
     assert "django_presence/py.typed" in names
     assert "django_presence/backends/redis.py" in names
+    assert "django_presence/static/django_presence/presence.js" in names
+    assert "django_presence/static/django_presence/presence.mjs" in names
+    assert "django_presence/templates/django_presence/admin/monitor.html" in names
     assert not [n for n in names if n.startswith("tests/") or "/tests/" in n]
 
 
