@@ -21,6 +21,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from .. import groups, rooms
 from ..backends import get_backend
@@ -111,6 +112,7 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         self._layer_groups: set[str] = set()
         self._watching: dict[str, int] = {}  # watched user key -> seq of the last status sent
         self._watched_online: dict[str, bool] = {}  # watched user key -> last status sent
+        self._resync_pending: dict[str, int] = {}  # watched user key -> seq seen by one beat
         self._rooms: dict[str, _RoomView] = {}
         self._bucket: TokenBucket | None = None
         self._user_bucket: TokenBucket | None = None
@@ -143,19 +145,35 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         self._channel_receive = resilient
 
     async def presence_resync(self, snapshot: dict[str, tuple[bool, int]]) -> None:
-        """Send a ``status_changed`` the channel layer lost (called by the heartbeat)."""
+        """Send a ``status_changed`` the channel layer lost (called by the heartbeat).
+
+        A transition newer than the last one sent is resent only when two beats in a row
+        saw it: at the first, its own message (which carries the exact ``last_seen``) may
+        still be on its way. The resent frame's ``last_seen`` is the time of the resync.
+        """
         for key, last in list(self._watching.items()):
             online, seq = snapshot.get(key, (False, 0))
             if seq <= last:
+                self._resync_pending.pop(key, None)
                 continue
+            if self._resync_pending.get(key) != seq:
+                self._resync_pending[key] = seq
+                continue
+            del self._resync_pending[key]
             self._watching[key] = seq
             if self._watched_online.get(key) == online:
                 continue
             self._watched_online[key] = online
             pk = get_user_model()._meta.pk.to_python(key)
+            last_seen = None if online else timezone.now().isoformat()
             await self.send_frame(
                 "status_changed",
-                {"user_id": wire_user_id(pk), "is_online": online, "last_seen": None, "seq": seq},
+                {
+                    "user_id": wire_user_id(pk),
+                    "is_online": online,
+                    "last_seen": last_seen,
+                    "seq": seq,
+                },
             )
 
     async def presence_rejoin_groups(self) -> None:
