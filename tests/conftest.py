@@ -32,6 +32,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _REDIS_SERVER.stop()
 
 
+@pytest.fixture(autouse=True)
+def _close_sync_thread_connections() -> Iterator[None]:
+    """Close the database connections of asgiref's shared sync thread after each test.
+
+    Django's async ORM methods (``acreate``, ``arefresh_from_db``, ...) run in that one
+    thread, and nothing closes its connection; on PostgreSQL it would keep the test
+    database from being dropped at the end of the session. Submitted to the thread's
+    executor directly, so no event loop is needed (the browser tests have one running).
+    """
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """URL of the Redis server the tests use (from REDIS_URL or started by the suite)."""

@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, connections
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -242,6 +242,9 @@ def test_sync_api_from_a_plain_thread(presence: dict[str, Any], signal_log: Sign
             results["swept"] = user_online_service.sweep()
         except BaseException as e:
             errors.append(e)
+        finally:
+            # As Celery and Django's request handling do at the end of a unit of work.
+            connections.close_all()
 
     thread = threading.Thread(target=worker)
     thread.start()
@@ -393,9 +396,14 @@ def test_a_sync_receiver_may_change_the_same_users_presence(
 
     user = make_user()
     user_online.connect(kick, weak=False)
-    thread = threading.Thread(
-        target=user_online_service.add_user_connection, args=(user.pk,), daemon=True
-    )
+
+    def worker() -> None:
+        try:
+            user_online_service.add_user_connection(user.pk)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=worker, daemon=True)
     try:
         thread.start()
         thread.join(30)
