@@ -273,11 +273,21 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
             setattr(user, _ONLINE_ATTR, None if online is None else user.pk in online)
         return changelist
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        """The admin's actions plus "Disconnect the selected users everywhere"."""
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        """The admin's actions plus "Disconnect the selected users everywhere".
+
+        ``action_location`` is Django 6.1's (``ActionLocation``); older Django passes
+        nothing. The disconnect action is a change-list action only.
+        """
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(  # type: ignore[call-arg]  # Django 6.1+
+                request, action_location=action_location
+            )
         if (
-            self.presence_add_columns
+            getattr(action_location, "value", "CHANGE_LIST") == "CHANGE_LIST"
+            and self.presence_add_columns
             and self.actions is not None
             and self.has_change_permission(request)
         ):
