@@ -84,10 +84,11 @@ class Heartbeat:
             lock_ttl=interval * 0.9,
         )
         changes = [change for _, change in restored]
-        if restored:
-            logger.info(
-                "Registered %d connections again after the backend lost them", len(restored)
-            )
+        # Connections still open here that the backend had lost: evidence of data loss (a
+        # Redis restart), unlike one closed while this beat was under way.
+        lost = [cid for cid, _ in restored if cid in self.connections]
+        if lost:
+            logger.info("Registered %d connections again after the backend lost them", len(lost))
         # A connection closed while the heartbeat was under way was stored again: undo.
         for connection_id, change in restored:
             if connection_id not in self.connections:
@@ -99,7 +100,7 @@ class Heartbeat:
                     )
                 )
         await user_online_service.apply_changes(changes)
-        if restored:
+        if lost:
             await self._after_data_loss()
         sweeps = [result]
         # More expired leases than one sweep takes (a big server crashed): keep going now
