@@ -58,6 +58,7 @@ DJANGO_PRESENCE = {
     "OFFLINE_GRACE_PERIOD": 0,
     "CONNECTION_TTL": float(os.environ.get("BENCH_CONNECTION_TTL", "60")),
     "HEARTBEAT_INTERVAL": float(os.environ.get("BENCH_HEARTBEAT_INTERVAL", "15")),
+    "TRANSITION_BATCH_WINDOW": float(os.environ.get("BENCH_BATCH_WINDOW", "0")),
     # The benchmark's clients open sockets far faster than any real user.
     "RATE_LIMIT_RATE": None,
     "USER_RATE_LIMIT_RATE": None,

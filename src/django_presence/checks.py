@@ -116,6 +116,7 @@ def _check_times() -> list[CheckMessage]:
         ("CONNECTION_TTL", False),
         ("HEARTBEAT_INTERVAL", False),
         ("OFFLINE_GRACE_PERIOD", True),
+        ("TRANSITION_BATCH_WINDOW", True),
     ):
         value = getattr(presence_settings, name)
         if (

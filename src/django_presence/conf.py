@@ -34,6 +34,10 @@ DEFAULTS: dict[str, Any] = {
     "OFFLINE_GRACE_PERIOD": 5,
     # Write is_online/last_seen on the user model on every transition.
     "SYNC_USER_MODEL": True,
+    # Seconds a batch of transitions waits for more before its side effects (DB write,
+    # signals, status_changed) are applied together. 0: at once (batches still form under
+    # load, from the transitions that arrive while one is being applied).
+    "TRANSITION_BATCH_WINDOW": 0,
     # Channel layer alias used for status_changed and messaging.
     "CHANNEL_LAYER": "default",
     # JSON Web Token authentication (django_presence.middleware).

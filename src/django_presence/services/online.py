@@ -20,8 +20,8 @@ import socket
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
@@ -151,7 +151,8 @@ class UserOnlineService:
         ttl = number_setting("CONNECTION_TTL", allow_zero=False)
         async with _user_locks.hold(key):
             change = await get_backend().add_connection(key, connection_id, ttl=ttl, server=server)
-            await self.apply_changes([change])
+            applied = self._enqueue([change])
+        await applied
         return connection_id
 
     async def aremove_user_connection(
@@ -168,7 +169,8 @@ class UserOnlineService:
             grace = number_setting("OFFLINE_GRACE_PERIOD")
         async with _user_locks.hold(key):
             change = await get_backend().remove_connection(key, connection_id, grace=grace)
-            await self.apply_changes([change])
+            applied = self._enqueue([change])
+        await applied
 
     async def ais_user_online(self, user_id: Any) -> bool:
         """Whether the user has a live connection (or is within the grace period)."""
@@ -187,7 +189,8 @@ class UserOnlineService:
         key = _user_key(user_id)
         async with _user_locks.hold(key):
             removed, change = await get_backend().remove_user(key)
-            await self.apply_changes([change])
+            applied = self._enqueue([change])
+        await applied
         return removed
 
     async def aget_online_user_ids(self, user_ids: Iterable[Any]) -> set[Any]:
@@ -289,17 +292,41 @@ class UserOnlineService:
     # -- transitions -----------------------------------------------------------------------
 
     async def apply_changes(self, changes: Iterable[Change]) -> None:
-        """Apply the side effects of backend transitions, in order.
+        """Apply the side effects of backend transitions, in order; return when applied.
 
         For the changes that are transitions: write ``is_online``/``last_seen`` (when
         ``SYNC_USER_MODEL`` is on), send :data:`~django_presence.signals.user_online` or
         :data:`~django_presence.signals.user_offline`, then ``status_changed`` to the
         user's watchers. A failure of one side effect is logged and does not stop the
         others: the backend's decision stands.
+
+        Concurrent calls in one event loop are applied together, in the order they were
+        made (group commit): one thread hop and at most two ``UPDATE`` statements for the
+        whole batch, one Redis round trip to skip the watchers groups nobody is in. A
+        batch is cut ``TRANSITION_BATCH_WINDOW`` seconds after its first transition
+        arrived, or at once when that is 0; under load, the transitions that arrive while a
+        batch is being applied make the next one.
+        """
+        await self._enqueue(changes)
+
+    def _enqueue(self, changes: Iterable[Change]) -> Awaitable[None]:
+        """Queue the transitions among ``changes``; return an awaitable of their side effects.
+
+        Queued synchronously, so the queue holds one process's transitions in the order
+        their backend calls returned (a user's calls are serialised by ``_user_locks``).
         """
         transitions = [change for change in changes if change.changed]
         if not transitions:
-            return
+            return _nothing()
+        done = _batcher_for_running_loop().submit(self, transitions)
+        if _applying.get():
+            # A signal receiver of the batch being applied (or code it started): the
+            # transitions go with the next batch; waiting for it would wait for ourselves.
+            return _nothing()
+        # A cancelled caller stops waiting; its transitions are applied all the same.
+        return asyncio.shield(done)
+
+    async def _apply_batch(self, transitions: Sequence[Change]) -> None:
         now = timezone.now()
         if presence_settings.SYNC_USER_MODEL:
             try:
@@ -348,31 +375,171 @@ class UserOnlineService:
         layer = get_channel_layer(presence_settings.CHANNEL_LAYER)
         if layer is None:
             return
-        for change in transitions:
-            online = change.transition is Transition.ONLINE
-            user_id = _pk_from_key(change.user_id)
+        keys = list(dict.fromkeys(change.user_id for change in transitions))
+        names = {key: groups.watchers_group(_pk_from_key(key)) for key in keys}
+        watched = await _groups_with_members(layer, list(names.values()))
+        sends = [
+            self._send_status(layer, names[change.user_id], change, now)
+            for change in transitions
+            if watched is None or names[change.user_id] in watched
+        ]
+        # A few at a time: each send holds one of the layer's pooled connections. One
+        # user's transitions stay in order: a batch rarely holds two of the same user, and
+        # subscribers drop any update whose seq is not newer than the last they saw.
+        for start in range(0, len(sends), _CONCURRENT_SENDS):
+            await asyncio.gather(*sends[start : start + _CONCURRENT_SENDS])
+
+    async def _send_status(self, layer: Any, group: str, change: Change, now: Any) -> None:
+        online = change.transition is Transition.ONLINE
+        user_id = _pk_from_key(change.user_id)
+        try:
+            # One retry: after a Redis restart the layer's first send fails on a pooled
+            # connection that died with the old server; the retry gets a fresh one.
+            for attempt in (1, 2):
+                try:
+                    await layer.group_send(
+                        group,
+                        {
+                            "type": "presence.status",
+                            # JSON-safe (a UUID key would not survive msgpack).
+                            "user_id": wire_user_id(user_id),
+                            "is_online": online,
+                            "last_seen": None if online else now.isoformat(),
+                            "seq": change.seq,
+                        },
+                    )
+                    break
+                except RedisConnectionError:
+                    if attempt == 2:
+                        raise
+        except Exception:
+            logger.exception("Could not notify the watchers of user %s", change.user_id)
+
+
+# status_changed sends in flight at once per batch.
+_CONCURRENT_SENDS = 8
+
+# True in the task applying a batch, and in whatever its signal receivers call.
+_applying: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "django_presence_applying", default=False
+)
+
+
+class _Batcher:
+    """The transitions of one event loop waiting for their side effects (group commit)."""
+
+    def __init__(self) -> None:
+        self.pending: list[_Pending] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def submit(
+        self, service: UserOnlineService, transitions: Sequence[Change]
+    ) -> asyncio.Future[None]:
+        """Queue ``transitions``; the future is done when their side effects were applied."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self.pending.append(_Pending(service, transitions, done, nested=_applying.get()))
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._run(), name="django_presence side effects")
+        return done
+
+    async def _run(self) -> None:
+        _applying.set(True)
+        while self.pending:
             try:
-                # One retry: after a Redis restart the layer's first send fails on a pooled
-                # connection that died with the old server; the retry gets a fresh one.
-                for attempt in (1, 2):
-                    try:
-                        await layer.group_send(
-                            groups.watchers_group(user_id),
-                            {
-                                "type": "presence.status",
-                                # JSON-safe (a UUID key would not survive msgpack).
-                                "user_id": wire_user_id(user_id),
-                                "is_online": online,
-                                "last_seen": None if online else now.isoformat(),
-                                "seq": change.seq,
-                            },
-                        )
-                        break
-                    except RedisConnectionError:
-                        if attempt == 2:
-                            raise
-            except Exception:
-                logger.exception("Could not notify the watchers of user %s", change.user_id)
+                window = number_setting("TRANSITION_BATCH_WINDOW")
+            except Exception:  # reported by check django_presence.E004
+                window = 0
+            # Let the callers that are ready now join this batch, and wait for more when
+            # a window is set.
+            await asyncio.sleep(window)
+            applied: list[_Pending] = []
+            try:
+                batch, self.pending = self.pending, []
+                while batch:
+                    await _apply_in_order(batch)
+                    applied += batch
+                    # Transitions that this batch's signal receivers caused are part of
+                    # it: its callers return when those were applied too.
+                    batch = []
+                    if any(item.nested for item in self.pending):
+                        batch, self.pending = self.pending, []
+            except BaseException:
+                for item in applied + batch + self.pending:
+                    if not item.done.done():
+                        item.done.cancel()
+                self.pending = []
+                raise
+            for item in applied:
+                if not item.done.done():
+                    item.done.set_result(None)
+
+
+class _Pending(NamedTuple):
+    service: UserOnlineService
+    transitions: Sequence[Change]
+    done: asyncio.Future[None]
+    nested: bool
+
+
+async def _apply_in_order(batch: Sequence[_Pending]) -> None:
+    """Apply a batch, one call per run of items queued by the same service instance."""
+    run: list[Change] = []
+    service = batch[0].service
+    for item in batch:
+        if item.service is not service:
+            await service._apply_batch(run)
+            run, service = [], item.service
+        run.extend(item.transitions)
+    await service._apply_batch(run)
+
+
+async def _nothing() -> None:
+    return None
+
+
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _batcher_for_running_loop() -> _Batcher:
+    loop = asyncio.get_running_loop()
+    batcher = _batchers.get(loop)
+    if batcher is None:
+        batcher = _batchers[loop] = _Batcher()
+    return batcher
+
+
+async def _groups_with_members(layer: Any, names: Sequence[str]) -> set[str] | None:
+    """Which of the groups ``names`` have members, in one round trip per layer host.
+
+    Only for channels_redis's ``RedisChannelLayer``, whose ``group_send`` costs two round
+    trips even for an empty group; ``None`` (send to all) for any other layer or when the
+    check fails. A group whose members all expired counts as having members: sending to
+    it is what cleans it up.
+    """
+    try:
+        from channels_redis.core import RedisChannelLayer  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - the redis extra is not installed
+        return None
+    if not names or not isinstance(layer, RedisChannelLayer):
+        return None
+    try:
+        by_host: dict[int, list[str]] = {}
+        for name in names:
+            by_host.setdefault(layer.consistent_hash(name), []).append(name)
+        found: set[str] = set()
+        for index, host_names in by_host.items():
+            pipe = layer.connection(index).pipeline(transaction=False)
+            for name in host_names:
+                pipe.zcard(layer._group_key(name))
+            counts = await pipe.execute()
+            found.update(name for name, count in zip(host_names, counts, strict=True) if count)
+        return found
+    except Exception:
+        logger.debug("Could not count watchers; notifying every group", exc_info=True)
+        return None
 
 
 def _write_online_state(state: dict[str, bool], now: Any) -> None:
