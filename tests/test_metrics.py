@@ -386,7 +386,7 @@ async def test_heartbeat_failures_are_counted_and_logged(
             await task
         await get_backend().aclose()
 
-    failures = [r for r in caplog.records if "heartbeat of 1 connections failed" in r.getMessage()]
+    failures = [r for r in caplog.records if "heartbeat failed (1 connections)" in r.getMessage()]
     assert len(failures) >= 2
     assert failures[0].levelno == logging.ERROR
     assert failures[0].exc_info is not None
@@ -408,3 +408,14 @@ async def test_a_failed_register_is_counted(
     assert snap['connection_errors{operation="unregister"}'] == 1
     [record] = [r for r in caplog.records if r.getMessage().startswith("Could not register")]
     assert record.__dict__["user_id"] == user.pk
+
+
+def test_the_operations_page_lists_exactly_the_counters() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    section = page.split("## Metrics", 1)[1].split("###", 1)[0]
+    rows = {
+        line.split("|")[1].strip().strip("`") for line in section.splitlines() if "| `" in line
+    }
+    assert rows == set(metrics.COUNTERS)

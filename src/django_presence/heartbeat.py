@@ -70,7 +70,7 @@ class Heartbeat:
             except Exception:
                 metrics.increment("heartbeat_failures")
                 logger.exception(
-                    "Presence heartbeat of %d connections failed; retrying in one interval",
+                    "Presence heartbeat failed (%d connections); retrying in one interval",
                     len(self.connections),
                     extra={"server": _server_id(), "connections": len(self.connections)},
                 )
