@@ -160,10 +160,11 @@ def increment(name: str, value: int = 1, **labels: str) -> None:
                 f"Counter {name!r} takes exactly the label {spec.label!r}, got {sorted(labels)}."
             )
         key = (name, str(labels[spec.label]))
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"A counter grows by a non-negative int, got {value!r}.")
-    if value == 0:
-        return
+    if type(value) is not int or value != 1:  # the common case skips the checks
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"A counter grows by a non-negative int, got {value!r}.")
+        if value == 0:
+            return
     with _lock:
         _counts[key] = _counts.get(key, 0) + value
     hook = _hook
