@@ -114,6 +114,16 @@ def test_e008_settings_not_a_dict(value: Any) -> None:
         assert ids() == ["django_presence.E008"]
 
 
+@pytest.mark.parametrize("hook", ["no.such.hook", "nodots", 3, "django_presence.conf.DEFAULTS"])
+def test_e009_metrics_hook_unusable(hook: Any) -> None:
+    assert presence_ids(METRICS_HOOK=hook) == ["django_presence.E009"]
+
+
+def test_e009_not_raised_for_a_usable_hook() -> None:
+    assert presence_ids(METRICS_HOOK="django_presence.metrics.reset") == []
+    assert presence_ids(METRICS_HOOK=lambda name, value, labels: None) == []
+
+
 @override_settings(DEBUG=False)
 def test_w001_memory_backend_in_production() -> None:
     assert ids() == ["django_presence.W001"]
@@ -156,6 +166,6 @@ def test_every_id_is_documented_once_and_used() -> None:
 
     assert len(documented) == len(set(documented))
     assert set(documented) == used
-    expected = {f"django_presence.E00{i}" for i in range(1, 9)}
+    expected = {f"django_presence.E00{i}" for i in range(1, 10)}
     expected |= {f"django_presence.W00{i}" for i in range(1, 5)}
     assert used == expected

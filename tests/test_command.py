@@ -105,3 +105,123 @@ def test_reconcile_without_sync_user_model(presence: dict[str, Any]) -> None:
 def test_an_action_is_required() -> None:
     with pytest.raises(CommandError):
         call_command("presence")
+
+
+# -- reconcile on a large table, and its progress bar ------------------------------------------
+
+
+def _register_in_backend_only(user_ids: list[Any]) -> None:
+    """Connections the backend holds but the DB never heard of (a process died between)."""
+    from asgiref.sync import async_to_sync
+
+    from django_presence.backends import get_backend
+
+    async def register() -> None:
+        backend = get_backend()
+        for pk in user_ids:
+            await backend.add_connection(str(pk), f"c{pk}", ttl=60)
+        await backend.aclose()
+
+    async_to_sync(register)()
+
+
+def _large_table(size: int) -> tuple[list[Any], set[Any], set[Any]]:
+    """``size`` users: every 2nd marked online in the DB, every 3rd online in the backend.
+
+    Returns the primary keys, those the DB must mark online and those it must mark offline.
+    """
+    User.objects.bulk_create(
+        [User(username=f"user{i:05}", is_online=i % 2 == 0) for i in range(size)],
+        batch_size=500,
+    )
+    pks = list(User.objects.order_by("pk").values_list("pk", flat=True))
+    backend_online = [pk for i, pk in enumerate(pks) if i % 3 == 0]
+    _register_in_backend_only(backend_online)
+    to_online = {pk for i, pk in enumerate(pks) if i % 3 == 0 and i % 2 != 0}
+    to_offline = {pk for i, pk in enumerate(pks) if i % 2 == 0 and i % 3 != 0}
+    return backend_online, to_online, to_offline
+
+
+def test_reconcile_a_table_of_3000_users(presence: dict[str, Any]) -> None:
+    backend_online, to_online, to_offline = _large_table(3000)
+    out, err = StringIO(), StringIO()
+    started = time.monotonic()
+
+    call_command("presence", "reconcile", "--batch-size", "250", "-v", "2", stdout=out, stderr=err)
+
+    elapsed = time.monotonic() - started
+    assert set(User.objects.filter(is_online=True).values_list("pk", flat=True)) == set(
+        backend_online
+    )
+    assert (len(to_online), len(to_offline)) == (500, 1000)
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "Marked 500 users online and 1000 offline (1000 online in the backend)."
+    assert {int(line.split()[2]) for line in lines if line.endswith(" online.")} == to_online
+    assert {int(line.split()[2]) for line in lines if line.endswith(" offline.")} == to_offline
+    assert len(lines) == 1501
+    assert err.getvalue() == ""  # not a terminal: no progress bar
+    assert User.objects.filter(pk__in=to_offline, last_seen__isnull=True).count() == 0
+    # Idempotent, and quiet at the default verbosity.
+    assert run("reconcile", "--batch-size", "250") == (
+        "Marked 0 users online and 0 offline (1000 online in the backend).\n"
+    )
+    assert elapsed < 30, elapsed
+
+
+def _run_on_a_terminal(*args: str) -> tuple[str, str]:
+    """Run ``presence`` with stderr on a real pseudo-terminal; return (stdout, terminal)."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    out = StringIO()
+    try:
+        with os.fdopen(os.dup(slave), "w") as terminal:
+            assert terminal.isatty()
+            call_command("presence", *args, stdout=out, stderr=terminal)
+        os.set_blocking(master, False)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(slave)
+        os.close(master)
+    return out.getvalue(), drawn.decode()
+
+
+def test_reconcile_draws_a_progress_bar_on_a_terminal(presence: dict[str, Any]) -> None:
+    _large_table(600)
+
+    output, drawn = _run_on_a_terminal("reconcile", "--batch-size", "50")
+
+    assert output == "Marked 100 users online and 200 offline (200 online in the backend).\n"
+    # 200 held online by the backend + 300 marked online in the DB.
+    assert "\rReconciling users [" + "#" * 30 + "] 500/500 (100%)" in drawn
+    assert drawn.endswith("\r")  # erased, so that the shell prompt starts clean
+    assert "\n" not in drawn
+
+    output, drawn = _run_on_a_terminal("reconcile", "--no-progress")
+    assert output == "Marked 0 users online and 0 offline (200 online in the backend).\n"
+    assert drawn == ""
+
+
+@pytest.mark.parametrize("size", ["0", "-3", "many"])
+def test_reconcile_batch_size_must_be_positive(presence: dict[str, Any], size: str) -> None:
+    with pytest.raises(CommandError, match="must be a positive integer"):
+        run("reconcile", "--batch-size", size)
+
+
+def test_reconcile_verbosity_before_or_after_the_action(presence: dict[str, Any]) -> None:
+    user = User.objects.create_user("alice")
+    _register_in_backend_only([user.pk])
+    assert run("-v", "2", "reconcile").splitlines()[0] == f"Marked user {user.pk} online."
+    User.objects.filter(pk=user.pk).update(is_online=False)
+    assert run("reconcile", "-v", "2").splitlines()[0] == f"Marked user {user.pk} online."
+    User.objects.filter(pk=user.pk).update(is_online=False)
+    assert run("reconcile", "-v", "0") == ""

@@ -12,6 +12,7 @@ django_presence.E005      ``JWT_ALGORITHMS`` is empty, not a list, or allows ``n
 django_presence.E006      ``JWT_ALGORITHMS`` mixes HMAC and public-key algorithms.
 django_presence.E007      A public-key algorithm is allowed but ``JWT_VERIFYING_KEY`` is unset.
 django_presence.E008      ``DJANGO_PRESENCE`` is not a dict.
+django_presence.E009      ``METRICS_HOOK`` cannot be imported or is not callable.
 django_presence.W001      The in-memory backend is used with ``DEBUG = False``.
 django_presence.W002      ``HEARTBEAT_INTERVAL`` is more than half of ``CONNECTION_TTL``.
 django_presence.W003      The HMAC signing key is shorter than 32 bytes.
@@ -56,7 +57,18 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
     messages += _check_backend()
     messages += _check_times()
     messages += _check_jwt()
+    messages += _check_metrics_hook()
     return messages
+
+
+def _check_metrics_hook() -> list[CheckMessage]:
+    from .metrics import load_hook
+
+    try:
+        load_hook(presence_settings.METRICS_HOOK)
+    except ValueError as e:
+        return [Error(f"{e}.", id="django_presence.E009")]
+    return []
 
 
 def _check_backend() -> list[CheckMessage]:

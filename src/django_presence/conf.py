@@ -73,6 +73,10 @@ DEFAULTS: dict[str, Any] = {
     # Groups with more members than this report a member count instead of the members
     # (Pusher's presence channels stop at 100 members).
     "GROUP_PRESENCE_MAX_MEMBERS": 100,
+    # -- operations --
+    # A callable, or its dotted path, called as hook(name, value, labels) on every counter
+    # increment (django_presence.metrics). None: counters are only kept in-process.
+    "METRICS_HOOK": None,
 }
 
 REMOVED_SETTINGS: dict[str, str] = {}

@@ -15,6 +15,7 @@ import logging
 import weakref
 from typing import Any
 
+from . import metrics
 from .backends import get_backend
 from .conf import number_setting
 
@@ -67,7 +68,12 @@ class Heartbeat:
             try:
                 await self.beat()
             except Exception:
-                logger.exception("Presence heartbeat failed; retrying in one interval")
+                metrics.increment("heartbeat_failures")
+                logger.exception(
+                    "Presence heartbeat failed (%d connections); retrying in one interval",
+                    len(self.connections),
+                    extra={"server": _server_id(), "connections": len(self.connections)},
+                )
 
     async def beat(self) -> None:
         """Heartbeat every tracked connection and sweep, in one backend round trip."""
@@ -88,7 +94,13 @@ class Heartbeat:
         # Redis restart), unlike one closed while this beat was under way.
         lost = [cid for cid, _ in restored if cid in self.connections]
         if lost:
-            logger.info("Registered %d connections again after the backend lost them", len(lost))
+            metrics.increment("connections_restored", len(lost))
+            logger.warning(
+                "The presence backend had lost %d open connections of this server (a Redis "
+                "restart?); registered them again",
+                len(lost),
+                extra={"server": SERVER_ID, "connections": len(lost)},
+            )
         # A connection closed while the heartbeat was under way was stored again: undo.
         for connection_id, change in restored:
             if connection_id not in self.connections:
@@ -110,10 +122,19 @@ class Heartbeat:
             sweeps.append(result)
         removed = sum(r.removed for r in sweeps)
         offline = [change for r in sweeps for change in r.changes]
+        ran = sum(1 for r in sweeps if r.swept)
+        if ran:
+            metrics.increment("sweeps", ran)
         if removed:
+            metrics.increment("connections_swept", removed)
             logger.info(
-                "Swept %d expired connections; %d users went offline", removed, len(offline)
+                "Swept %d expired connections; %d users went offline",
+                removed,
+                len(offline),
+                extra={"server": SERVER_ID, "removed": removed, "offline": len(offline)},
             )
+        elif ran:
+            logger.debug("Swept: no expired connections", extra={"server": SERVER_ID})
         await user_online_service.apply_changes(offline)
         await self._resync_subscriptions(backend)
 
@@ -143,7 +164,10 @@ class Heartbeat:
                 try:
                     await rejoin()
                 except Exception:
-                    logger.exception("Could not rejoin channel-layer groups")
+                    logger.exception(
+                        "Could not rejoin channel-layer groups",
+                        extra=_consumer_extra(consumer),
+                    )
         # Every other server registers its connections again at its own next beat:
         # reconcile only after all of them had one, or live users would be marked offline.
         delay = 1.5 * number_setting("HEARTBEAT_INTERVAL", allow_zero=False)
@@ -156,7 +180,21 @@ class Heartbeat:
         try:
             await user_online_service.areconcile()
         except Exception:
-            logger.exception("Could not reconcile is_online after Redis lost data")
+            logger.exception(
+                "Could not reconcile is_online after Redis lost data",
+                extra={"server": _server_id()},
+            )
+
+
+def _server_id() -> str:
+    from .services.online import SERVER_ID
+
+    return SERVER_ID
+
+
+def _consumer_extra(consumer: Any) -> dict[str, Any]:
+    get_extra = getattr(consumer, "get_presence_log_extra", None)
+    return get_extra() if get_extra is not None else {"server": _server_id()}
 
 
 def get_heartbeat() -> Heartbeat:

@@ -7,9 +7,10 @@ import logging
 import time
 from typing import Any
 
+from .. import metrics
 from ..control import get_control
 from ..heartbeat import get_heartbeat
-from ..services.online import new_connection_id, user_online_service
+from ..services.online import SERVER_ID, new_connection_id, user_online_service
 
 logger = logging.getLogger(__name__)
 
@@ -109,15 +110,37 @@ class UserOnlineStatusMixin:
         # Tracked first: if the backend is down now, the next heartbeat registers it.
         get_heartbeat().track(str(user_id), connection_id)
         get_control().register(connection_id, self)
+        metrics.increment("connections_opened")
         try:
             await user_online_service.aadd_user_connection(user_id, connection_id)
         except Exception:
+            metrics.increment("connection_errors", operation="register")
             logger.exception(
                 "Could not register connection %s of user %s; the next heartbeat retries",
                 connection_id,
                 user_id,
+                extra=self.get_presence_log_extra(),
+            )
+        else:
+            logger.debug(
+                "Opened connection %s of user %s",
+                connection_id,
+                user_id,
+                extra=self.get_presence_log_extra(),
             )
         self._presence_schedule_expiry()
+
+    def get_presence_log_extra(self) -> dict[str, Any]:
+        """The ``extra`` of this connection's log records: user_id, connection_id, server.
+
+        Log formatters that emit JSON (python-json-logger, structlog's stdlib bridge) turn
+        them into fields.
+        """
+        return {
+            "user_id": self.presence_user_id,
+            "connection_id": self.presence_connection_id,
+            "server": SERVER_ID,
+        }
 
     def _presence_schedule_expiry(self) -> None:
         exp = self.scope.get("presence_token_exp")
@@ -129,7 +152,11 @@ class UserOnlineStatusMixin:
         )
 
     def _presence_token_expired(self) -> None:
-        logger.info("Token of user %s expired; closing its connection", self.presence_user_id)
+        logger.debug(
+            "Token of user %s expired; closing its connection",
+            self.presence_user_id,
+            extra=self.get_presence_log_extra(),
+        )
         self.presence_close_for_server(CLOSE_TOKEN_EXPIRED)
 
     async def presence_disconnect(self, message: dict[str, Any]) -> None:
@@ -151,16 +178,28 @@ class UserOnlineStatusMixin:
         if self._presence_expiry is not None:
             self._presence_expiry.cancel()
             self._presence_expiry = None
-        connection_id, self.presence_connection_id = self.presence_connection_id, None
+        connection_id = self.presence_connection_id
         if connection_id is None:
             return
+        extra = self.get_presence_log_extra()
+        self.presence_connection_id = None
         get_heartbeat().untrack(connection_id)
         get_control().unregister(connection_id)
+        metrics.increment("connections_closed")
         try:
             await user_online_service.aremove_user_connection(self.presence_user_id, connection_id)
         except Exception:
+            metrics.increment("connection_errors", operation="unregister")
             logger.exception(
                 "Could not remove connection %s of user %s; its lease expires by itself",
                 connection_id,
                 self.presence_user_id,
+                extra=extra,
+            )
+        else:
+            logger.debug(
+                "Closed connection %s of user %s",
+                connection_id,
+                self.presence_user_id,
+                extra=extra,
             )

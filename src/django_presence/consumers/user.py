@@ -23,7 +23,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from .. import groups, rooms
+from .. import groups, metrics, rooms
 from ..backends import get_backend
 from ..conf import number_setting, presence_settings
 from ..policies import get_policy_class
@@ -138,7 +138,14 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
                 try:
                     return await receive()
                 except Exception as e:
-                    logger.warning("Channel layer unavailable (%s); retrying in %.1f s", e, delay)
+                    # One warning per outage and connection; the retries are DEBUG.
+                    logger.log(
+                        logging.WARNING if delay == 0.1 else logging.DEBUG,
+                        "Channel layer unavailable (%s); retrying in %.1f s",
+                        e,
+                        delay,
+                        extra=self.get_presence_log_extra(),
+                    )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
 
@@ -237,7 +244,11 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
                 try:
                     await self.channel_layer.group_discard(group, self.channel_name)
                 except Exception:
-                    logger.exception("Could not leave channel-layer group %s", group)
+                    logger.exception(
+                        "Could not leave channel-layer group %s",
+                        group,
+                        extra=self.get_presence_log_extra(),
+                    )
         self._layer_groups.clear()
         self._watching.clear()
         if self._user_bucket is not None:
@@ -275,7 +286,8 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
             logger.debug("Could not send a %s frame to a closed socket", type, exc_info=True)
 
     async def send_error(self, code: str, message: str, request_id: Any = None) -> None:
-        """Send an ``error`` frame ``{code, message}``."""
+        """Send an ``error`` frame ``{code, message}``; counted in ``frames_rejected``."""
+        metrics.increment("frames_rejected", reason=code)
         await self.send_frame("error", {"code": code, "message": message}, request_id)
 
     # -- receiving -------------------------------------------------------------------------
@@ -293,14 +305,24 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         try:
             await self._receive_frame(text_data, bytes_data)
         except Exception:
-            logger.exception("Unexpected error handling a frame from user %s", self.user_key)
+            logger.exception(
+                "Unexpected error handling a frame from user %s",
+                self.user_key,
+                extra=self.get_presence_log_extra(),
+            )
             await self.send_error(SERVER_ERROR, "The server could not handle this message.")
 
     async def _receive_frame(self, text_data: str | None, bytes_data: bytes | None) -> None:
         if not self._take_token():
             await self.send_error(RATE_LIMITED, "Too many messages; slow down.")
             if self._flood is not None and self._flood.record():
-                logger.warning("Closing a flooding connection of user %s", self.user_key)
+                metrics.increment("flood_closes")
+                logger.warning(
+                    "Closing a flooding connection of user %s (code %d)",
+                    self.user_key,
+                    CLOSE_FLOODING,
+                    extra=self.get_presence_log_extra(),
+                )
                 self._closing = True
                 try:
                     await self.close(code=CLOSE_FLOODING)
@@ -371,7 +393,10 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
             return
         except Exception:
             logger.exception(
-                "Unexpected error handling %s from user %s", request_type, self.user_key
+                "Unexpected error handling %s from user %s",
+                request_type,
+                self.user_key,
+                extra={**self.get_presence_log_extra(), "request_type": request_type},
             )
             await self.send_error(
                 SERVER_ERROR, "The server could not handle this message.", request_id
@@ -538,7 +563,9 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
             await rooms.announce(change, origin=self.channel_name)
         except Exception:
             # The membership's lease expires by itself and a sweep announces the leave.
-            logger.exception("Could not leave group %r cleanly", name)
+            logger.exception(
+                "Could not leave group %r cleanly", name, extra=self.get_presence_log_extra()
+            )
 
     def is_group_member(self, name: str) -> bool:
         """Whether this connection joined client group ``name``."""

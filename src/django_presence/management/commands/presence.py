@@ -2,16 +2,19 @@
 
 - ``presence status [--json]``: online users and their open connection counts.
 - ``presence sweep``: remove expired connections now (servers also do it on their own).
-- ``presence reconcile``: make the DB ``is_online`` agree with the backend.
+- ``presence reconcile [--batch-size N] [--no-progress]``: make the DB ``is_online`` agree
+  with the backend, with a progress bar on a terminal; ``-v 2`` lists the users changed.
 - ``presence disconnect USER``: close all of a user's sockets on every server (USER is a
   primary key or a username).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
@@ -34,7 +37,30 @@ class Command(BaseCommand):
         status = sub.add_parser("status", help="List online users and their connection counts.")
         status.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
         sub.add_parser("sweep", help="Remove expired connections now.")
-        sub.add_parser("reconcile", help="Make the DB is_online agree with the backend.")
+        reconcile = sub.add_parser(
+            "reconcile", help="Make the DB is_online agree with the backend."
+        )
+        reconcile.add_argument(
+            "--batch-size",
+            type=_positive_int,
+            default=_BATCH,
+            help=f"Users per database query (default {_BATCH}).",
+        )
+        # Also after the action (``presence reconcile -v 2``), as people type it; SUPPRESS
+        # keeps the subparser from overwriting a -v given before the action.
+        reconcile.add_argument(
+            "-v",
+            "--verbosity",
+            type=int,
+            choices=[0, 1, 2, 3],
+            default=argparse.SUPPRESS,
+            help="2 lists the users whose is_online changed.",
+        )
+        reconcile.add_argument(
+            "--no-progress",
+            action="store_true",
+            help="Do not draw the progress bar (drawn only when stderr is a terminal).",
+        )
         disconnect = sub.add_parser(
             "disconnect", help="Close all of a user's sockets on every server."
         )
@@ -79,46 +105,131 @@ class Command(BaseCommand):
         self.stdout.write(f"Removed {removed} expired connections.")
 
     def handle_reconcile(self, **options: Any) -> None:
-        """Write the backend's truth into ``is_online`` (and ``last_seen`` of stale users)."""
+        """Write the backend's truth into ``is_online`` (and ``last_seen`` of stale users).
+
+        Reads who is online from the backend once, then goes through the users it holds
+        online and the users the DB says are online, ``--batch-size`` at a time, drawing
+        a progress bar on stderr when it is a terminal. A user the DB says is online but
+        the backend does not is checked again just before being marked offline, so one
+        who came online meanwhile is left alone.
+        """
         if not presence_settings.SYNC_USER_MODEL:
             raise CommandError(
                 "DJANGO_PRESENCE['SYNC_USER_MODEL'] is off: the user model has no presence "
                 "fields to reconcile."
             )
+        size = options.get("batch_size") or _BATCH
+        verbosity = int(options.get("verbosity", 1))
         backend = get_backend()
         manager = get_user_model()._default_manager
         online = {_pk_from_key(k) for k in async_to_sync(backend.all_online_user_ids)()}
-        marked_online = sum(
-            manager.filter(pk__in=batch, is_online=False).update(is_online=True)
-            for batch in _batches(list(online))
+        db_online = list(
+            manager.filter(is_online=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+            .iterator(size)
         )
-        stale = [
-            pk
-            for pk in manager.filter(is_online=True).values_list("pk", flat=True).iterator()
-            if pk not in online
-        ]
-        marked_offline = 0
+        progress = Progress(
+            self.stderr,
+            total=len(online) + len(db_online),
+            label="Reconciling users",
+            enabled=not options.get("no_progress"),
+        )
         now = timezone.now()
-        for batch in _batches(stale):
-            # Users who came online since the backend was read are left alone.
-            came_online = async_to_sync(backend.online_user_ids)(str(pk) for pk in batch)
-            batch = [pk for pk in batch if str(pk) not in came_online]
-            marked_offline += manager.filter(pk__in=batch, is_online=True).update(
-                is_online=False, last_seen=now
+        marked_online: list[Any] = []
+        for batch in _batches(sorted(online), size):
+            pks = list(manager.filter(pk__in=batch, is_online=False).values_list("pk", flat=True))
+            if pks:
+                manager.filter(pk__in=pks, is_online=False).update(is_online=True)
+                marked_online += pks
+            progress.advance(len(batch))
+        marked_offline: list[Any] = []
+        for batch in _batches(db_online, size):
+            stale = [pk for pk in batch if pk not in online]
+            if stale:
+                # Users who came online since the backend was read are left alone.
+                came_online = async_to_sync(backend.online_user_ids)([str(pk) for pk in stale])
+                stale = [pk for pk in stale if str(pk) not in came_online]
+            pks = list(manager.filter(pk__in=stale, is_online=True).values_list("pk", flat=True))
+            if pks:
+                manager.filter(pk__in=pks, is_online=True).update(is_online=False, last_seen=now)
+                marked_offline += pks
+            progress.advance(len(batch))
+        progress.finish()
+        if verbosity >= 2:
+            for pk in marked_online:
+                self.stdout.write(f"Marked user {pk} online.")
+            for pk in marked_offline:
+                self.stdout.write(f"Marked user {pk} offline.")
+        if verbosity >= 1:
+            self.stdout.write(
+                f"Marked {len(marked_online)} users online and {len(marked_offline)} offline "
+                f"({len(online)} online in the backend)."
             )
-        self.stdout.write(
-            f"Marked {marked_online} users online and {marked_offline} offline "
-            f"({len(online)} online in the backend)."
-        )
+
+
+class Progress:
+    """A one-line progress bar on ``stream``, drawn only when it is a terminal.
+
+    Django commands have none built in. It redraws at most ten times a second, in place
+    (``\\r``), and erases itself when finished, so that the command's own output (on
+    stdout) stays clean; on a pipe or a file it writes nothing at all.
+    """
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO | Any, *, total: int, label: str, enabled: bool) -> None:
+        isatty = getattr(stream, "isatty", None)
+        self.stream = stream
+        self.total = total
+        self.label = label
+        self.done = 0
+        self.enabled = enabled and total > 0 and isatty is not None and bool(isatty())
+        self._drawn_at = float("-inf")
+
+    def advance(self, count: int) -> None:
+        """Count ``count`` more items done, and redraw if due."""
+        self.done += count
+        now = time.monotonic()
+        if self.enabled and (now - self._drawn_at >= 0.1 or self.done >= self.total):
+            self._drawn_at = now
+            self._write(self._line())
+
+    def _line(self) -> str:
+        done = min(self.done, self.total)
+        filled = self.WIDTH * done // self.total
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        return f"\r{self.label} [{bar}] {done}/{self.total} ({100 * done // self.total}%)"
+
+    def finish(self) -> None:
+        """Erase the bar (the command prints its summary on stdout)."""
+        if self.enabled and self._drawn_at != float("-inf"):
+            self._write("\r" + " " * len(self._line()) + "\r")
+
+    def _write(self, text: str) -> None:
+        # Django's OutputWrapper would append a newline: write to the stream beneath.
+        out = getattr(self.stream, "_out", self.stream)
+        out.write(text)
+        out.flush()
 
 
 # Primary keys per query, below every database's limit of query parameters.
 _BATCH = 500
 
 
-def _batches(items: list[Any]) -> Iterator[list[Any]]:
-    for start in range(0, len(items), _BATCH):
-        yield items[start : start + _BATCH]
+def _batches(items: list[Any], size: int = _BATCH) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
+    return number
 
 
 async def _status() -> list[dict[str, Any]]:
