@@ -197,11 +197,6 @@ async def test_connections_opened_and_closed(
     assert len({r.__dict__["connection_id"] for r in opened}) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/online.py must call metrics.increment('transitions', ...) in "
-    "apply_changes; remove this marker when it does",
-)
 async def test_transitions_online_and_offline(alice: Any, hook: HookLog) -> None:
     tab = await open_socket(alice)
     second = await open_socket(alice)  # no transition

@@ -31,7 +31,7 @@ from django.db import models
 from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from .. import groups, signals
+from .. import groups, metrics, signals
 from ..backends import Change, Transition, get_backend
 from ..conf import number_setting, presence_settings
 from .messaging import wire_user_id
@@ -247,6 +247,11 @@ class UserOnlineService:
         online = await get_backend().online_user_ids(stale)
         gone = [key for key in stale if key not in online]
         if gone:
+            logger.info(
+                "Marked %d users offline that the backend does not hold online",
+                len(gone),
+                extra={"user_ids": gone, "server": SERVER_ID},
+            )
             await self.apply_changes(
                 # Redis's seq is floored at its clock in microseconds: use the same scale so
                 # that subscribers order this transition after the ones they saw.
@@ -328,6 +333,22 @@ class UserOnlineService:
 
     async def _apply_batch(self, transitions: Sequence[Change]) -> None:
         now = timezone.now()
+        online = sum(1 for change in transitions if change.transition is Transition.ONLINE)
+        metrics.increment("transitions", online, transition="online")
+        metrics.increment("transitions", len(transitions) - online, transition="offline")
+        if logger.isEnabledFor(logging.DEBUG):
+            for change in transitions:
+                logger.debug(
+                    "User %s %s",
+                    change.user_id,
+                    "came online" if change.transition is Transition.ONLINE else "went offline",
+                    extra={
+                        "user_id": change.user_id,
+                        "seq": change.seq,
+                        "transition": change.transition.value,
+                        "server": SERVER_ID,
+                    },
+                )
         if presence_settings.SYNC_USER_MODEL:
             try:
                 await self._sync_db(transitions, now)
@@ -354,7 +375,11 @@ class UserOnlineService:
             }
             if not state:
                 return
-        logger.warning("is_online of users %s kept changing while being written", sorted(state))
+        logger.warning(
+            "is_online of users %s kept changing while being written",
+            sorted(state),
+            extra={"user_ids": sorted(state), "server": SERVER_ID},
+        )
 
     async def _send_signal(self, change: Change) -> None:
         signal = (
@@ -368,7 +393,10 @@ class UserOnlineService:
                 await sync_to_async(signal.send)(sender=UserOnlineService, **kwargs)
         except Exception:
             logger.exception(
-                "A %s receiver failed for user %s", change.transition.value, change.user_id
+                "A %s receiver failed for user %s",
+                change.transition.value,
+                change.user_id,
+                extra={"user_id": change.user_id, "server": SERVER_ID},
             )
 
     async def _notify_watchers(self, transitions: Sequence[Change], now: Any) -> None:
@@ -413,7 +441,11 @@ class UserOnlineService:
                     if attempt == 2:
                         raise
         except Exception:
-            logger.exception("Could not notify the watchers of user %s", change.user_id)
+            logger.exception(
+                "Could not notify the watchers of user %s",
+                change.user_id,
+                extra={"user_id": change.user_id, "server": SERVER_ID},
+            )
 
 
 # status_changed sends in flight at once per batch.
