@@ -232,8 +232,17 @@ def server_env(variant: str, db_url: str, redis_url: str, **extra: str) -> dict[
 class Server:
     """``uvicorn benchproject.asgi:application`` (one worker) for one variant."""
 
-    def __init__(self, variant: str, db_url: str, redis_url: str, **extra_env: str) -> None:
+    def __init__(
+        self,
+        variant: str,
+        db_url: str,
+        redis_url: str,
+        ws_ping_interval: float | None = None,
+        **extra_env: str,
+    ) -> None:
         self.variant = variant
+        # uvicorn's --ws-ping-interval; None: uvicorn's default (20 s), 0: no pings.
+        self.ws_ping_interval = ws_ping_interval
         self.port = free_port()
         self.env = server_env(variant, db_url, redis_url, **extra_env)
         self.process: subprocess.Popen[bytes] | None = None
@@ -268,6 +277,11 @@ class Server:
                 "--no-access-log",
                 "--backlog",
                 "4096",
+                *(
+                    ["--ws-ping-interval", str(self.ws_ping_interval)]
+                    if self.ws_ping_interval is not None
+                    else []
+                ),
             ],
             env=self.env,
             cwd=BENCH_DIR,

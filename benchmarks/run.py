@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--in-flight", type=int, default=50, help="churn cycles at once")
     parser.add_argument("--idle-sockets", type=int, default=10000, help="0: skip")
     parser.add_argument("--idle-variants", default="bare,package")
+    parser.add_argument(
+        "--idle-ws-ping-intervals",
+        default="20,0",
+        help="uvicorn --ws-ping-interval values to hold the idle sockets with (20: uvicorn's "
+        "default; 0: no pings, which shows the package's own idle cost)",
+    )
     parser.add_argument("--broadcast-sockets", type=int, default=1000, help="0: skip")
     parser.add_argument("--online-ids", type=int, default=10000, help="0: skip")
     parser.add_argument("--profile", action="store_true", help="py-spy the package's churn")
@@ -238,11 +244,15 @@ class Run:
             client.config_resetstat()
         self.database.reset_state()
 
-    def server(self, variant: str, **env: str) -> procs.Server:
+    def server(
+        self, variant: str, ws_ping_interval: float | None = None, **env: str
+    ) -> procs.Server:
         self.fresh_state()
         if self.args.server_patch:
             env["BENCH_SERVER_PATCH"] = str(self.args.server_patch.resolve())
-        return procs.Server(variant, self.database.url, self.redis.url, **env).start()
+        return procs.Server(
+            variant, self.database.url, self.redis.url, ws_ping_interval, **env
+        ).start()
 
 
 def _phase_end(client_done: float, server_at: float) -> float:
@@ -543,12 +553,17 @@ def _connected_at_least(count: int) -> Any:
 
 
 async def measure_idle(
-    run: Run, variant: str, counts: list[int], profile: bool = False
+    run: Run, variant: str, counts: list[int], profile: bool = False, ws_ping: float = 20.0
 ) -> dict[str, Any]:
     """Hold ``counts`` idle sockets in one server; Redis commands and CPU per interval."""
     interval = 15.0
-    server = run.server(variant, BENCH_HEARTBEAT_INTERVAL=str(interval))
-    result: dict[str, Any] = {"variant": variant, "heartbeat_interval": interval, "levels": []}
+    server = run.server(variant, ws_ping_interval=ws_ping, BENCH_HEARTBEAT_INTERVAL=str(interval))
+    result: dict[str, Any] = {
+        "variant": variant,
+        "heartbeat_interval": interval,
+        "ws_ping_interval": ws_ping,
+        "levels": [],
+    }
     sockets: list[Any] = []
     try:
         for count in counts:
@@ -791,6 +806,16 @@ def targets(
                 high["server_cpu_pct"] < 3,
             )
         )
+    quiet = extras.get("idle_no_pings", {}).get("package")
+    if quiet and quiet["levels"]:
+        high = quiet["levels"][-1]
+        rows.append(
+            (
+                f"{high['sockets']} idle sockets, uvicorn pings off: server < 3% of a core",
+                f"{high['server_cpu_pct']:.2f}%",
+                high["server_cpu_pct"] < 3,
+            )
+        )
     b = extras.get("broadcast")
     if b and "ratio" in b:
         rows.append(
@@ -873,10 +898,12 @@ def render(report: dict[str, Any]) -> str:
     extras = report["extras"]
     if extras:
         out += ["", "### Extras"]
-        for variant, idle in extras.get("idle", {}).items():
+        idles = [*extras.get("idle", {}).items(), *extras.get("idle_no_pings", {}).items()]
+        for variant, idle in idles:
             for level in idle["levels"]:
                 out.append(
-                    f"- idle, {names[variant]}: {level['sockets']} sockets: "
+                    f"- idle, {names[variant]}, uvicorn pings every "
+                    f"{idle.get('ws_ping_interval', 20):g} s: {level['sockets']} sockets: "
                     f"{level['redis_requests_per_interval']:.1f} Redis requests per "
                     f"{idle['heartbeat_interval']:.0f} s heartbeat interval "
                     f"({level['redis_requests']}; "
@@ -967,12 +994,20 @@ def main(argv: list[str] | None = None) -> int:
             profile = asyncio.run(measure_variant(run, "package", profile=True)).get("profile")
         if args.idle_sockets:
             counts = sorted({min(1000, args.idle_sockets), args.idle_sockets})
-            extras["idle"] = {}
-            for variant in args.idle_variants.split(","):
-                print(f"idle sockets: {variant} ...", file=sys.stderr, flush=True)
-                extras["idle"][variant] = asyncio.run(
-                    measure_idle(run, variant, counts, profile=args.profile)
-                )
+            for ping in [float(p) for p in args.idle_ws_ping_intervals.split(",")]:
+                key = "idle" if ping else "idle_no_pings"
+                extras[key] = {}
+                for variant in args.idle_variants.split(","):
+                    print(
+                        f"idle sockets: {variant}, uvicorn pings every {ping:g} s ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    extras[key][variant] = asyncio.run(
+                        measure_idle(
+                            run, variant, counts, profile=args.profile and bool(ping), ws_ping=ping
+                        )
+                    )
         if args.broadcast_sockets:
             print("broadcast ...", file=sys.stderr, flush=True)
             extras["broadcast"] = asyncio.run(measure_broadcast(run, args.broadcast_sockets))
