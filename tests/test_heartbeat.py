@@ -323,3 +323,25 @@ def test_a_finished_loop_and_its_heartbeat_are_freed(presence: dict[str, Any]) -
     gc.collect()
 
     assert [ref() for ref in refs] == [None, None]
+
+
+def test_the_cached_pairs_follow_every_change_of_the_tracked_connections() -> None:
+    """An idle beat reuses one list of pairs; any change to the connections rebuilds it."""
+    heartbeat = Heartbeat()
+    connections = heartbeat.connections
+    connections["c1"] = "1"
+    first = connections.pairs()
+    assert first == [("1", "c1")]
+    assert connections.pairs() is first  # nothing changed: no allocation per beat
+    connections["c2"] = "2"
+    assert sorted(connections.pairs()) == [("1", "c1"), ("2", "c2")]
+    heartbeat.untrack("c1")
+    assert connections.pairs() == [("2", "c2")]
+    connections.update({"c3": "3"})
+    connections.setdefault("c4", "4")
+    del connections["c2"]
+    assert sorted(connections.pairs()) == [("3", "c3"), ("4", "c4")]
+    connections.popitem()
+    assert len(connections.pairs()) == 1
+    connections.clear()
+    assert connections.pairs() == []
