@@ -122,12 +122,13 @@ class UserOnlineStatusMixin:
                 extra=self.get_presence_log_extra(),
             )
         else:
-            logger.debug(
-                "Opened connection %s of user %s",
-                connection_id,
-                user_id,
-                extra=self.get_presence_log_extra(),
-            )
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "Opened connection %s of user %s",
+                    connection_id,
+                    user_id,
+                    extra=self.get_presence_log_extra(),
+                )
         self._presence_schedule_expiry()
 
     def get_presence_log_extra(self) -> dict[str, Any]:
