@@ -57,7 +57,8 @@ class UserOnlineStatusMixin:
         finally:
             # Runs however the consumer ends, including when a send to a closed socket
             # raised and the server never delivered websocket.disconnect.
-            await asyncio.shield(self._presence_unregister())
+            if self.presence_connection_id is not None or self._presence_expiry is not None:
+                await asyncio.shield(self._presence_unregister())
 
     async def websocket_disconnect(self, message: Any) -> None:
         """Run the consumer's own disconnect handling, then unregister.
@@ -69,7 +70,8 @@ class UserOnlineStatusMixin:
         try:
             await super().websocket_disconnect(message)  # type: ignore[misc]
         finally:
-            await asyncio.shield(self._presence_unregister())
+            if self.presence_connection_id is not None or self._presence_expiry is not None:
+                await asyncio.shield(self._presence_unregister())
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         """Register the connection, then accept the socket (see Channels).

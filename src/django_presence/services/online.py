@@ -328,8 +328,9 @@ class UserOnlineService:
             # A signal receiver of the batch being applied (or code it started): the
             # transitions go with the next batch; waiting for it would wait for ourselves.
             return _nothing()
-        # A cancelled caller stops waiting; its transitions are applied all the same.
-        return asyncio.shield(done)
+        # A cancelled caller cancels ``done`` and stops waiting; its transitions are
+        # applied all the same (the batcher skips a cancelled future).
+        return done
 
     async def _apply_batch(self, transitions: Sequence[Change]) -> None:
         now = timezone.now()
