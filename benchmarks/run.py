@@ -836,6 +836,23 @@ def targets(
                 o["ratio"] <= 1.5,
             )
         )
+    if o and "sync_is_online_ratio" in o:
+        rows.append(
+            (
+                "sync is_user_online() <= 1.5x a raw blocking HEXISTS, no new connection",
+                f"{o['sync_is_online_us']:.0f} us vs {o['raw_sync_hexists_us']:.0f} us = "
+                f"{o['sync_is_online_ratio']:.2f}x; {o['sync_new_connections']} new connections",
+                o["sync_is_online_ratio"] <= 1.5 and o["sync_new_connections"] == 0,
+            )
+        )
+        rows.append(
+            (
+                f"sync get_online_user_ids({o['n']}) <= 1.5x a raw blocking HMGET",
+                f"{o['sync_service_ms']:.2f} ms vs {o['raw_sync_hmget_ms']:.2f} ms = "
+                f"{o['sync_online_ids_ratio']:.2f}x",
+                o["sync_online_ids_ratio"] <= 1.5,
+            )
+        )
     return rows
 
 

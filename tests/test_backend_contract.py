@@ -664,3 +664,35 @@ def test_both_backends_decide_the_same(redis_url: str) -> None:
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+async def test_blocking_reads_agree_with_the_coroutines(backend: BasePresenceBackend) -> None:
+    """The ``*_sync`` reads that views and the admin call see what the coroutines see."""
+    await backend.add_connection("1", "a", ttl=30)
+    await backend.add_connection("1", "b", ttl=30)
+    await backend.add_connection("2", "c", ttl=30)
+    await backend.remove_connection("2", "c", grace=30)  # online, in its grace period
+    ids = [str(i) for i in range(1, 12_001)]  # more than one Redis command's worth
+
+    def blocking() -> tuple[Any, ...]:  # sync code runs off the event loop, as here
+        return (
+            [backend.is_online_sync(uid) for uid in ("1", "2", "3")],
+            [backend.connection_count_sync(uid) for uid in ("1", "2", "3")],
+            backend.online_user_ids_sync(ids),
+            backend.online_user_ids_sync([]),
+            backend.all_online_user_ids_sync(),
+        )
+
+    coroutines = (
+        [await backend.is_online(uid) for uid in ("1", "2", "3")],
+        [await backend.connection_count(uid) for uid in ("1", "2", "3")],
+        await backend.online_user_ids(ids),
+        await backend.online_user_ids([]),
+        await backend.all_online_user_ids(),
+    )
+    expected = ([True, True, False], [2, 0, 0], {"1", "2"}, set(), {"1", "2"})
+    assert await asyncio.to_thread(blocking) == coroutines == expected
+
+    await backend.remove_user("1")
+    assert await asyncio.to_thread(backend.is_online_sync, "1") is False
+    assert await asyncio.to_thread(backend.all_online_user_ids_sync) == {"2"}

@@ -165,6 +165,23 @@ async def test_unreachable_redis_is_backend_unavailable() -> None:
     await backend.aclose()
 
 
+def test_unreachable_redis_is_backend_unavailable_to_sync_reads() -> None:
+    port = free_port()  # Nothing listens there.
+    backend = make_backend(f"redis://:s3cret@127.0.0.1:{port}/0", socket_connect_timeout=1)
+
+    for call in (
+        lambda: backend.is_online_sync("1"),
+        lambda: backend.online_user_ids_sync(["1"]),
+        lambda: backend.connection_count_sync("1"),
+        lambda: backend.all_online_user_ids_sync(),
+    ):
+        with pytest.raises(BackendUnavailable) as info:
+            call()
+        assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
+        assert f"127.0.0.1:{port}" in str(info.value)
+        assert "s3cret" not in str(info.value)
+
+
 async def test_a_hung_redis_times_out(silent_server: int) -> None:
     backend = make_backend(f"redis://127.0.0.1:{silent_server}/0", socket_timeout=0.3)
 
@@ -307,3 +324,81 @@ async def _until(condition: Any, timeout: float = 30) -> None:
         if loop.time() > deadline:
             pytest.fail(f"Not within {timeout} s: {condition.__name__}")
         await asyncio.sleep(0.05)
+
+
+def test_sync_reads_share_one_pool_across_threads(private_redis: str) -> None:
+    """A view calling is_user_online() must not open a Redis connection per call."""
+    backend = make_backend(private_redis)
+    async_to_sync(backend.add_connection)("1", "a", ttl=30)
+    probe = redis.Redis.from_url(private_redis)
+
+    def opened() -> int:
+        return int(probe.info("stats")["total_connections_received"])
+
+    before = opened()
+    results: list[tuple[bool, bool, int, set[str]]] = []
+
+    def worker() -> None:
+        for _ in range(50):
+            results.append(
+                (
+                    backend.is_online_sync("1"),
+                    backend.is_online_sync("2"),
+                    backend.connection_count_sync("1"),
+                    backend.online_user_ids_sync(["1", "2"]),
+                )
+            )
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert results == [(True, False, 1, {"1"})] * 200
+    assert opened() - before <= 4  # at most one pooled connection per thread, then reused
+    async_to_sync(backend.clear)()
+    probe.close()
+
+
+def test_sync_client_factory(redis_url: str) -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def sync_factory(url: str, **options: Any) -> redis.Redis:
+        calls.append((url, options))
+        return redis.Redis.from_url(url, socket_timeout=options["socket_timeout"])
+
+    def async_factory(url: str, **options: Any) -> aioredis.Redis:
+        return aioredis.Redis.from_url(url, socket_timeout=options["socket_timeout"])
+
+    backend = make_backend(
+        redis_url, client_factory=async_factory, sync_client_factory=sync_factory
+    )
+    async_to_sync(backend.add_connection)("1", "a", ttl=30)
+
+    assert backend.is_online_sync("1") is True
+    assert backend.all_online_user_ids_sync() == {"1"}
+    assert [url for url, _ in calls] == [redis_url]  # built once, then shared
+    assert calls[0][1]["socket_timeout"] == 5.0
+    async_to_sync(backend.clear)()
+    backend.sync_client().close()
+
+
+def test_async_client_factory_alone_still_serves_sync_reads(redis_url: str) -> None:
+    """With only a client_factory (Sentinel, Cluster), sync reads go through it."""
+    made: list[str] = []
+
+    def async_factory(url: str, **options: Any) -> aioredis.Redis:
+        made.append(url)
+        return aioredis.Redis.from_url(url, socket_timeout=options["socket_timeout"])
+
+    backend = make_backend(redis_url, client_factory=async_factory)
+    async_to_sync(backend.add_connection)("1", "a", ttl=30)
+
+    assert backend.sync_client() is None
+    assert backend.is_online_sync("1") is True
+    assert backend.connection_count_sync("1") == 1
+    assert backend.online_user_ids_sync(["1", "2"]) == {"1"}
+    assert backend.all_online_user_ids_sync() == {"1"}
+    assert len(made) >= 2  # the async factory served the sync reads too
+    async_to_sync(backend.clear)()

@@ -418,8 +418,14 @@ def test_a_sync_receiver_may_change_the_same_users_presence(
 
 
 async def test_sync_api_inside_an_event_loop_is_refused(presence: dict[str, Any]) -> None:
-    with pytest.raises(RuntimeError, match="async"):
+    with pytest.raises(RuntimeError, match=r"await user_online_service\.ais_user_online"):
         user_online_service.is_user_online(1)
+    with pytest.raises(RuntimeError, match=r"await user_online_service\.aget_online_user_ids"):
+        user_online_service.get_online_user_ids([1])
+    with pytest.raises(RuntimeError, match="aget_user_connection_count"):
+        user_online_service.get_user_connection_count(1)
+    with pytest.raises(RuntimeError, match="async"):
+        user_online_service.add_user_connection(1)
 
 
 async def test_watchers_are_told_of_transitions(presence: dict[str, Any]) -> None:

@@ -70,7 +70,7 @@ def _pk_from_key(model: type[models.Model], key: str) -> Any:
 
 def live_online_pks(model: type[models.Model]) -> list[Any]:
     """The primary keys of every user the backend holds online now (one round trip)."""
-    keys = async_to_sync(get_backend().all_online_user_ids)()
+    keys = get_backend().all_online_user_ids_sync()
     pks = (_pk_from_key(model, key) for key in keys)
     return [pk for pk in pks if pk is not None]
 
@@ -340,7 +340,7 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
             raise PermissionDenied
         backend = get_backend()
         try:
-            keys = sorted(async_to_sync(backend.all_online_user_ids)(), key=_key_order)
+            keys = sorted(backend.all_online_user_ids_sync(), key=_key_order)
             page = Paginator(keys, self.presence_monitor_per_page).get_page(request.GET.get("p"))
             rows = self._monitor_rows(backend, list(page.object_list)) if keys else []
         except Exception:

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from asgiref.sync import async_to_sync
+
 
 class Transition(enum.Enum):
     """What a backend operation did to a user's presence."""
@@ -72,10 +74,11 @@ class ConnectionInfo:
 class BasePresenceBackend:
     """Base class of presence backends; subclass it to write your own.
 
-    Every method is a coroutine. Subclasses must implement all of them; the base class
-    raises :class:`NotImplementedError` naming the subclass. Run the contract suite in
-    ``tests/test_backend_contract.py`` against a new backend to check it behaves like the
-    shipped ones.
+    Every method is a coroutine, except the four blocking reads (``*_sync``) that sync
+    callers use; those have working defaults. Subclasses must implement every coroutine;
+    the base class raises :class:`NotImplementedError` naming the subclass. Run the
+    contract suite in ``tests/test_backend_contract.py`` against a new backend to check it
+    behaves like the shipped ones.
 
     User and connection ids are strings. The service layer converts user primary keys.
     """
@@ -189,6 +192,29 @@ class BasePresenceBackend:
     async def user_connections(self, user_id: str) -> list[ConnectionInfo]:
         """The user's stored connections, open and closing, for monitoring."""
         raise self._not_implemented("user_connections")
+
+    # -- blocking reads, for sync callers ---------------------------------------------------
+    #
+    # Views, the admin, management commands and task queues read presence from sync code.
+    # These defaults run the coroutines above through async_to_sync, which costs an event
+    # loop per call (and, for a client cached per loop, a new connection). Override them
+    # when the backend can read without an event loop; both shipped backends do.
+
+    def is_online_sync(self, user_id: str) -> bool:
+        """Blocking form of :meth:`is_online`, for sync code."""
+        return async_to_sync(self.is_online)(user_id)
+
+    def connection_count_sync(self, user_id: str) -> int:
+        """Blocking form of :meth:`connection_count`, for sync code."""
+        return async_to_sync(self.connection_count)(user_id)
+
+    def online_user_ids_sync(self, user_ids: Iterable[str]) -> set[str]:
+        """Blocking form of :meth:`online_user_ids`, for sync code."""
+        return async_to_sync(self.online_user_ids)(list(user_ids))
+
+    def all_online_user_ids_sync(self) -> set[str]:
+        """Blocking form of :meth:`all_online_user_ids`, for sync code."""
+        return async_to_sync(self.all_online_user_ids)()
 
     async def clear(self) -> None:
         """Delete every piece of presence state this backend owns (tests, resets)."""

@@ -138,15 +138,28 @@ class MemoryBackend(BasePresenceBackend):
             return len(leases), self._transition(user_id, Transition.OFFLINE, 0)
 
     async def is_online(self, user_id: str) -> bool:
-        return user_id in self._users
+        return self.is_online_sync(user_id)
 
     async def connection_count(self, user_id: str) -> int:
+        return self.connection_count_sync(user_id)
+
+    async def online_user_ids(self, user_ids: Iterable[str]) -> set[str]:
+        return self.online_user_ids_sync(user_ids)
+
+    def is_online_sync(self, user_id: str) -> bool:
+        return user_id in self._users
+
+    def connection_count_sync(self, user_id: str) -> int:
         with self._lock:
             return self._open_count(self._users.get(user_id, {}))
 
-    async def online_user_ids(self, user_ids: Iterable[str]) -> set[str]:
+    def online_user_ids_sync(self, user_ids: Iterable[str]) -> set[str]:
         users = self._users
         return {user_id for user_id in user_ids if user_id in users}
+
+    def all_online_user_ids_sync(self) -> set[str]:
+        with self._lock:
+            return set(self._users)
 
     async def presence_snapshot(self, user_ids: Iterable[str]) -> dict[str, tuple[bool, int]]:
         with self._lock:
@@ -155,8 +168,7 @@ class MemoryBackend(BasePresenceBackend):
             }
 
     async def all_online_user_ids(self) -> set[str]:
-        with self._lock:
-            return set(self._users)
+        return self.all_online_user_ids_sync()
 
     async def user_connections(self, user_id: str) -> list[ConnectionInfo]:
         with self._lock:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import types
 import uuid
 import weakref
@@ -41,6 +42,7 @@ from ..exceptions import BackendUnavailable, PresenceImproperlyInstalled
 from .base import BasePresenceBackend, Change, ConnectionInfo, SweepResult, Transition
 
 try:
+    import redis as syncredis
     from redis import asyncio as aioredis
     from redis import exceptions as redis_exceptions
 except ImportError as e:  # pragma: no cover - exercised by the system check test
@@ -49,6 +51,15 @@ except ImportError as e:  # pragma: no cover - exercised by the system check tes
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Errors that mean "Redis can't be reached now": raised as BackendUnavailable. A replica, or
+# a master demoted by a failover, refuses writes until the client reaches the new master:
+# unavailable for now, like a dropped connection.
+_UNAVAILABLE = (
+    redis_exceptions.ConnectionError,
+    redis_exceptions.TimeoutError,
+    redis_exceptions.ReadOnlyError,
+)
 
 _TRANSITIONS = {0: Transition.NONE, 1: Transition.ONLINE, 2: Transition.OFFLINE}
 
@@ -273,9 +284,14 @@ class RedisBackend(BasePresenceBackend):
       a pooled connection instead of failing (redis-py 8's default pool raises).
     - ``client_factory``: a callable ``(url, **options) -> redis.asyncio.Redis`` for
       Sentinel or Cluster clients.
+    - ``sync_client_factory``: the same for the blocking ``redis.Redis`` client that sync
+      callers read with. Without it, a project that sets ``client_factory`` reads from
+      sync code through ``async_to_sync`` instead (slower, but on its own client).
 
-    The client is cached per running event loop, and closed when that loop closes, so
-    sync callers going through ``async_to_sync`` do not leak connections.
+    The async client is cached per running event loop, and closed when that loop closes,
+    so sync callers going through ``async_to_sync`` do not leak connections. Reads from
+    sync code (``is_user_online()`` in a view, the admin) use one blocking client shared
+    by the process's threads, so they need no event loop and no new connection.
     """
 
     shared_across_processes = True
@@ -290,6 +306,7 @@ class RedisBackend(BasePresenceBackend):
         max_connections: int = 100,
         pool_timeout: float = 10.0,
         client_factory: Callable[..., Any] | None = None,
+        sync_client_factory: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
         from ..conf import presence_settings
@@ -323,6 +340,9 @@ class RedisBackend(BasePresenceBackend):
             weakref.WeakKeyDictionary()
         )
         self._scripts: dict[str, str] = {}
+        self._sync_client_factory = sync_client_factory
+        self._sync_client: Any = None
+        self._sync_lock = threading.Lock()
 
     # -- connection handling ---------------------------------------------------------------
 
@@ -350,6 +370,32 @@ class RedisBackend(BasePresenceBackend):
             _close_with_loop(loop, client, lambda: clients.pop(loop, None))
         return client
 
+    def sync_client(self) -> Any:
+        """The blocking ``redis.Redis`` client for sync callers, shared by every thread.
+
+        ``None`` when a ``client_factory`` is set without a ``sync_client_factory``. The
+        pool is safe to share across threads and resets itself in a forked child.
+        """
+        if self._sync_client is None:
+            with self._sync_lock:
+                if self._sync_client is None:
+                    self._sync_client = self._make_sync_client()
+        return None if self._sync_client is False else self._sync_client
+
+    def _make_sync_client(self) -> Any:
+        options = dict(self._client_options)
+        if self._sync_client_factory is not None:
+            return self._sync_client_factory(self.url, **options)
+        if self._client_factory is not None:
+            return False  # cached "no blocking client": read through async_to_sync
+        pool = syncredis.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=options.pop("max_connections"),
+            timeout=options.pop("pool_timeout"),
+            **options,
+        )
+        return syncredis.Redis(connection_pool=pool)
+
     async def aclose(self) -> None:
         """Close the running loop's client, if any."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
@@ -359,14 +405,17 @@ class RedisBackend(BasePresenceBackend):
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         try:
             return await operation()
-        except (
-            redis_exceptions.ConnectionError,
-            redis_exceptions.TimeoutError,
-            # A replica, or a master demoted by a failover, refuses writes until the client
-            # reaches the new master: unavailable for now, like a dropped connection.
-            redis_exceptions.ReadOnlyError,
-        ) as e:
-            raise BackendUnavailable(f"Redis at {_safe_url(self.url)} is unavailable: {e}") from e
+        except _UNAVAILABLE as e:
+            raise self._unavailable(e) from e
+
+    def _call_sync(self, operation: Callable[[], T]) -> T:
+        try:
+            return operation()
+        except _UNAVAILABLE as e:
+            raise self._unavailable(e) from e
+
+    def _unavailable(self, error: Exception) -> BackendUnavailable:
+        return BackendUnavailable(f"Redis at {_safe_url(self.url)} is unavailable: {error}")
 
     async def _eval(self, name: str, source: str, args: Sequence[Any]) -> Any:
         client = self.client()
@@ -450,10 +499,7 @@ class RedisBackend(BasePresenceBackend):
 
         async def run() -> int:
             async with client.pipeline(transaction=True) as pipe:
-                pipe.hlen(self._user_prefix + user_id)
-                pipe.hget(self._keys[4], user_id)
-                total, closing = await pipe.execute()
-            return int(total) - (closing is not None)
+                return _open_count(await self._count_commands(pipe, user_id).execute())
 
         return await self._call(run)
 
@@ -465,15 +511,62 @@ class RedisBackend(BasePresenceBackend):
 
         async def run() -> set[str]:
             if len(ids) <= _CHUNK:
-                values = await client.hmget(self._keys[1], ids)
-            else:
-                async with client.pipeline(transaction=False) as pipe:
-                    for start in range(0, len(ids), _CHUNK):
-                        pipe.hmget(self._keys[1], ids[start : start + _CHUNK])
-                    values = [v for chunk in await pipe.execute() for v in chunk]
-            return {uid for uid, value in zip(ids, values, strict=True) if value is not None}
+                return _online(ids, [await client.hmget(self._keys[1], ids)])
+            async with client.pipeline(transaction=False) as pipe:
+                return _online(ids, await self._online_commands(pipe, ids).execute())
 
         return await self._call(run)
+
+    def _count_commands(self, pipe: Any, user_id: str) -> Any:
+        pipe.hlen(self._user_prefix + user_id)
+        pipe.hget(self._keys[4], user_id)
+        return pipe
+
+    def _online_commands(self, pipe: Any, ids: Sequence[str]) -> Any:
+        for start in range(0, len(ids), _CHUNK):
+            pipe.hmget(self._keys[1], ids[start : start + _CHUNK])
+        return pipe
+
+    # -- blocking reads (one shared client; no event loop) -----------------------------------
+
+    def is_online_sync(self, user_id: str) -> bool:
+        client = self.sync_client()
+        if client is None:
+            return super().is_online_sync(user_id)
+        return bool(self._call_sync(lambda: client.hexists(self._keys[1], user_id)))
+
+    def connection_count_sync(self, user_id: str) -> int:
+        client = self.sync_client()
+        if client is None:
+            return super().connection_count_sync(user_id)
+
+        def run() -> int:
+            with client.pipeline(transaction=True) as pipe:
+                return _open_count(self._count_commands(pipe, user_id).execute())
+
+        return self._call_sync(run)
+
+    def online_user_ids_sync(self, user_ids: Iterable[str]) -> set[str]:
+        ids = list(user_ids)
+        client = self.sync_client()
+        if client is None:
+            return super().online_user_ids_sync(ids)
+        if not ids:
+            return set()
+
+        def run() -> set[str]:
+            if len(ids) <= _CHUNK:
+                return _online(ids, [client.hmget(self._keys[1], ids)])
+            with client.pipeline(transaction=False) as pipe:
+                return _online(ids, self._online_commands(pipe, ids).execute())
+
+        return self._call_sync(run)
+
+    def all_online_user_ids_sync(self) -> set[str]:
+        client = self.sync_client()
+        if client is None:
+            return super().all_online_user_ids_sync()
+        return {_str(k) for k in self._call_sync(lambda: client.hkeys(self._keys[1]))}
 
     async def presence_snapshot(self, user_ids: Iterable[str]) -> dict[str, tuple[bool, int]]:
         ids = list(user_ids)
@@ -531,6 +624,16 @@ def _str(value: Any) -> str:
 
 def _change(user_id: str, result: Sequence[Any]) -> Change:
     return Change(user_id, _TRANSITIONS[int(result[0])], int(result[1]), int(result[2]))
+
+
+def _open_count(result: Sequence[Any]) -> int:
+    total, closing = result
+    return int(total) - (closing is not None)
+
+
+def _online(ids: Sequence[str], chunks: Iterable[Sequence[Any]]) -> set[str]:
+    values = [value for chunk in chunks for value in chunk]
+    return {uid for uid, value in zip(ids, values, strict=True) if value is not None}
 
 
 def _pair_args(connections: Sequence[tuple[str, str]]) -> list[Any]:

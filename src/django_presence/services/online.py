@@ -123,6 +123,18 @@ class _UserLocks:
 _user_locks = _UserLocks()
 
 
+def _refuse_in_event_loop(method: str) -> None:
+    """Refuse a blocking read from async code, as ``async_to_sync`` refuses the others."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        f"user_online_service.{method}() is sync and would block the event loop; from "
+        f"async code, await user_online_service.a{method}() instead."
+    )
+
+
 def _pk_from_key(key: str) -> Any:
     return get_user_model()._meta.pk.to_python(key)
 
@@ -270,13 +282,18 @@ class UserOnlineService:
         """Sync form of :meth:`aremove_user_connection`."""
         async_to_sync(self.aremove_user_connection)(user_id, connection_id, grace=grace)
 
+    # The reads call the backend's blocking twins: no event loop and, on Redis, a client
+    # shared by the process's threads, instead of a new loop and connection per call.
+
     def is_user_online(self, user_id: Any) -> bool:
         """Sync form of :meth:`ais_user_online`."""
-        return async_to_sync(self.ais_user_online)(user_id)
+        _refuse_in_event_loop("is_user_online")
+        return get_backend().is_online_sync(_user_key(user_id))
 
     def get_user_connection_count(self, user_id: Any) -> int:
         """Sync form of :meth:`aget_user_connection_count`."""
-        return async_to_sync(self.aget_user_connection_count)(user_id)
+        _refuse_in_event_loop("get_user_connection_count")
+        return get_backend().connection_count_sync(_user_key(user_id))
 
     def cleanup_user_connections(self, user_id: Any) -> int:
         """Sync form of :meth:`acleanup_user_connections`."""
@@ -284,7 +301,9 @@ class UserOnlineService:
 
     def get_online_user_ids(self, user_ids: Iterable[Any]) -> set[Any]:
         """Sync form of :meth:`aget_online_user_ids`."""
-        return async_to_sync(self.aget_online_user_ids)(list(user_ids))
+        _refuse_in_event_loop("get_online_user_ids")
+        by_key = {_user_key(user_id): user_id for user_id in user_ids}
+        return {by_key[key] for key in get_backend().online_user_ids_sync(by_key)}
 
     def sweep(self) -> int:
         """Sync form of :meth:`asweep`."""

@@ -122,7 +122,7 @@ class Command(BaseCommand):
         verbosity = int(options.get("verbosity", 1))
         backend = get_backend()
         manager = get_user_model()._default_manager
-        online = {_pk_from_key(k) for k in async_to_sync(backend.all_online_user_ids)()}
+        online = {_pk_from_key(k) for k in backend.all_online_user_ids_sync()}
         db_online = list(
             manager.filter(is_online=True)
             .order_by("pk")
@@ -148,7 +148,7 @@ class Command(BaseCommand):
             stale = [pk for pk in batch if pk not in online]
             if stale:
                 # Users who came online since the backend was read are left alone.
-                came_online = async_to_sync(backend.online_user_ids)([str(pk) for pk in stale])
+                came_online = backend.online_user_ids_sync([str(pk) for pk in stale])
                 stale = [pk for pk in stale if str(pk) not in came_online]
             pks = list(manager.filter(pk__in=stale, is_online=True).values_list("pk", flat=True))
             if pks:
