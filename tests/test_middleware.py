@@ -215,3 +215,33 @@ async def test_access_tokens_minted_by_simplejwt_authenticate_without_configurat
     refresh = str(RefreshToken.for_user(user))
     _, connected, code = await connect(subprotocols=["access_token", refresh])
     assert (connected, code) == (False, CLOSE_INVALID_TOKEN)
+
+
+async def test_refused_handshakes_are_counted_by_reason_and_logged_at_debug(
+    user: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django_presence import metrics
+
+    inactive = await get_user_model().objects.acreate(username="gone", is_active=False)
+    tokens = {
+        "expired": make_token(user.pk, lifetime=-60),
+        "invalid": make_token(user.pk, key="not-the-secret-key-but-long-enough-for-hs256"),
+        "not_access": make_token(user.pk, token_type="refresh"),
+        "unknown_user": make_token(987654),
+        "inactive_user": make_token(inactive.pk),
+    }
+    metrics.reset()
+    caplog.set_level("INFO", logger="django_presence.middleware")
+    for token in tokens.values():
+        _, connected, code = await connect(f"/ws/?token={token}")
+        assert (connected, code) == (False, CLOSE_INVALID_TOKEN)
+    assert caplog.records == []  # nothing at INFO: an attack must not flood the log
+
+    snap = metrics.snapshot()
+    counted = {reason: snap[f'tokens_rejected{{reason="{reason}"}}'] for reason in tokens}
+    assert counted == dict.fromkeys(tokens, 1)
+    caplog.set_level("DEBUG", logger="django_presence.middleware")
+    await connect(f"/ws/?token={tokens['expired']}")
+    assert [r.levelname for r in caplog.records] == ["DEBUG"]
+    assert "ExpiredSignatureError" in caplog.records[0].getMessage()
+    metrics.reset()

@@ -33,4 +33,13 @@ class BackendUnavailable(PresenceError):
 
 
 class InvalidToken(PresenceError):
-    """A WebSocket authentication token was rejected; ``str()`` says why."""
+    """A WebSocket authentication token was rejected; ``str()`` says why.
+
+    ``reason`` is a short code for metrics: ``expired``, ``invalid`` (bad signature,
+    algorithm, claims or format), ``not_access`` (a refresh token), ``unknown_user`` or
+    ``inactive_user``.
+    """
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -111,6 +111,11 @@ COUNTERS: dict[str, CounterSpec] = {
             "server_error",
         ),
     ),
+    "tokens_rejected": CounterSpec(
+        "WebSocket handshakes refused (code 4003) by JWTAuthMiddleware, by why.",
+        label="reason",
+        values=("expired", "invalid", "not_access", "unknown_user", "inactive_user"),
+    ),
     "flood_closes": CounterSpec(
         "Connections closed (code 4008) for sending on after being rate limited."
     ),

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 
+from . import metrics
 from .conf import presence_settings
 from .consumers.mixins import TOKEN_SUBPROTOCOL
 from .exceptions import InvalidToken, PresenceImproperlyConfigured
@@ -75,11 +76,15 @@ def decode_token(token: str) -> dict[str, Any]:
             leeway=presence_settings.JWT_LEEWAY,
             options={"require": ["exp", claim], "verify_aud": audience is not None},
         )
+    except jwt.ExpiredSignatureError as e:
+        raise InvalidToken(f"{type(e).__name__}: {e}", reason="expired") from e
     except jwt.PyJWTError as e:
         raise InvalidToken(f"{type(e).__name__}: {e}") from e
     token_type = payload.get("token_type")
     if token_type is not None and token_type != "access":
-        raise InvalidToken(f"Only access tokens are accepted, got token_type={token_type!r}")
+        raise InvalidToken(
+            f"Only access tokens are accepted, got token_type={token_type!r}", reason="not_access"
+        )
     return payload
 
 
@@ -91,9 +96,9 @@ def get_user_for_token(payload: dict[str, Any]) -> Any:
     try:
         user = user_model._default_manager.get(pk=user_id)
     except (user_model.DoesNotExist, ValueError, TypeError, OverflowError) as e:
-        raise InvalidToken(f"No user with id {user_id!r}") from e
+        raise InvalidToken(f"No user with id {user_id!r}", reason="unknown_user") from e
     if not getattr(user, "is_active", True):
-        raise InvalidToken(f"User {user_id!r} is inactive")
+        raise InvalidToken(f"User {user_id!r} is inactive", reason="inactive_user")
     return user
 
 
@@ -131,7 +136,10 @@ class JWTAuthMiddleware(BaseMiddleware):
             payload = decode_token(token)
             user = await get_user_for_token(payload)
         except InvalidToken as e:
-            logger.info("Rejected a WebSocket connection to %s: %s", scope.get("path"), e)
+            # DEBUG, not INFO: a client retrying a stale token, or an attack, would flood
+            # the log; the tokens_rejected counter shows the rate and the reasons.
+            metrics.increment("tokens_rejected", reason=e.reason)
+            logger.debug("Rejected a WebSocket connection to %s: %s", scope.get("path"), e)
             return await _reject(receive, send)
         scope["user"] = user
         scope["presence_token_exp"] = payload["exp"]
