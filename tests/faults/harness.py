@@ -25,7 +25,14 @@ from typing import Any
 import jwt
 import redis
 
-from ..servers import RedisProcess, free_port, wait_for_port
+from ..servers import (
+    RedisProcess,
+    free_port,
+    kill_process,
+    start_process,
+    uvicorn_command,
+    wait_for_port,
+)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -262,29 +269,14 @@ class ServerProcess:
 
     def start(self) -> None:
         """Start uvicorn; wait until it listens."""
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "tests.faults.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-                "--timeout-graceful-shutdown",
-                "5",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        command = uvicorn_command(
+            "tests.faults.asgi:application",
+            self.port,
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "5",
         )
-        log.close()
+        self.process = start_process(command, env=self.env, cwd=ROOT, log=self.log_path)
         try:
             wait_for_port(self.port, timeout=60)
         except TimeoutError:
@@ -316,9 +308,7 @@ class ServerProcess:
 
     def kill(self) -> None:
         """Kill the process if it still runs."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        kill_process(self.process, timeout=10)
 
     def log(self) -> str:
         """What the server wrote to stdout and stderr so far."""
