@@ -48,17 +48,26 @@ def token_for(user_id: Any, *, lifetime: float = 3600, **claims: Any) -> str:
     return jwt.encode(payload, SECRET_KEY, algorithm="HS256")
 
 
+def _poll(condition: Callable[[], Any], start: float, timeout: float, what: str) -> float | None:
+    """One poll: the seconds since ``start`` if ``condition`` holds, None if it may later.
+
+    Raises TimeoutError once ``timeout`` s have passed since ``start`` without it holding.
+    """
+    if condition():
+        return time.monotonic() - start
+    if time.monotonic() - start > timeout:
+        raise TimeoutError(f"Not true after {timeout:.1f} s: {what or condition}")
+    return None
+
+
 def wait_until(
     condition: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = ""
 ) -> float:
     """Poll ``condition`` until truthy; return the seconds it took, or raise on timeout."""
     start = time.monotonic()
-    while True:
-        if condition():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"Not true after {timeout:.1f} s: {what or condition}")
+    while (took := _poll(condition, start, timeout, what)) is None:
         time.sleep(interval)
+    return took
 
 
 async def await_until(
@@ -67,10 +76,9 @@ async def await_until(
     """Async form of :func:`wait_until`."""
     start = time.monotonic()
     while True:
-        if condition():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"Not true after {timeout:.1f} s: {what or condition}")
+        took = _poll(condition, start, timeout, what)
+        if took is not None:
+            return took
         await asyncio.sleep(interval)
 
 
