@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -24,7 +23,14 @@ ROOT = BENCH_DIR.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.servers import RedisProcess, free_port, wait_for_port  # noqa: E402
+from tests.servers import (  # noqa: E402
+    RedisProcess,
+    free_port,
+    start_process,
+    stop_process,
+    uvicorn_command,
+    wait_for_port,
+)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -262,32 +268,11 @@ class Server:
 
     def start(self) -> Server:
         """Start uvicorn and wait until the control API answers."""
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "benchproject.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-                "--backlog",
-                "4096",
-                *(
-                    ["--ws-ping-interval", str(self.ws_ping_interval)]
-                    if self.ws_ping_interval is not None
-                    else []
-                ),
-            ],
-            env=self.env,
-            cwd=BENCH_DIR,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        options = ["--no-access-log", "--backlog", "4096"]
+        if self.ws_ping_interval is not None:
+            options += ["--ws-ping-interval", str(self.ws_ping_interval)]
+        command = uvicorn_command("benchproject.asgi:application", self.port, *options)
+        self.process = start_process(command, env=self.env, cwd=BENCH_DIR, log=self.log)
         wait_for_port(self.port, timeout=60)
         self.stats()
         return self
@@ -316,13 +301,7 @@ class Server:
 
     def stop(self) -> None:
         """Stop uvicorn (SIGTERM, then SIGKILL after 15 s)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=15)
         self.process = None
 
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
 
@@ -52,6 +52,66 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Nothing listens on {host}:{port} after {timeout} s") from None
             time.sleep(0.05)
+
+
+def uvicorn_command(application: str, port: int, *options: str) -> list[str]:
+    """``python -m uvicorn <application>`` on 127.0.0.1:``port``, logging warnings only.
+
+    ``options`` (more uvicorn flags) follow the common ones.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        application,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *options,
+    ]
+
+
+def start_process(
+    command: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    log: Path | IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` (without waiting for anything) and return its process.
+
+    Its stdout and stderr both go to ``log``: appended to the file at that path, or
+    written to that open file; with no ``log`` the process shares this one's.
+    """
+    if log is None:
+        return subprocess.Popen(command, env=env, cwd=cwd)
+    if isinstance(log, Path):
+        with log.open("ab") as file:
+            return subprocess.Popen(
+                command, env=env, cwd=cwd, stdout=file, stderr=subprocess.STDOUT
+            )
+    return subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 15) -> None:
+    """Stop ``process`` if it still runs: SIGTERM, then SIGKILL after ``timeout`` s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def kill_process(process: subprocess.Popen[bytes] | None, timeout: float | None = None) -> None:
+    """SIGKILL ``process`` if it still runs, and wait (up to ``timeout`` s) until it is gone."""
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait(timeout)
 
 
 def redis_server_binary() -> str:
@@ -133,14 +193,8 @@ class RedisProcess:
         return self
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
+        stop_process(self.process, timeout=10)
         self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -219,18 +273,7 @@ class AsgiServer:
                 "0",
                 self.application,
             ]
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            self.application,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-        ]
+        return uvicorn_command(self.application, self.port)
 
     def manage(self, *args: str) -> str:
         """Run ``django-admin <args>`` with the server's settings; return its stdout."""
@@ -247,7 +290,7 @@ class AsgiServer:
 
     def start(self, timeout: float = 30) -> AsgiServer:
         """Start the server and wait until it accepts connections."""
-        self.process = subprocess.Popen(self.command(), env=self.env, cwd=ROOT)
+        self.process = start_process(self.command(), env=self.env, cwd=ROOT)
         try:
             wait_for_port(self.port, timeout=timeout)
         except TimeoutError:
@@ -259,16 +302,9 @@ class AsgiServer:
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would: nothing of it runs any more."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        kill_process(self.process)
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 15 s)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process, timeout=15)
         self.process = None

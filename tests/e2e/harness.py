@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..servers import free_port, wait_for_port
+from ..servers import free_port, start_process, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLE_DIR = ROOT / "example_project"
@@ -115,23 +114,16 @@ class ExampleServer:
 
     def start(self, timeout: float = 60.0) -> ExampleServer:
         """Run ``manage.py demo --port <port>`` and wait until it serves the login page."""
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                str(EXAMPLE_DIR / "manage.py"),
-                "demo",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=EXAMPLE_DIR,
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        command = [
+            sys.executable,
+            str(EXAMPLE_DIR / "manage.py"),
+            "demo",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        self.process = start_process(command, env=self.env(), cwd=EXAMPLE_DIR, log=self.log_path)
         deadline = time.monotonic() + timeout
         try:
             wait_for_port(self.port, timeout=timeout)
@@ -150,13 +142,7 @@ class ExampleServer:
 
     def stop(self) -> None:
         """Stop the server the way an orchestrator does (SIGTERM), then SIGKILL if stuck."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=15)
         self.process = None
 
     def log_tail(self, chars: int = 6000) -> str:

@@ -25,7 +25,14 @@ from typing import Any
 import jwt
 import redis
 
-from ..servers import RedisProcess, free_port, wait_for_port
+from ..servers import (
+    RedisProcess,
+    free_port,
+    kill_process,
+    start_process,
+    uvicorn_command,
+    wait_for_port,
+)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -41,17 +48,26 @@ def token_for(user_id: Any, *, lifetime: float = 3600, **claims: Any) -> str:
     return jwt.encode(payload, SECRET_KEY, algorithm="HS256")
 
 
+def _poll(condition: Callable[[], Any], start: float, timeout: float, what: str) -> float | None:
+    """One poll: the seconds since ``start`` if ``condition`` holds, None if it may later.
+
+    Raises TimeoutError once ``timeout`` s have passed since ``start`` without it holding.
+    """
+    if condition():
+        return time.monotonic() - start
+    if time.monotonic() - start > timeout:
+        raise TimeoutError(f"Not true after {timeout:.1f} s: {what or condition}")
+    return None
+
+
 def wait_until(
     condition: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = ""
 ) -> float:
     """Poll ``condition`` until truthy; return the seconds it took, or raise on timeout."""
     start = time.monotonic()
-    while True:
-        if condition():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"Not true after {timeout:.1f} s: {what or condition}")
+    while (took := _poll(condition, start, timeout, what)) is None:
         time.sleep(interval)
+    return took
 
 
 async def await_until(
@@ -60,10 +76,9 @@ async def await_until(
     """Async form of :func:`wait_until`."""
     start = time.monotonic()
     while True:
-        if condition():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"Not true after {timeout:.1f} s: {what or condition}")
+        took = _poll(condition, start, timeout, what)
+        if took is not None:
+            return took
         await asyncio.sleep(interval)
 
 
@@ -262,29 +277,14 @@ class ServerProcess:
 
     def start(self) -> None:
         """Start uvicorn; wait until it listens."""
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "tests.faults.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-                "--timeout-graceful-shutdown",
-                "5",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        command = uvicorn_command(
+            "tests.faults.asgi:application",
+            self.port,
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "5",
         )
-        log.close()
+        self.process = start_process(command, env=self.env, cwd=ROOT, log=self.log_path)
         try:
             wait_for_port(self.port, timeout=60)
         except TimeoutError:
@@ -316,9 +316,7 @@ class ServerProcess:
 
     def kill(self) -> None:
         """Kill the process if it still runs."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        kill_process(self.process, timeout=10)
 
     def log(self) -> str:
         """What the server wrote to stdout and stderr so far."""
