@@ -260,7 +260,7 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     ]
     if missing:
         pytest.fail(
-            f"{', '.join(missing)} not installed: pip install -r docs/requirements.txt "
+            f"{', '.join(missing)} not installed: pip install -e '.[test]' "
             "(the docs site must build; this test never skips)"
         )
     result = subprocess.run(
