@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,8 +166,31 @@ def test_the_docs_have_runnable_examples() -> None:
     assert len(runnable) >= 10, [b.where() for b in runnable]
 
 
+@pytest.fixture
+def own_signal_receivers() -> Iterator[None]:
+    """Disconnect, after the test, the receivers an example connected to the signals.
+
+    A receiver left connected would run in every later test of the session (one in the
+    tutorial raises for users it never saw come online), until garbage collection
+    happens to free it: an order- and GC-dependent failure elsewhere.
+    """
+    from django_presence import signals
+
+    watched = [signals.user_online, signals.user_offline]
+    saved = [list(signal.receivers) for signal in watched]
+    try:
+        yield
+    finally:
+        for signal, receivers in zip(watched, saved, strict=True):
+            with signal.lock:
+                signal.receivers = receivers
+                signal.sender_receivers_cache.clear()
+
+
 @pytest.mark.parametrize("page", [p.name for p in PAGES])
-def test_runnable_examples_run(page: str, presence: dict[str, Any]) -> None:
+def test_runnable_examples_run(
+    page: str, presence: dict[str, Any], own_signal_receivers: None
+) -> None:
     namespace: dict[str, Any] = {"__name__": f"docs.{page[:-3]}"}
     for block in code_blocks(DOCS / page):
         if block.language == "python" and block.title is None:
