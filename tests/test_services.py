@@ -317,20 +317,34 @@ def test_a_failing_signal_receiver_does_not_stop_the_others(
 ) -> None:
     from django_presence.signals import user_online
 
+    later: list[Any] = []
+
     def broken(**kwargs: Any) -> None:
         raise RuntimeError("receiver bug")
 
+    def connected_after_it(user_id: Any, **kwargs: Any) -> None:
+        later.append(user_id)
+
     user = make_user()
     user_online.connect(broken, weak=False)
+    user_online.connect(connected_after_it, weak=False)
     try:
         user_online_service.add_user_connection(user.pk)
     finally:
         user_online.disconnect(broken)
+        user_online.disconnect(connected_after_it)
 
     user.refresh_from_db()
     assert user.is_online
     assert user_online_service.is_user_online(user.pk)
-    assert "A online receiver failed" in caplog.text
+    assert signal_log.kinds() == ["online"]  # connected before the broken one
+    assert later == [user.pk]  # and after it
+    errors = [r for r in caplog.records if r.name == "django_presence.services.online"]
+    assert [r.getMessage() for r in errors] == [
+        f"The user_online receiver {__name__}.{broken.__qualname__} failed for user {user.pk}"
+    ]
+    assert errors[0].exc_info is not None
+    assert str(errors[0].exc_info[1]) == "receiver bug"
 
 
 # -- async API -------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ several threads of one process). Within one event loop, a user's signals arrive 
 order, and a receiver may call the service for the same user.
 
 Receivers may be sync functions, or on Django 5.0 and newer async ones (Django 4.2's
-signals cannot await a receiver).
+signals cannot await a receiver). A receiver that raises is logged with its traceback
+(``django_presence.services.online``) and does not keep the other receivers from
+running, nor presence from being applied.
 
 Example::
 

@@ -402,22 +402,26 @@ class UserOnlineService:
         )
 
     async def _send_signal(self, change: Change) -> None:
-        signal = (
-            signals.user_online if change.transition is Transition.ONLINE else signals.user_offline
-        )
-        try:
-            kwargs = {"user_id": _pk_from_key(change.user_id), "seq": change.seq}
-            if hasattr(signal, "asend"):
-                await signal.asend(sender=UserOnlineService, **kwargs)
-            else:  # Django 4.2
-                await sync_to_async(signal.send)(sender=UserOnlineService, **kwargs)
-        except Exception:
-            logger.exception(
-                "A %s receiver failed for user %s",
-                change.transition.value,
-                change.user_id,
-                extra={"user_id": change.user_id, "server": SERVER_ID},
-            )
+        online = change.transition is Transition.ONLINE
+        signal = signals.user_online if online else signals.user_offline
+        kwargs = {"user_id": _pk_from_key(change.user_id), "seq": change.seq}
+        # Robust: a receiver that raises does not keep the others from hearing of the
+        # transition (plain send() stops at the first exception).
+        if hasattr(signal, "asend_robust"):
+            responses = await signal.asend_robust(sender=UserOnlineService, **kwargs)
+        else:  # Django 4.2
+            responses = await sync_to_async(signal.send_robust)(sender=UserOnlineService, **kwargs)
+        for receiver, response in responses:
+            if isinstance(response, Exception):
+                logger.error(
+                    "The %s receiver %s.%s failed for user %s",
+                    "user_online" if online else "user_offline",
+                    getattr(receiver, "__module__", "?"),
+                    getattr(receiver, "__qualname__", repr(receiver)),
+                    change.user_id,
+                    exc_info=response,
+                    extra={"user_id": change.user_id, "server": SERVER_ID},
+                )
 
     async def _notify_watchers(self, transitions: Sequence[Change], now: Any) -> None:
         layer = get_channel_layer(presence_settings.CHANNEL_LAYER)
