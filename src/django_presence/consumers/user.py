@@ -35,6 +35,7 @@ from ..ratelimit import (
     user_buckets,
 )
 from ..services.messaging import send_group_message, user_messaging_service, wire_user_id
+from ..services.online import _user_model_has_presence_fields
 from .mixins import UserOnlineStatusMixin
 
 logger = logging.getLogger(__name__)
@@ -605,12 +606,19 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
             await self._group_add(groups.watchers_group(pk))
         snapshot = await get_backend().presence_snapshot([str(pk) for pk in targets])
         users = {}
+        offline = []
         for pk in targets:
             online, seq = snapshot.get(str(pk), (False, 0))
             self._watching[str(pk)] = max(self._watching.get(str(pk), 0), seq)
             self._watched_online[str(pk)] = online
             users[str(wire_user_id(pk))] = online
-        return "presence_state", {"users": users}
+            if not online:
+                offline.append(pk)
+        reply: dict[str, Any] = {"users": users}
+        if presence_settings.SYNC_USER_MODEL and _user_model_has_presence_fields():
+            seen = await _last_seen_of(offline) if offline else {}
+            reply["last_seen"] = {str(wire_user_id(pk)): seen.get(str(pk)) for pk in targets}
+        return "presence_state", reply
 
     async def request_unsubscribe_presence(self, data: dict[str, Any]) -> None:
         """``unsubscribe_presence {user_ids}``: no more ``status_changed`` for them."""
@@ -727,3 +735,10 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
 @database_sync_to_async
 def _user_exists(pk: Any) -> bool:
     return bool(get_user_model()._default_manager.filter(pk=pk).exists())
+
+
+@database_sync_to_async
+def _last_seen_of(pks: list[Any]) -> dict[str, str | None]:
+    """``last_seen`` (ISO 8601) of these users from the DB, keyed by ``str(pk)``: one query."""
+    rows = get_user_model()._default_manager.filter(pk__in=pks).values_list("pk", "last_seen")
+    return {str(pk): seen.isoformat() if seen else None for pk, seen in rows}
