@@ -43,6 +43,13 @@ async def eventually(
         await asyncio.sleep(0.02)
 
 
+def like(backend: BasePresenceBackend, **options: Any) -> Any:
+    """Another instance of ``backend``'s class on the same store, with ``options`` changed."""
+    from django_presence.conf import presence_settings
+
+    return type(backend)(**{**presence_settings.BACKEND_OPTIONS, **options})
+
+
 async def sweep_until_offline(backend: BasePresenceBackend, user_id: str) -> list[Change]:
     """Sweep until ``user_id`` goes offline; return every change the sweeps produced."""
     changes: list[Change] = []
@@ -696,3 +703,41 @@ async def test_blocking_reads_agree_with_the_coroutines(backend: BasePresenceBac
     await backend.remove_user("1")
     assert await asyncio.to_thread(backend.is_online_sync, "1") is False
     assert await asyncio.to_thread(backend.all_online_user_ids_sync) == {"2"}
+
+
+async def test_the_last_seq_of_an_offline_user_is_forgotten_after_the_retention(
+    backend: BasePresenceBackend,
+) -> None:
+    """The store does not grow with every user who was ever online."""
+    short = like(backend, transition_retention=0.3)
+    await short.add_connection("gone", "a", ttl=30)
+    offline = await short.remove_connection("gone", "a")
+    back = await short.add_connection("back", "b", ttl=30)  # offline, then online again
+    await short.remove_connection("back", "b")
+    back = await short.add_connection("back", "c", ttl=30)
+    stays = await short.add_connection("stays", "d", ttl=30)
+    await short.sweep()  # within the retention: nothing forgotten
+    assert await short.presence_snapshot(["gone", "back", "stays"]) == {
+        "gone": (False, offline.seq),
+        "back": (True, back.seq),
+        "stays": (True, stays.seq),
+    }
+
+    await asyncio.sleep(0.4)
+    await short.sweep()
+
+    assert await short.presence_snapshot(["gone", "back", "stays"]) == {
+        "gone": (False, 0),
+        "back": (True, back.seq),
+        "stays": (True, stays.seq),
+    }
+    again = await short.add_connection("gone", "e", ttl=30)
+    assert again.transition is ONLINE
+    assert again.seq > stays.seq  # seq still only grows
+    await short.aclose()
+
+
+@pytest.mark.parametrize("bad", [-1, "1h", None, True])
+def test_transition_retention_is_validated(backend: BasePresenceBackend, bad: Any) -> None:
+    with pytest.raises(ValueError, match="transition_retention"):
+        like(backend, transition_retention=bad)

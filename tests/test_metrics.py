@@ -414,3 +414,56 @@ def test_the_operations_page_lists_exactly_the_counters() -> None:
         line.split("|")[1].strip().strip("`") for line in section.splitlines() if "| `" in line
     }
     assert rows == set(metrics.COUNTERS)
+
+
+async def test_a_channel_layer_outage_logs_once_per_process_and_groups_come_back(
+    alice: Any, presence: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis of the channel layer stops, then comes back empty, with 4 sockets open."""
+    from channels.layers import channel_layers
+
+    from django_presence.services import user_messaging_service
+
+    from .conftest import redis_channel_layer_config
+    from .servers import RedisProcess
+
+    server = RedisProcess().start()
+    restarted = None
+    config = redis_channel_layer_config(server.url)
+    config["CONFIG"]["hosts"][0]["socket_connect_timeout"] = 0.5
+    try:
+        with override_settings(CHANNEL_LAYERS={"default": config}):
+            tabs = [await open_socket(alice) for _ in range(4)]
+            caplog.set_level(logging.DEBUG, "django_presence.consumers.user")
+            server.stop()
+
+            async def every_socket_retried() -> bool:
+                return count("channel_layer_failures") >= 8
+
+            await _until(every_socket_retried)
+            unavailable = [r for r in caplog.records if "Channel layer unavailable" in r.message]
+            assert len(unavailable) >= 8
+            assert [r.levelname for r in unavailable].count("WARNING") == 1  # not one per socket
+
+            restarted = RedisProcess(port=server.port).start()  # empty: group memberships gone
+
+            async def recovered() -> bool:
+                return "Channel layer available again" in caplog.text
+
+            await _until(recovered)
+            await user_messaging_service.send_notification_to_user(alice.pk, "Back", "hello")
+            for tab in tabs:  # every socket joined its user's group again
+                assert (await receive_type(tab, "notification"))["data"]["title"] == "Back"
+                await tab.disconnect()
+    finally:
+        channel_layers.backends.clear()
+        for process in (server, restarted):
+            if process is not None and process.process is not None:
+                process.stop()
+
+
+async def _until(condition: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"not met within {timeout} s: {condition}"
+        await asyncio.sleep(0.05)

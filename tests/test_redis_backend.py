@@ -74,9 +74,39 @@ async def test_every_key_carries_the_hash_tag(redis_url: str, redis_client: redi
     assert keys
     assert all(k.startswith("{" + prefix + "}:") for k in keys), keys
     assert {key_slot(k.encode()) for k in keys} == {key_slot(prefix.encode())}
-    assert {k.split(":", 1)[1] for k in keys} >= {"leases", "online", "seq", "tseq", "closing"}
+    assert {k.split(":", 1)[1] for k in keys} >= {
+        "leases",
+        "online",
+        "seq",
+        "tseq",
+        "closing",
+        "offline",
+    }
     await backend.clear()
     assert not [k for k in redis_client.scan_iter(count=1000) if prefix.encode() in k]
+    await backend.aclose()
+
+
+async def test_nothing_is_left_of_users_long_offline(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """One hash field per user ever seen would grow Redis without bound."""
+    backend = make_backend(redis_url, transition_retention=0.2)
+    for uid in range(50):
+        await backend.add_connection(str(uid), "a", ttl=30)
+        await backend.add_connection(str(uid), "b", ttl=0.1)
+        await backend.remove_connection(str(uid), "a")
+    await asyncio.sleep(0.25)
+    await backend.sweep()  # the "b" leases expire: everybody offline
+    tag = "{" + backend.key_prefix + "}"
+    assert redis_client.hlen(f"{tag}:tseq") == 50  # kept within the retention
+    await asyncio.sleep(0.25)
+
+    await backend.sweep()
+
+    left = sorted(k.decode() for k in redis_client.scan_iter(match=tag.replace("{", "[{]") + "*"))
+    assert left == [f"{tag}:seq"]  # the counter alone: transitions still only grow
+    await backend.clear()
     await backend.aclose()
 
 

@@ -510,6 +510,35 @@ async def test_max_groups_per_connection(users: list[Any], presence: dict[str, A
 # -- presence subscriptions ------------------------------------------------------------------
 
 
+async def test_the_snapshot_says_when_offline_users_were_last_seen(
+    users: list[Any], presence: dict[str, Any]
+) -> None:
+    alice, bob, carol, _ = users
+    bob_tab = await open_socket(bob)
+    await bob_tab.disconnect()
+    await bob.arefresh_from_db()
+    assert bob.last_seen is not None
+    carol_tab = await open_socket(carol)
+    watcher = await open_socket(alice)
+
+    await request(watcher, "subscribe_presence", {"user_ids": [bob.pk, carol.pk, 987654]})
+    state = (await receive_type(watcher, "presence_state"))["data"]
+
+    assert state["users"] == {str(bob.pk): False, str(carol.pk): True, "987654": False}
+    assert state["last_seen"] == {
+        str(bob.pk): bob.last_seen.isoformat(),
+        str(carol.pk): None,  # online
+        "987654": None,  # no such user
+    }
+    with override_settings(DJANGO_PRESENCE={**presence, "SYNC_USER_MODEL": False}):
+        await request(watcher, "subscribe_presence", {"user_ids": [bob.pk]})
+        assert (await receive_type(watcher, "presence_state"))["data"] == {
+            "users": {str(bob.pk): False}  # not kept in the DB: nothing to say
+        }
+    await carol_tab.disconnect()
+    await watcher.disconnect()
+
+
 async def test_subscribe_then_status_changes(users: list[Any]) -> None:
     alice, bob, carol, _ = users
     watcher = await open_socket(alice)
@@ -517,7 +546,10 @@ async def test_subscribe_then_status_changes(users: list[Any]) -> None:
     await request(watcher, "subscribe_presence", {"user_ids": [bob.pk, carol.pk]}, id="s")
     assert await receive(watcher) == {
         "type": "presence_state",
-        "data": {"users": {str(bob.pk): True, str(carol.pk): False}},
+        "data": {
+            "users": {str(bob.pk): True, str(carol.pk): False},
+            "last_seen": {str(bob.pk): None, str(carol.pk): None},  # carol was never online
+        },
         "id": "s",
     }
     carol_tab = await open_socket(carol)

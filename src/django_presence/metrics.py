@@ -116,6 +116,10 @@ COUNTERS: dict[str, CounterSpec] = {
         label="reason",
         values=("expired", "invalid", "not_access", "unknown_user", "inactive_user"),
     ),
+    "channel_layer_failures": CounterSpec(
+        "Failed channel-layer receives of ws/user/ connections (each is retried with "
+        "backoff, up to 5 s apart). Alert on a rate above zero."
+    ),
     "flood_closes": CounterSpec(
         "Connections closed (code 4008) for sending on after being rate limited."
     ),

@@ -348,3 +348,25 @@ test("group member lists follow group_joined, then group_presence diffs and new 
   assert.deepEqual(updates.map((u) => u[1]), [1, 2, 1, 500, 2]);
   client.close();
 });
+
+test("the snapshot's last_seen fills in each offline user's status", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket);
+  const socket = await connected(client, FakeSocket);
+  const subscribed = client.subscribe([1, 2, 3]);
+  const [request] = socket.sentOfType("subscribe_presence");
+  socket.receive({
+    type: "presence_state",
+    id: request.id,
+    data: {
+      users: { 1: true, 2: false, 3: false },
+      last_seen: { 1: null, 2: "2026-11-28T08:00:05+00:00", 3: null },
+    },
+  });
+  await subscribed;
+  assert.deepEqual(client.getStatus(1), { user_id: 1, is_online: true, last_seen: null });
+  assert.equal(client.getStatus(2).last_seen, "2026-11-28T08:00:05+00:00");
+  assert.equal(client.getStatus(2).is_online, false);
+  assert.equal(client.getStatus(3).last_seen, null);
+  client.close();
+});

@@ -71,6 +71,16 @@ class ConnectionInfo:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def check_retention(value: Any) -> float:
+    """Validate a backend's ``transition_retention`` option (seconds, >= 0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(
+            "transition_retention must be a number of seconds >= 0 (BACKEND_OPTIONS), "
+            f"got {value!r}."
+        )
+    return float(value)
+
+
 class BasePresenceBackend:
     """Base class of presence backends; subclass it to write your own.
 

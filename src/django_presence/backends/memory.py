@@ -6,12 +6,20 @@ connections. Use :class:`~django_presence.backends.redis.RedisBackend` in produc
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from .base import BasePresenceBackend, Change, ConnectionInfo, SweepResult, Transition
+from .base import (
+    BasePresenceBackend,
+    Change,
+    ConnectionInfo,
+    SweepResult,
+    Transition,
+    check_retention,
+)
 
 
 @dataclass
@@ -27,14 +35,23 @@ class MemoryBackend(BasePresenceBackend):
 
     Behaves exactly like the Redis backend (the same contract suite runs on both), but is
     not shared between processes. ``clock`` may be given for tests; it defaults to
-    :func:`time.monotonic`.
+    :func:`time.monotonic`. ``transition_retention`` is as for the Redis backend: a
+    user's last transition seq is forgotten that many seconds after they went offline.
     """
 
     shared_across_processes = False
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        transition_retention: float = 3600.0,
+    ) -> None:
         super().__init__()
         self._clock = clock
+        self._retention = check_retention(transition_retention)
+        # Users offline whose last seq is still kept, oldest first: user id -> since when.
+        self._offline_since: dict[str, float] = {}
         self._lock = threading.Lock()
         self._users: dict[str, dict[str, _Lease]] = {}
         self._transition_seq: dict[str, int] = {}
@@ -44,6 +61,9 @@ class MemoryBackend(BasePresenceBackend):
     def _transition(self, user_id: str, transition: Transition, count: int) -> Change:
         self._seq += 1
         self._transition_seq[user_id] = self._seq
+        self._offline_since.pop(user_id, None)  # re-inserted last: the dict stays in order
+        if transition is Transition.OFFLINE:
+            self._offline_since[user_id] = self._clock()
         return Change(user_id, transition, count, self._seq)
 
     @staticmethod
@@ -114,6 +134,7 @@ class MemoryBackend(BasePresenceBackend):
                 if now < self._sweep_lock_until:
                     return SweepResult(swept=False)
                 self._sweep_lock_until = now + lock_ttl
+            self._forget_old_transitions(now, limit)
             removed = 0
             changes = []
             for user_id in list(self._users):
@@ -129,6 +150,14 @@ class MemoryBackend(BasePresenceBackend):
                 if removed >= limit:
                     break
             return SweepResult(removed, tuple(changes))
+
+    def _forget_old_transitions(self, now: float, limit: int) -> None:
+        for user_id, since in list(itertools.islice(self._offline_since.items(), limit)):
+            if since > now - self._retention:
+                break
+            del self._offline_since[user_id]
+            if user_id not in self._users:
+                self._transition_seq.pop(user_id, None)
 
     async def remove_user(self, user_id: str) -> tuple[int, Change]:
         with self._lock:
@@ -183,4 +212,5 @@ class MemoryBackend(BasePresenceBackend):
         with self._lock:
             self._users.clear()
             self._transition_seq.clear()
+            self._offline_since.clear()
             self._sweep_lock_until = 0.0

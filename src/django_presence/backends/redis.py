@@ -11,7 +11,9 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
   one: adding a connection drops it).
 - ``{P}:seq``      counter of transitions, never below the server time in microseconds so
   that it keeps increasing after Redis lost its data; ``{P}:tseq`` hash: user id -> last
-  transition seq.
+  transition seq, kept while the user is online and ``transition_retention`` seconds after;
+  ``{P}:offline`` sorted set: user id -> ms since which the user is offline, for pruning
+  ``tseq`` (so neither grows with every user who was ever online).
 - ``{P}:sweeplock`` the sweep lock.
 
 Every mutation is one Lua script, so adding, removing and deciding the transition are one
@@ -39,7 +41,14 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from ..exceptions import BackendUnavailable, PresenceImproperlyInstalled
-from .base import BasePresenceBackend, Change, ConnectionInfo, SweepResult, Transition
+from .base import (
+    BasePresenceBackend,
+    Change,
+    ConnectionInfo,
+    SweepResult,
+    Transition,
+    check_retention,
+)
 
 try:
     import redis as syncredis
@@ -63,9 +72,11 @@ _UNAVAILABLE = (
 
 _TRANSITIONS = {0: Transition.NONE, 1: Transition.ONLINE, 2: Transition.OFFLINE}
 
-# KEYS: 1 leases, 2 online, 3 seq, 4 tseq, 5 closing, 6 sweeplock.  ARGV[1]: user key prefix.
+# KEYS: 1 leases, 2 online, 3 seq, 4 tseq, 5 closing, 6 sweeplock, 7 offline.
+# ARGV[1]: user key prefix.
 _PRELUDE = """
 local K_LEASES, K_ONLINE, K_SEQ, K_TSEQ, K_CLOSING = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_OFFLINE = KEYS[7]
 local UP = ARGV[1]
 local function now_ms()
   local t = redis.call('TIME')
@@ -80,7 +91,9 @@ end
 -- Transition numbers never go back, even when Redis restarted empty and K_SEQ is gone:
 -- the counter is floored at the server time in microseconds (below 2^53, so the number
 -- survives Lua's doubles and JavaScript clients), and INCR keeps it unique.
-local function next_seq(uid)
+-- A user's last seq is kept while online, and in K_OFFLINE's care once offline: the sweep
+-- forgets it after the retention period (see prune()).
+local function next_seq(uid, went_online)
   local s = redis.call('INCR', K_SEQ)
   local t = redis.call('TIME')
   local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -89,6 +102,11 @@ local function next_seq(uid)
     redis.call('SET', K_SEQ, string.format('%d', s))
   end
   redis.call('HSET', K_TSEQ, uid, string.format('%d', s))
+  if went_online then
+    redis.call('ZREM', K_OFFLINE, uid)
+  else
+    redis.call('ZADD', K_OFFLINE, math.floor(floor / 1000), uid)
+  end
   return s
 end
 local function open_count(uid)
@@ -117,7 +135,7 @@ local function store(uid, cid, ttl, server, now)
   local count = redis.call('HLEN', uk)
   if was == 0 then
     redis.call('HSET', K_ONLINE, uid, now)
-    return {1, count, next_seq(uid)}
+    return {1, count, next_seq(uid, true)}
   end
   return {0, count, 0}
 end
@@ -148,7 +166,7 @@ redis.call('HDEL', uk, cid)
 redis.call('ZREM', K_LEASES, member(uid, cid))
 if n == 1 then
   redis.call('HDEL', K_ONLINE, uid)
-  return {2, 0, next_seq(uid)}
+  return {2, 0, next_seq(uid, false)}
 end
 return {0, n - 1, 0}
 """
@@ -178,12 +196,20 @@ end
 """
 
 # sweep(): {-1} when another process holds the lock, else {removed, uid, seq, uid, seq...}.
+# It also forgets the last seq of up to ``limit`` users offline for ``retention_ms``.
 _SWEEP_FN = """
-local function sweep(limit, lock_ms, token)
+local function sweep(limit, lock_ms, token, retention_ms)
   if lock_ms > 0 and not redis.call('SET', KEYS[6], token, 'NX', 'PX', lock_ms) then
     return {-1}
   end
-  local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now_ms(), 'LIMIT', 0, limit)
+  local now = now_ms()
+  local gone =
+    redis.call('ZRANGEBYSCORE', K_OFFLINE, '-inf', now - retention_ms, 'LIMIT', 0, limit)
+  for _, uid in ipairs(gone) do
+    redis.call('ZREM', K_OFFLINE, uid)
+    if redis.call('HEXISTS', K_ONLINE, uid) == 0 then redis.call('HDEL', K_TSEQ, uid) end
+  end
+  local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, limit)
   local out = {#expired}
   for _, m in ipairs(expired) do
     local uid, cid = split(m)
@@ -193,7 +219,7 @@ local function sweep(limit, lock_ms, token)
     if redis.call('HGET', K_CLOSING, uid) == cid then redis.call('HDEL', K_CLOSING, uid) end
     if redis.call('HLEN', uk) == 0 and redis.call('HDEL', K_ONLINE, uid) == 1 then
       out[#out + 1] = uid
-      out[#out + 1] = next_seq(uid)
+      out[#out + 1] = next_seq(uid, false)
     end
   end
   return out
@@ -212,7 +238,7 @@ _SWEEP = (
     _PRELUDE
     + _SWEEP_FN
     + """
-return sweep(tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+return sweep(tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]))
 """
 )
 
@@ -223,8 +249,8 @@ _HEARTBEAT_AND_SWEEP = (
     + _HEARTBEAT_FN
     + _SWEEP_FN
     + """
-local restored = heartbeat(tonumber(ARGV[2]), ARGV[3], 7)
-return {restored, sweep(tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6])}
+local restored = heartbeat(tonumber(ARGV[2]), ARGV[3], 8)
+return {restored, sweep(tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]))}
 """
 )
 
@@ -237,7 +263,7 @@ local cids = redis.call('HKEYS', uk)
 for _, cid in ipairs(cids) do redis.call('ZREM', K_LEASES, member(uid, cid)) end
 redis.call('DEL', uk)
 redis.call('HDEL', K_CLOSING, uid)
-if redis.call('HDEL', K_ONLINE, uid) == 1 then return {#cids, 2, next_seq(uid)} end
+if redis.call('HDEL', K_ONLINE, uid) == 1 then return {#cids, 2, next_seq(uid, false)} end
 return {#cids, 0, 0}
 """
 )
@@ -284,6 +310,10 @@ class RedisBackend(BasePresenceBackend):
       a pooled connection instead of failing (redis-py 8's default pool raises).
     - ``client_factory``: a callable ``(url, **options) -> redis.asyncio.Redis`` for
       Sentinel or Cluster clients.
+    - ``transition_retention`` (3600 s): how long a user's last transition ``seq`` is kept
+      after they went offline, so that a presence snapshot still orders it against
+      messages in flight; then the sweep forgets it, and Redis holds nothing of users who
+      are offline. Keep it far above the channel layer's message ``expiry`` (60 s).
     - ``sync_client_factory``: the same for the blocking ``redis.Redis`` client that sync
       callers read with. Without it, a project that sets ``client_factory`` reads from
       sync code through ``async_to_sync`` instead (slower, but on its own client).
@@ -307,6 +337,7 @@ class RedisBackend(BasePresenceBackend):
         pool_timeout: float = 10.0,
         client_factory: Callable[..., Any] | None = None,
         sync_client_factory: Callable[..., Any] | None = None,
+        transition_retention: float = 3600.0,
     ) -> None:
         super().__init__()
         from ..conf import presence_settings
@@ -327,8 +358,10 @@ class RedisBackend(BasePresenceBackend):
             f"{tag}:tseq",
             f"{tag}:closing",
             f"{tag}:sweeplock",
+            f"{tag}:offline",
         ]
         self._user_prefix = f"{tag}:u:"
+        self._retention_ms = _ms(check_retention(transition_retention))
         self._client_options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_connect_timeout,
@@ -463,7 +496,7 @@ class RedisBackend(BasePresenceBackend):
     async def sweep(self, *, limit: int = 1000, lock_ttl: float = 0) -> SweepResult:
         token = uuid.uuid4().hex
         result = await self._eval(
-            "sweep", _SWEEP, [self._user_prefix, limit, _ms(lock_ttl), token]
+            "sweep", _SWEEP, [self._user_prefix, limit, _ms(lock_ttl), token, self._retention_ms]
         )
         return _sweep_result(result)
 
@@ -480,6 +513,7 @@ class RedisBackend(BasePresenceBackend):
         last = max(0, len(connections) - _CHUNK)
         restored = await self.heartbeat(connections[:last], ttl=ttl, server=server)
         args = [self._user_prefix, _ms(ttl), server, limit, _ms(lock_ttl), uuid.uuid4().hex]
+        args.append(self._retention_ms)
         args += _pair_args(connections[last:])
         beat, swept = await self._eval("heartbeat_and_sweep", _HEARTBEAT_AND_SWEEP, args)
         return restored + _restored(beat), _sweep_result(swept)

@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from ..ratelimit import (
     user_buckets,
 )
 from ..services.messaging import send_group_message, user_messaging_service, wire_user_id
+from ..services.online import SERVER_ID, _user_model_has_presence_fields
 from .mixins import UserOnlineStatusMixin
 
 logger = logging.getLogger(__name__)
@@ -122,6 +124,7 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         self._max_watched = 0
         self._closing = False
         self._cleaned_up = False
+        self._rejoin_task: asyncio.Task[None] | None = None
 
     @property
     def channel_receive(self) -> Any:
@@ -138,9 +141,12 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
                 try:
                     return await receive()
                 except Exception as e:
-                    # One warning per outage and connection; the retries are DEBUG.
+                    metrics.increment("channel_layer_failures")
+                    # One WARNING per outage and process, however many sockets it holds;
+                    # every retry is DEBUG, and the recovery INFO (see _LayerOutage).
+                    first = self._layer_outage_began()
                     logger.log(
-                        logging.WARNING if delay == 0.1 else logging.DEBUG,
+                        logging.WARNING if first else logging.DEBUG,
                         "Channel layer unavailable (%s); retrying in %.1f s",
                         e,
                         delay,
@@ -187,6 +193,45 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         """Join this connection's channel-layer groups again (Redis lost its data)."""
         for group in list(self._layer_groups):
             await self.channel_layer.group_add(group, self.channel_name)
+
+    def _layer_outage_began(self) -> bool:
+        """Note that this connection's layer receive failed; True if the process's first."""
+        if self._rejoin_task is not None or self._cleaned_up:
+            return False
+        self._rejoin_task = asyncio.get_running_loop().create_task(self._rejoin_when_back())
+        return _layer_outage.begin()
+
+    async def _rejoin_when_back(self) -> None:
+        """Join this connection's groups again, with backoff, once the layer answers.
+
+        The layer's Redis may have restarted empty, and with it the connection's group
+        memberships (its user's group, watched users, rooms); joining again is harmless
+        when they were kept. A layer that shares the presence backend's Redis is also
+        rejoined by the heartbeat; a layer on a Redis of its own, only here. The first
+        ``group_add`` that succeeds ends the outage for this connection.
+        """
+        delay = 0.2
+        try:
+            while not self._cleaned_up:
+                await asyncio.sleep(delay)
+                try:
+                    await self.presence_rejoin_groups()
+                except Exception as e:
+                    logger.debug(
+                        "Channel layer still unavailable (%s)",
+                        e,
+                        extra=self.get_presence_log_extra(),
+                    )
+                    delay = min(delay * 2, 5.0)
+                    continue
+                _layer_outage.end(recovered=True)
+                return
+            _layer_outage.end(recovered=False)
+        except asyncio.CancelledError:
+            _layer_outage.end(recovered=False)
+            raise
+        finally:
+            self._rejoin_task = None
 
     @property  # a setting read per connection, not a constant
     def channel_layer_alias(self) -> str:  # type: ignore[override]
@@ -237,6 +282,8 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         if self._cleaned_up:
             return
         self._cleaned_up = True
+        if self._rejoin_task is not None:
+            self._rejoin_task.cancel()
         for name in list(self._rooms):
             await self._leave_room(name)
         if self.channel_layer is not None:
@@ -605,12 +652,19 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
             await self._group_add(groups.watchers_group(pk))
         snapshot = await get_backend().presence_snapshot([str(pk) for pk in targets])
         users = {}
+        offline = []
         for pk in targets:
             online, seq = snapshot.get(str(pk), (False, 0))
             self._watching[str(pk)] = max(self._watching.get(str(pk), 0), seq)
             self._watched_online[str(pk)] = online
             users[str(wire_user_id(pk))] = online
-        return "presence_state", {"users": users}
+            if not online:
+                offline.append(pk)
+        reply: dict[str, Any] = {"users": users}
+        if presence_settings.SYNC_USER_MODEL and _user_model_has_presence_fields():
+            seen = await _last_seen_of(offline) if offline else {}
+            reply["last_seen"] = {str(wire_user_id(pk)): seen.get(str(pk)) for pk in targets}
+        return "presence_state", reply
 
     async def request_unsubscribe_presence(self, data: dict[str, Any]) -> None:
         """``unsubscribe_presence {user_ids}``: no more ``status_changed`` for them."""
@@ -727,3 +781,44 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
 @database_sync_to_async
 def _user_exists(pk: Any) -> bool:
     return bool(get_user_model()._default_manager.filter(pk=pk).exists())
+
+
+class _LayerOutage:
+    """How many of this process's connections are retrying the channel layer now.
+
+    Lets a layer outage log one WARNING when the first connection fails and one INFO when
+    the last failing connection reached the layer again, instead of one WARNING per
+    socket.
+    """
+
+    def __init__(self) -> None:
+        self.failing = 0
+        self.since = 0.0
+
+    def begin(self) -> bool:
+        """Count a connection that started failing; True if it is the first one."""
+        self.failing += 1
+        if self.failing == 1:
+            self.since = time.monotonic()
+            return True
+        return False
+
+    def end(self, recovered: bool) -> None:
+        """Count a failing connection that reached the layer again (or ended)."""
+        self.failing -= 1
+        if self.failing == 0 and recovered:
+            logger.info(
+                "Channel layer available again after %.1f s",
+                time.monotonic() - self.since,
+                extra={"server": SERVER_ID},
+            )
+
+
+_layer_outage = _LayerOutage()
+
+
+@database_sync_to_async
+def _last_seen_of(pks: list[Any]) -> dict[str, str | None]:
+    """``last_seen`` (ISO 8601) of these users from the DB, keyed by ``str(pk)``: one query."""
+    rows = get_user_model()._default_manager.filter(pk__in=pks).values_list("pk", "last_seen")
+    return {str(pk): seen.isoformat() if seen else None for pk, seen in rows}
