@@ -336,6 +336,13 @@ async def test_heartbeat_registers_connections_once_redis_is_back(
                     return False
 
             await _until(registered)
+
+            # The signal follows the backend's step, after the DB write (slower on
+            # PostgreSQL): wait for it, then make sure it came once.
+            async def announced() -> bool:
+                return bool(signal_log.kinds())
+
+            await _until(announced)
             assert signal_log.kinds() == ["online"]
             await get_backend().aclose()
     finally:
