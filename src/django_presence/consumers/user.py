@@ -124,7 +124,7 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         self._max_watched = 0
         self._closing = False
         self._cleaned_up = False
-        self._rejoin_task: asyncio.Task[None] | None = None
+        self._rejoin_task: asyncio.Task[bool] | None = None
 
     @property
     def channel_receive(self) -> Any:
@@ -198,40 +198,43 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         """Note that this connection's layer receive failed; True if the process's first."""
         if self._rejoin_task is not None or self._cleaned_up:
             return False
-        self._rejoin_task = asyncio.get_running_loop().create_task(self._rejoin_when_back())
+        task = asyncio.get_running_loop().create_task(self._rejoin_when_back())
+        self._rejoin_task = task
+        # A callback, not a finally in the task: it runs even if the task is cancelled
+        # before it started, so the process's count of failing connections never leaks.
+        task.add_done_callback(self._rejoin_done)
         return _layer_outage.begin()
 
-    async def _rejoin_when_back(self) -> None:
+    def _rejoin_done(self, task: asyncio.Task[bool]) -> None:
+        self._rejoin_task = None
+        _layer_outage.end(
+            recovered=not task.cancelled() and task.exception() is None and task.result()
+        )
+
+    async def _rejoin_when_back(self) -> bool:
         """Join this connection's groups again, with backoff, once the layer answers.
 
         The layer's Redis may have restarted empty, and with it the connection's group
         memberships (its user's group, watched users, rooms); joining again is harmless
         when they were kept. A layer that shares the presence backend's Redis is also
         rejoined by the heartbeat; a layer on a Redis of its own, only here. The first
-        ``group_add`` that succeeds ends the outage for this connection.
+        ``group_add`` that succeeds ends the outage for this connection: returns True.
         """
         delay = 0.2
-        try:
-            while not self._cleaned_up:
-                await asyncio.sleep(delay)
-                try:
-                    await self.presence_rejoin_groups()
-                except Exception as e:
-                    logger.debug(
-                        "Channel layer still unavailable (%s)",
-                        e,
-                        extra=self.get_presence_log_extra(),
-                    )
-                    delay = min(delay * 2, 5.0)
-                    continue
-                _layer_outage.end(recovered=True)
-                return
-            _layer_outage.end(recovered=False)
-        except asyncio.CancelledError:
-            _layer_outage.end(recovered=False)
-            raise
-        finally:
-            self._rejoin_task = None
+        while not self._cleaned_up:
+            await asyncio.sleep(delay)
+            try:
+                await self.presence_rejoin_groups()
+            except Exception as e:
+                logger.debug(
+                    "Channel layer still unavailable (%s)",
+                    e,
+                    extra=self.get_presence_log_extra(),
+                )
+                delay = min(delay * 2, 5.0)
+                continue
+            return True
+        return False
 
     @property  # a setting read per connection, not a constant
     def channel_layer_alias(self) -> str:  # type: ignore[override]
