@@ -293,12 +293,21 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
             for group in self._layer_groups:
                 try:
                     await self.channel_layer.group_discard(group, self.channel_name)
-                except Exception:
-                    logger.exception(
-                        "Could not leave channel-layer group %s",
-                        group,
+                except Exception as e:
+                    # The memberships left expire after the layer's group_expiry. During
+                    # an outage (already logged once per process) this is DEBUG, so that
+                    # sockets closing then do not log one error per group each.
+                    outage = _layer_outage.failing > 0
+                    logger.log(
+                        logging.DEBUG if outage else logging.WARNING,
+                        "Could not leave %d channel-layer groups (%s); they expire after "
+                        "the layer's group_expiry",
+                        len(self._layer_groups),
+                        e,
+                        exc_info=not outage,
                         extra=self.get_presence_log_extra(),
                     )
+                    break  # the layer is unreachable: do not try every other group
         self._layer_groups.clear()
         self._watching.clear()
         if self._user_bucket is not None:
