@@ -404,13 +404,23 @@ class UserOnlineService:
     async def _send_signal(self, change: Change) -> None:
         online = change.transition is Transition.ONLINE
         signal = signals.user_online if online else signals.user_offline
-        kwargs = {"user_id": _pk_from_key(change.user_id), "seq": change.seq}
         # Robust: a receiver that raises does not keep the others from hearing of the
         # transition (plain send() stops at the first exception).
-        if hasattr(signal, "asend_robust"):
-            responses = await signal.asend_robust(sender=UserOnlineService, **kwargs)
-        else:  # Django 4.2
-            responses = await sync_to_async(signal.send_robust)(sender=UserOnlineService, **kwargs)
+        try:
+            kwargs = {"user_id": _pk_from_key(change.user_id), "seq": change.seq}
+            if hasattr(signal, "asend_robust"):
+                responses = await signal.asend_robust(sender=UserOnlineService, **kwargs)
+            else:  # Django 4.2
+                send = sync_to_async(signal.send_robust)
+                responses = await send(sender=UserOnlineService, **kwargs)
+        except Exception:  # not a receiver's: the user id, or the dispatch itself
+            logger.exception(
+                "Could not send %s for user %s",
+                "user_online" if online else "user_offline",
+                change.user_id,
+                extra={"user_id": change.user_id, "server": SERVER_ID},
+            )
+            return
         for receiver, response in responses:
             if isinstance(response, Exception):
                 logger.error(
