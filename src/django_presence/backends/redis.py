@@ -91,8 +91,8 @@ end
 -- Transition numbers never go back, even when Redis restarted empty and K_SEQ is gone:
 -- the counter is floored at the server time in microseconds (below 2^53, so the number
 -- survives Lua's doubles and JavaScript clients), and INCR keeps it unique.
--- A user's last seq is kept while online, and in K_OFFLINE's care once offline: the sweep
--- forgets it after the retention period (see prune()).
+-- A user's last seq is kept while online, and in K_OFFLINE's care once offline: sweep()
+-- forgets it after the retention period.
 local function next_seq(uid, went_online)
   local s = redis.call('INCR', K_SEQ)
   local t = redis.call('TIME')
@@ -374,6 +374,9 @@ class RedisBackend(BasePresenceBackend):
         )
         self._scripts: dict[str, str] = {}
         self._sync_client_factory = sync_client_factory
+        # A project that builds its own async client (Sentinel, Cluster) and no blocking
+        # one reads from sync code through async_to_sync, on its own client.
+        self._sync_reads = sync_client_factory is not None or client_factory is None
         self._sync_client: Any = None
         self._sync_lock = threading.Lock()
 
@@ -409,18 +412,16 @@ class RedisBackend(BasePresenceBackend):
         ``None`` when a ``client_factory`` is set without a ``sync_client_factory``. The
         pool is safe to share across threads and resets itself in a forked child.
         """
-        if self._sync_client is None:
+        if self._sync_client is None and self._sync_reads:
             with self._sync_lock:
                 if self._sync_client is None:
                     self._sync_client = self._make_sync_client()
-        return None if self._sync_client is False else self._sync_client
+        return self._sync_client
 
     def _make_sync_client(self) -> Any:
         options = dict(self._client_options)
         if self._sync_client_factory is not None:
             return self._sync_client_factory(self.url, **options)
-        if self._client_factory is not None:
-            return False  # cached "no blocking client": read through async_to_sync
         pool = syncredis.BlockingConnectionPool.from_url(
             self.url,
             max_connections=options.pop("max_connections"),
