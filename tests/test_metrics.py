@@ -426,6 +426,7 @@ async def test_a_channel_layer_outage_logs_once_per_process_and_groups_come_back
 
     from .conftest import redis_channel_layer_config
     from .servers import RedisProcess
+    from .test_redis_backend import _until
 
     server = RedisProcess().start()
     restarted = None
@@ -440,7 +441,7 @@ async def test_a_channel_layer_outage_logs_once_per_process_and_groups_come_back
             async def every_socket_retried() -> bool:
                 return count("channel_layer_failures") >= 8
 
-            await _until(every_socket_retried)
+            await _until(every_socket_retried, timeout=20)
             unavailable = [r for r in caplog.records if "Channel layer unavailable" in r.message]
             assert len(unavailable) >= 8
             assert [r.levelname for r in unavailable].count("WARNING") == 1  # not one per socket
@@ -456,7 +457,7 @@ async def test_a_channel_layer_outage_logs_once_per_process_and_groups_come_back
             async def recovered() -> bool:
                 return "Channel layer available again" in caplog.text
 
-            await _until(recovered)
+            await _until(recovered, timeout=20)
             await user_messaging_service.send_notification_to_user(alice.pk, "Back", "hello")
             for tab in tabs:  # every open socket joined its user's group again
                 assert (await receive_type(tab, "notification"))["data"]["title"] == "Back"
@@ -466,10 +467,3 @@ async def test_a_channel_layer_outage_logs_once_per_process_and_groups_come_back
         for process in (server, restarted):
             if process is not None and process.process is not None:
                 process.stop()
-
-
-async def _until(condition: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"not met within {timeout} s: {condition}"
-        await asyncio.sleep(0.05)
