@@ -30,7 +30,7 @@ from django_presence.admin import OnlineNowListFilter, OnlineStatusAdminMixin, d
 from django_presence.backends import get_backend
 from django_presence.backends.memory import MemoryBackend
 from django_presence.backends.redis import RedisBackend
-from django_presence.control import CLOSE_DISCONNECTED
+from django_presence.protocol import CLOSE_DISCONNECTED
 from django_presence.services import user_online_service
 
 from .test_mixin import open_socket

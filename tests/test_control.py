@@ -11,7 +11,7 @@ from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 
-from django_presence.control import CLOSE_DISCONNECTED
+from django_presence.protocol import CLOSE_DISCONNECTED
 from django_presence.services import user_online_service
 
 from .conftest import redis_channel_layer_config

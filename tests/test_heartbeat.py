@@ -1,6 +1,6 @@
 """The per-process heartbeat: leases kept alive, crashed processes swept, one round trip.
 
-A "process" here is an event loop with its own :class:`~django_presence.heartbeat.Heartbeat`
+A "process" here is an event loop with its own :class:`~django_presence.runtime.Runtime`
 (one per loop, as in a server process); a crash is a loop that stops without removing its
 connections, so its heartbeat stops and nothing else tells the backend.
 """
@@ -21,7 +21,7 @@ from django.test import override_settings
 from django_presence.backends import get_backend
 from django_presence.backends.memory import MemoryBackend
 from django_presence.backends.redis import RedisBackend
-from django_presence.heartbeat import Heartbeat, get_heartbeat, tracked_connections
+from django_presence.runtime import SWEEP_LIMIT, Runtime, get_runtime
 from django_presence.services import user_online_service
 
 from .conftest import CommandCounter, SignalLog, presence_settings_for
@@ -58,34 +58,28 @@ async def fast(presence: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         try:
             yield settings_dict
         finally:
-            await stop_heartbeat(get_heartbeat())
+            await stop_heartbeat(get_runtime())
             await get_backend().aclose()
 
 
-async def stop_heartbeat(heartbeat: Heartbeat, *, forget: bool = True) -> None:
-    """Stop the periodic task of ``heartbeat`` and, with ``forget``, its connections."""
-    task = heartbeat._task
-    if forget:
-        heartbeat.connections.clear()
-    if task is not None and not task.done():
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+async def stop_heartbeat(heartbeat: Runtime, *, forget: bool = True) -> None:
+    """Stop the timer of ``heartbeat`` and, with ``forget``, forget its connections."""
+    await heartbeat.stop(forget=forget)
 
 
 async def connect(user_id: Any) -> str:
     """What the consumer mixin does on accept: track, then register."""
-    from django_presence.services.online import new_connection_id
+    from django_presence.ids import new_connection_id
 
     cid = new_connection_id()
-    get_heartbeat().track(str(user_id), cid)
+    get_runtime().track_connection(str(user_id), cid)
     await user_online_service.aadd_user_connection(user_id, cid)
     return cid
 
 
 async def disconnect(user_id: Any, cid: str) -> None:
     """What the consumer mixin does when the consumer ends: untrack, then remove."""
-    get_heartbeat().untrack(cid)
+    get_runtime().untrack_connection(cid)
     await user_online_service.aremove_user_connection(user_id, cid)
 
 
@@ -110,7 +104,7 @@ class OtherProcess:
             self.registered.set()
             await asyncio.to_thread(self._die.wait, DEADLINE * 4)
             # The process dies: its heartbeat stops at once, its connections stay stored.
-            await stop_heartbeat(get_heartbeat())
+            await stop_heartbeat(get_runtime())
             self.died_at = time.monotonic()
             await get_backend().aclose()
         except BaseException as e:
@@ -135,7 +129,7 @@ async def test_heartbeat_keeps_connections_alive_beyond_their_ttl(
 ) -> None:
     user = await database_sync_to_async(User.objects.create_user)("alice")
     await connect(user.pk)
-    assert tracked_connections() == {next(iter(get_heartbeat().connections)): str(user.pk)}
+    assert dict(get_runtime().connections) == {next(iter(get_runtime().connections)): str(user.pk)}
 
     # Three whole leases pass; the heartbeat task (which also sweeps) keeps the user online.
     end = time.monotonic() + 3 * TTL
@@ -187,13 +181,13 @@ async def test_backend_lost_everything_next_beat_registers_all_again(
     )()
     cids = [await connect(u.pk) for u in users]
     await connect(users[0].pk)  # A second tab.
-    await get_heartbeat().beat()
+    await get_runtime().beat()
     signal_log.clear()
 
     await get_backend().clear()  # Redis restarted without persistence.
     assert await user_online_service.aget_online_user_ids([u.pk for u in users]) == set()
 
-    await get_heartbeat().beat()
+    await get_runtime().beat()
 
     assert await user_online_service.aget_online_user_ids([u.pk for u in users]) == {
         u.pk for u in users
@@ -237,7 +231,7 @@ async def test_a_connection_removed_during_a_heartbeat_is_not_resurrected(
     ):
         user = await database_sync_to_async(User.objects.create_user)("alice")
         cid = await connect(user.pk)
-        heartbeat = get_heartbeat()
+        heartbeat = get_runtime()
         # Only the beat below runs: the periodic one would race the gate.
         await stop_heartbeat(heartbeat, forget=False)
         _Gated.gate, _Gated.waiting = asyncio.Event(), asyncio.Event()
@@ -273,7 +267,7 @@ async def test_one_round_trip_heartbeats_every_connection(
         "redis", private_redis, SYNC_USER_MODEL=False, HEARTBEAT_INTERVAL=INTERVAL
     )
     with override_settings(DJANGO_PRESENCE=settings_dict):
-        heartbeat = Heartbeat()  # Not started: beat() is called by hand.
+        heartbeat = Runtime()  # Not started: beat() is called by hand.
         pairs = [(str(i % 97), f"c{i}") for i in range(connections)]
         await get_backend().heartbeat(pairs, ttl=30)
         heartbeat.connections.update({cid: uid for uid, cid in pairs})
@@ -293,15 +287,13 @@ async def test_one_beat_sweeps_a_big_crash_entirely(
     fast: dict[str, Any], signal_log: SignalLog
 ) -> None:
     """More expired leases than one sweep takes: the same beat keeps sweeping."""
-    from django_presence.heartbeat import SWEEP_LIMIT
-
     count = SWEEP_LIMIT * 2 + 5
     with override_settings(DJANGO_PRESENCE={**fast, "SYNC_USER_MODEL": False}):
         backend = get_backend()
         await backend.heartbeat([(str(10_000 + i), "c") for i in range(count)], ttl=0.1)
         await asyncio.sleep(0.2)
 
-        await Heartbeat().beat()
+        await Runtime().beat()
 
         assert await backend.all_online_user_ids() == set()
     assert signal_log.kinds() == ["offline"] * count
@@ -314,9 +306,9 @@ def test_a_finished_loop_and_its_heartbeat_are_freed(presence: dict[str, Any]) -
     refs: list[weakref.ref[Any]] = []
 
     async def serve_and_stop() -> None:
-        get_heartbeat().track("1", "c")
+        get_runtime().track_connection("1", "c")
         refs.append(weakref.ref(asyncio.get_running_loop()))
-        refs.append(weakref.ref(get_heartbeat()))
+        refs.append(weakref.ref(get_runtime()))
         await get_backend().aclose()
 
     asyncio.run(serve_and_stop())  # Cancels the heartbeat task and closes the loop.
@@ -325,9 +317,9 @@ def test_a_finished_loop_and_its_heartbeat_are_freed(presence: dict[str, Any]) -
     assert [ref() for ref in refs] == [None, None]
 
 
-def test_the_cached_pairs_follow_every_change_of_the_tracked_connections() -> None:
+def test_the_cached_pairs_follow_every_change_of_the_dict(get_runtime().connections) -> None:
     """An idle beat reuses one list of pairs; any change to the connections rebuilds it."""
-    heartbeat = Heartbeat()
+    heartbeat = Runtime()
     connections = heartbeat.connections
     connections["c1"] = "1"
     first = connections.pairs()
@@ -335,7 +327,7 @@ def test_the_cached_pairs_follow_every_change_of_the_tracked_connections() -> No
     assert connections.pairs() is first  # nothing changed: no allocation per beat
     connections["c2"] = "2"
     assert sorted(connections.pairs()) == [("1", "c1"), ("2", "c2")]
-    heartbeat.untrack("c1")
+    heartbeat.untrack_connection("c1")
     assert connections.pairs() == [("2", "c2")]
     connections.update({"c3": "3"})
     connections.setdefault("c4", "4")

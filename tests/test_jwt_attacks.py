@@ -26,7 +26,7 @@ from django.contrib.auth import get_user_model
 from django.test import override_settings
 
 from django_presence.backends import reset_backend
-from django_presence.middleware import CLOSE_INVALID_TOKEN
+from django_presence.protocol import CLOSE_UNAUTHENTICATED as CLOSE_INVALID_TOKEN
 from tests.asgi import application
 
 from .faults.conftest import fault_db, make_stack  # noqa: F401 - fixtures of the server test

@@ -20,7 +20,7 @@ from django_presence import groups
 from django_presence.consumers import UserConsumer
 from django_presence.exceptions import PresenceImproperlyConfigured
 from django_presence.services import UserMessagingService, user_messaging_service
-from django_presence.services.messaging import wire_user_id
+from django_presence.ids import wire_user_id
 
 from .test_user_consumer import open_socket, receive, receive_type
 

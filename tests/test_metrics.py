@@ -21,10 +21,10 @@ from django.test import override_settings
 
 from django_presence import metrics
 from django_presence.backends import get_backend
-from django_presence.consumers.user import CLOSE_FLOODING
-from django_presence.heartbeat import Heartbeat, get_heartbeat
+from django_presence.protocol import CLOSE_FLOODING
+from django_presence.runtime import Runtime, get_runtime
 from django_presence.services import user_online_service
-from django_presence.services.online import SERVER_ID
+from django_presence.ids import SERVER_ID
 
 from .conftest import presence_settings_for
 from .test_user_consumer import (
@@ -318,7 +318,7 @@ async def test_sweeps_and_swept_connections(
         await user_online_service.aadd_user_connection(alice.pk)
         await user_online_service.aadd_user_connection(alice.pk)
         await asyncio.sleep(0.4)
-        heartbeat = Heartbeat()  # beat() by hand: no periodic task
+        heartbeat = Runtime()  # beat() by hand: no periodic task
         await heartbeat.beat()
         await asyncio.sleep(0.1)  # the sweep lock (0.9 interval) has expired
         await heartbeat.beat()
@@ -329,7 +329,7 @@ async def test_sweeps_and_swept_connections(
     assert hook.total("connections_swept") == 2
     [record] = [r for r in caplog.records if r.getMessage().startswith("Swept 2")]
     assert record.levelno == logging.INFO
-    assert record.name == "django_presence.heartbeat"
+    assert record.name == "django_presence.runtime"
     assert (record.__dict__["removed"], record.__dict__["offline"], record.__dict__["server"]) == (
         2,
         1,
@@ -340,17 +340,14 @@ async def test_sweeps_and_swept_connections(
 async def test_connections_the_backend_lost_are_counted_and_logged_as_a_warning(
     alice: Any, presence: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    heartbeat = Heartbeat()
+    heartbeat = Runtime()
     for cid in ("c1", "c2"):
         heartbeat.connections[cid] = str(alice.pk)
         await user_online_service.aadd_user_connection(alice.pk, cid)
     await get_backend().clear()  # Redis restarted without persistence
 
     await heartbeat.beat()
-    task = heartbeat._reconcile_task  # reconciles 1.5 intervals later: not in this test
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await heartbeat.stop()  # it reconciles 1.5 intervals later: not in this test
 
     assert count("connections_restored") == 2
     [record] = [r for r in caplog.records if "had lost 2 open connections" in r.getMessage()]
@@ -367,18 +364,14 @@ async def test_heartbeat_failures_are_counted_and_logged(
         "redis", redis_url, REDIS_URL="redis://127.0.0.1:1/0", HEARTBEAT_INTERVAL=0.05
     )
     with override_settings(DJANGO_PRESENCE=unreachable):
-        heartbeat = get_heartbeat()
-        heartbeat.track("1", "c1")
+        heartbeat = get_runtime()
+        heartbeat.track_connection("1", "c1")
         deadline = time.monotonic() + 10
         while count("heartbeat_failures") < 2:
             assert time.monotonic() < deadline, "the heartbeat did not fail twice"
             await asyncio.sleep(0.02)
-        heartbeat.untrack("c1")
-        task = heartbeat._task
-        assert task is not None
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        assert heartbeat.running
+        await heartbeat.stop()
         await get_backend().aclose()
 
     failures = [r for r in caplog.records if "heartbeat failed (1 connections)" in r.getMessage()]

@@ -17,12 +17,12 @@ from django.test import override_settings
 
 from django_presence.exceptions import InvalidToken, PresenceImproperlyConfigured
 from django_presence.middleware import (
-    CLOSE_INVALID_TOKEN,
     JWTAuthMiddleware,
     JWTAuthMiddlewareStack,
     decode_token,
     token_from_scope,
 )
+from django_presence.protocol import CLOSE_UNAUTHENTICATED as CLOSE_INVALID_TOKEN
 
 from .tokens import make_token
 

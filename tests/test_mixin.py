@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.test import override_settings
 
 from django_presence.consumers import CLOSE_TOKEN_EXPIRED, UserOnlineStatusMixin
-from django_presence.heartbeat import tracked_connections
+from django_presence.runtime import get_runtime
 from django_presence.middleware import JWTAuthMiddlewareStack
 from django_presence.services import user_online_service
 
@@ -95,11 +95,11 @@ async def test_accepted_connection_is_online_until_it_disconnects(user: Any) -> 
     assert await user_online_service.ais_user_online(user.pk)
     assert await user_online_service.aget_user_connection_count(user.pk) == 1
     assert await db_online(user)
-    assert list(tracked_connections().values()) == [str(user.pk)]
+    assert list(dict(get_runtime().connections).values()) == [str(user.pk)]
 
     await communicator.disconnect()
     assert not await user_online_service.ais_user_online(user.pk)
-    assert tracked_connections() == {}
+    assert dict(get_runtime().connections) == {}
     await user.arefresh_from_db()
     assert (user.is_online, user.last_seen is not None) == (False, True)
 
@@ -145,13 +145,13 @@ async def test_a_rejected_connection_is_never_registered(user: Any) -> None:
     connected, _ = await communicator.connect()
     assert not connected
     assert not await user_online_service.ais_user_online(user.pk)
-    assert tracked_connections() == {}
+    assert dict(get_runtime().connections) == {}
 
 
 async def test_an_anonymous_connection_is_not_tracked(presence: dict[str, Any]) -> None:
     communicator = WebsocketCommunicator(app(TrackedEchoConsumer), "/ws/")
     assert (await communicator.connect())[0]
-    assert tracked_connections() == {}
+    assert dict(get_runtime().connections) == {}
     await communicator.disconnect()
 
 
@@ -191,7 +191,7 @@ async def test_a_consumer_that_crashes_is_unregistered(user: Any) -> None:
     with pytest.raises(RuntimeError, match="a bug in the project's consumer"):
         await communicator.wait(timeout=5)
     assert not await user_online_service.ais_user_online(user.pk)
-    assert tracked_connections() == {}
+    assert dict(get_runtime().connections) == {}
 
 
 async def test_grace_period_keeps_a_reloading_user_online(

@@ -20,7 +20,7 @@ from redis.crc import key_slot
 
 from django_presence.backends.redis import RedisBackend
 from django_presence.exceptions import BackendUnavailable
-from django_presence.heartbeat import Heartbeat
+from django_presence.runtime import Runtime
 
 from .conftest import SignalLog, presence_settings_for
 from .servers import RedisProcess, free_port
@@ -315,13 +315,13 @@ async def test_heartbeat_registers_connections_once_redis_is_back(
         SYNC_USER_MODEL=False,
         BACKEND_OPTIONS={"socket_connect_timeout": 0.5},
     )
-    heartbeat = Heartbeat()
+    heartbeat = Runtime()
     try:
         with override_settings(DJANGO_PRESENCE=settings_dict):
             from django_presence.backends import get_backend
 
-            heartbeat.track("42", "conn")
-            with caplog.at_level(logging.ERROR, "django_presence.heartbeat"):
+            heartbeat.track_connection("42", "conn")
+            with caplog.at_level(logging.ERROR, "django_presence.runtime"):
 
                 async def failed_beats() -> bool:
                     return "Presence heartbeat failed" in caplog.text
@@ -346,11 +346,7 @@ async def test_heartbeat_registers_connections_once_redis_is_back(
             assert signal_log.kinds() == ["online"]
             await get_backend().aclose()
     finally:
-        task = heartbeat._task
-        if task is not None:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        await heartbeat.stop()
         server.stop()
 
 

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from django_presence.backends import get_backend
-from django_presence.heartbeat import get_heartbeat
+from django_presence.runtime import get_runtime
 from django_presence.services import user_online_service
 
 from .test_user_consumer import open_socket, receive_type, request
@@ -33,16 +33,16 @@ async def test_a_lost_status_change_arrives_after_two_beats(presence: dict[str, 
     # the channel layer delivered nothing.
     await get_backend().add_connection(str(watched.pk), "elsewhere", ttl=30)
 
-    await get_heartbeat().beat()
+    await get_runtime().beat()
     assert await socket.receive_nothing(timeout=0.2)  # its message may still be coming
-    await get_heartbeat().beat()
+    await get_runtime().beat()
     frame = await receive_type(socket, "status_changed")
     assert frame["data"]["user_id"] == watched.pk
     assert frame["data"]["is_online"] is True
 
     await get_backend().remove_connection(str(watched.pk), "elsewhere")
-    await get_heartbeat().beat()
-    await get_heartbeat().beat()
+    await get_runtime().beat()
+    await get_runtime().beat()
     frame = await receive_type(socket, "status_changed")
     assert frame["data"]["is_online"] is False
     assert frame["data"]["last_seen"] is not None
@@ -52,19 +52,19 @@ async def test_a_lost_status_change_arrives_after_two_beats(presence: dict[str, 
 async def test_a_delivered_status_change_is_not_sent_twice(presence: dict[str, Any]) -> None:
     socket, watched = await subscribed_watcher(presence)
     connection = await user_online_service.aadd_user_connection(watched.pk)
-    await get_heartbeat().beat()  # races the real message: must not pre-empt it
+    await get_runtime().beat()  # races the real message: must not pre-empt it
     online = await receive_type(socket, "status_changed")
     assert online["data"]["is_online"] is True
 
     await user_online_service.aremove_user_connection(watched.pk, connection, grace=0)
-    await get_heartbeat().beat()
+    await get_runtime().beat()
     offline = await receive_type(socket, "status_changed")
     assert offline["data"]["is_online"] is False
     await watched.arefresh_from_db()
     # The exact last_seen of the transition, not the time of a resync.
     assert offline["data"]["last_seen"] == watched.last_seen.isoformat()
 
-    await get_heartbeat().beat()
-    await get_heartbeat().beat()
+    await get_runtime().beat()
+    await get_runtime().beat()
     assert await socket.receive_nothing(timeout=0.3)
     await socket.disconnect()

@@ -339,7 +339,7 @@ def test_a_failing_signal_receiver_does_not_stop_the_others(
     assert user_online_service.is_user_online(user.pk)
     assert signal_log.kinds() == ["online"]  # connected before the broken one
     assert later == [user.pk]  # and after it
-    errors = [r for r in caplog.records if r.name == "django_presence.services.online"]
+    errors = [r for r in caplog.records if r.name == "django_presence.transitions"]
     assert [r.getMessage() for r in errors] == [
         f"The user_online receiver {__name__}.{broken.__qualname__} failed for user {user.pk}"
     ]

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.test import override_settings
 
 from django_presence.consumers import UserConsumer
-from django_presence.consumers.user import CLOSE_UNAUTHENTICATED
+from django_presence.protocol import CLOSE_UNAUTHENTICATED
 from django_presence.policies import DefaultPolicy
 from django_presence.services import user_messaging_service
 from tests.asgi import application
@@ -366,7 +366,7 @@ async def test_sends_to_a_closed_socket_do_not_raise(users: list[Any]) -> None:
     await consumer.presence_notification({"title": "t", "message": "m", "extra": {}})
     await consumer.presence_broadcast({"message": "m", "extra": {}})
     await consumer.presence_direct_message({"from_user_id": 1, "message": "m", "sent_at": "now"})
-    consumer._watching["5"] = 0
+    consumer.subscriptions.watch("5")
     await consumer.presence_status({"user_id": 5, "is_online": True, "last_seen": None, "seq": 3})
     await consumer.receive(text_data="{bad")
 

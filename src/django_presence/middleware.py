@@ -27,15 +27,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 
-from . import metrics
+from . import metrics, protocol
 from .conf import presence_settings
-from .consumers.mixins import TOKEN_SUBPROTOCOL
 from .exceptions import InvalidToken, PresenceImproperlyConfigured
 
 logger = logging.getLogger(__name__)
-
-#: Close code of a connection rejected for its token (before accept: HTTP 403).
-CLOSE_INVALID_TOKEN = 4003
 
 
 def _configured_algorithms() -> list[str]:
@@ -105,8 +101,8 @@ def get_user_for_token(payload: dict[str, Any]) -> Any:
 def token_from_scope(scope: dict[str, Any]) -> tuple[str | None, bool]:
     """The token of a connection and whether it came as a subprotocol."""
     subprotocols = list(scope.get("subprotocols") or ())
-    if TOKEN_SUBPROTOCOL in subprotocols:
-        index = subprotocols.index(TOKEN_SUBPROTOCOL)
+    if protocol.TOKEN_SUBPROTOCOL in subprotocols:
+        index = subprotocols.index(protocol.TOKEN_SUBPROTOCOL)
         if index + 1 < len(subprotocols):
             return subprotocols[index + 1], True
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -150,7 +146,7 @@ class JWTAuthMiddleware(BaseMiddleware):
 async def _reject(receive: Any, send: Any) -> None:
     message = await receive()
     if message["type"] == "websocket.connect":
-        await send({"type": "websocket.close", "code": CLOSE_INVALID_TOKEN})
+        await send({"type": "websocket.close", "code": protocol.CLOSE_UNAUTHENTICATED})
 
 
 def JWTAuthMiddlewareStack(inner: Any) -> Any:

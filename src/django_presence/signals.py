@@ -3,14 +3,15 @@
 Both are sent once per transition decided by the backend (0 -> 1 and 1 -> 0 open
 connections, after any grace period), never for a second tab and never on a heartbeat,
 by the server process that observed the transition, after the ``is_online`` field was
-written. Receivers get ``user_id`` (the user's primary key) and ``seq`` (increases with
+written, with ``sender`` set to :class:`~django_presence.backends.Transition`. Receivers
+get ``user_id`` (the user's primary key) and ``seq`` (increases with
 every transition; use it to order transitions received from several processes, or from
 several threads of one process). Within one event loop, a user's signals arrive in seq
 order, and a receiver may call the service for the same user.
 
 Receivers may be sync functions, or on Django 5.0 and newer async ones (Django 4.2's
 signals cannot await a receiver). A receiver that raises is logged with its traceback
-(``django_presence.services.online``) and does not keep the other receivers from
+(``django_presence.transitions``) and does not keep the other receivers from
 running, nor presence from being applied.
 
 Example::

@@ -5,21 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from .. import metrics
-from ..control import get_control
-from ..heartbeat import get_heartbeat
-from ..services.online import SERVER_ID, new_connection_id, user_online_service
+from .. import metrics, protocol
+from ..ids import SERVER_ID, new_connection_id
+from ..runtime import get_runtime
+from ..services.online import user_online_service
 
 logger = logging.getLogger(__name__)
-
-#: The subprotocol a browser offers, followed by the token, to authenticate without
-#: putting the token in the URL: ``new WebSocket(url, ["access_token", token])``.
-TOKEN_SUBPROTOCOL = "access_token"
-
-#: Close code sent when the connection's token expires while the socket is open.
-CLOSE_TOKEN_EXPIRED = 4001
 
 
 class UserOnlineStatusMixin:
@@ -80,7 +74,7 @@ class UserOnlineStatusMixin:
         open; if the accept fails, the ``finally`` around the consumer unregisters it.
         """
         if subprotocol is None and self.scope.get("presence_token_subprotocol"):
-            subprotocol = TOKEN_SUBPROTOCOL
+            subprotocol = protocol.TOKEN_SUBPROTOCOL
         await self._presence_register()
         if headers is None:
             await super().accept(subprotocol)  # type: ignore[misc]
@@ -105,13 +99,12 @@ class UserOnlineStatusMixin:
         if user_id is None:
             return
         # The channel name, when there is a channel layer, so that the backend's record
-        # of the connection says where to reach it (see control.adisconnect_user).
+        # of the connection says where to reach it (see user_online_service.disconnect_user).
         connection_id = getattr(self, "channel_name", None) or new_connection_id()
         self.presence_user_id = user_id
         self.presence_connection_id = connection_id
         # Tracked first: if the backend is down now, the next heartbeat registers it.
-        get_heartbeat().track(str(user_id), connection_id)
-        get_control().register(connection_id, self)
+        get_runtime().track_connection(str(user_id), connection_id, self)
         metrics.increment("connections_opened")
         try:
             await user_online_service.aadd_user_connection(user_id, connection_id)
@@ -160,11 +153,22 @@ class UserOnlineStatusMixin:
             self.presence_user_id,
             extra=self.get_presence_log_extra(),
         )
-        self.presence_close_for_server(CLOSE_TOKEN_EXPIRED)
+        self.presence_close_for_server(protocol.CLOSE_TOKEN_EXPIRED)
 
     async def presence_disconnect(self, message: dict[str, Any]) -> None:
         """Close the socket: sent by ``user_online_service.disconnect_user``."""
-        await self.close(code=int(message.get("code", 4010)))  # type: ignore[attr-defined]
+        code = int(message.get("code", protocol.CLOSE_DISCONNECTED))
+        await self.close(code=code)  # type: ignore[attr-defined]
+
+    def presence_watched_user_keys(self) -> Collection[str]:
+        """The users whose status this connection forwards: none (``UserConsumer`` has some)."""
+        return ()
+
+    async def presence_resync(self, snapshot: Mapping[str, tuple[bool, int]]) -> None:
+        """Catch up on watched users' transitions (called by the runtime): none here."""
+
+    async def presence_rejoin_groups(self) -> None:
+        """Join this connection's channel-layer groups again: none are joined here."""
 
     def presence_close_for_server(self, code: int) -> None:
         """Close the socket with ``code`` on the server's initiative (from any task).
@@ -186,8 +190,7 @@ class UserOnlineStatusMixin:
             return
         extra = self.get_presence_log_extra()
         self.presence_connection_id = None
-        get_heartbeat().untrack(connection_id)
-        get_control().unregister(connection_id)
+        get_runtime().untrack_connection(connection_id)
         metrics.increment("connections_closed")
         try:
             await user_online_service.aremove_user_connection(self.presence_user_id, connection_id)

@@ -24,55 +24,20 @@ coroutine instead.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from .. import groups
+from .. import groups, protocol
 from ..conf import SETTING_NAME, presence_settings
 from ..exceptions import PresenceImproperlyConfigured
-
-#: Channel-layer message types, handled by ``UserConsumer.presence_<name>``. The
-#: ``presence.`` namespace keeps them apart from a project's own handlers.
-NOTIFICATION = "presence.notification"
-DIRECT_MESSAGE = "presence.direct_message"
-BROADCAST = "presence.broadcast"
-GROUP_MESSAGE = "presence.group_message"
+from ..ids import check_user_id, wire_user_id
 
 _NOTIFICATION_KEYS = frozenset({"title", "message"})
 _BROADCAST_KEYS = frozenset({"message"})
 _GROUP_KEYS = frozenset({"group", "from_user_id", "message"})
-
-
-def check_user_id(user_id: Any, name: str = "user_id") -> Any:
-    """Return ``user_id`` if it can be a user's primary key, else raise TypeError."""
-    if (
-        user_id is None
-        or isinstance(user_id, bool)
-        or not isinstance(user_id, (int, str, uuid.UUID))
-    ):
-        raise TypeError(
-            f"{name} must be a user's primary key (an int, str or UUID), got "
-            f"{type(user_id).__name__}: {user_id!r}"
-        )
-    return user_id
-
-
-def wire_user_id(user_id: Any) -> Any:
-    """A user id as it travels: the primary key's Python value if it is an int, else str.
-
-    Accepts a primary key or the string form the presence backend stores.
-    """
-    if isinstance(user_id, str):
-        try:
-            user_id = get_user_model()._meta.pk.to_python(user_id)
-        except Exception:  # an id the user model cannot parse travels as it came
-            return user_id
-    return user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else str(user_id)
 
 
 def _check_text(value: Any, name: str) -> str:
@@ -119,7 +84,7 @@ async def send_group_message(
     await _layer().group_send(
         groups.client_group(group_name),
         {
-            "type": GROUP_MESSAGE,
+            "type": protocol.EVENT_GROUP_MESSAGE,
             "group": group_name,
             "from_user_id": from_user_id,
             "message": message,
@@ -147,7 +112,7 @@ class UserMessagingService:
         extra = _check_extra(extra, _NOTIFICATION_KEYS)
         await _layer().group_send(
             groups.user_group(user_id),
-            {"type": NOTIFICATION, "title": title, "message": message, "extra": extra},
+            {"type": protocol.EVENT_NOTIFICATION, "title": title, "message": message, "extra": extra},
         )
 
     async def send_message_to_user(
@@ -164,7 +129,7 @@ class UserMessagingService:
         await _layer().group_send(
             groups.user_group(target_user_id),
             {
-                "type": DIRECT_MESSAGE,
+                "type": protocol.EVENT_DIRECT_MESSAGE,
                 "from_user_id": wire_user_id(from_user_id),
                 "message": message,
                 "sent_at": timezone.now().isoformat(),
@@ -176,7 +141,7 @@ class UserMessagingService:
         _check_text(message, "message")
         extra = _check_extra(extra, _BROADCAST_KEYS)
         await _layer().group_send(
-            groups.broadcast_group(), {"type": BROADCAST, "message": message, "extra": extra}
+            groups.broadcast_group(), {"type": protocol.EVENT_BROADCAST, "message": message, "extra": extra}
         )
 
     async def send_to_group(self, group_name: str, message: str, **extra: Any) -> None:

@@ -13,18 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
 from typing import Any, TextIO
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
 
 from django_presence.backends import get_backend
-from django_presence.conf import presence_settings
+from django_presence.ids import pk_from_key
 from django_presence.services import user_online_service
-from django_presence.services.online import _pk_from_key
+from django_presence.transitions import RECONCILE_BATCH, syncs_user_model
 
 
 class Command(BaseCommand):
@@ -43,8 +41,8 @@ class Command(BaseCommand):
         reconcile.add_argument(
             "--batch-size",
             type=_positive_int,
-            default=_BATCH,
-            help=f"Users per database query (default {_BATCH}).",
+            default=RECONCILE_BATCH,
+            help=f"Users per database query (default {RECONCILE_BATCH}).",
         )
         # Also after the action (``presence reconcile -v 2``), as people type it; SUPPRESS
         # keeps the subparser from overwriting a -v given before the action.
@@ -105,66 +103,45 @@ class Command(BaseCommand):
         self.stdout.write(f"Removed {removed} expired connections.")
 
     def handle_reconcile(self, **options: Any) -> None:
-        """Write the backend's truth into ``is_online`` (and ``last_seen`` of stale users).
+        """Make ``is_online`` agree with the backend (``user_online_service.reconcile()``).
 
-        Reads who is online from the backend once, then goes through the users it holds
-        online and the users the DB says are online, ``--batch-size`` at a time, drawing
-        a progress bar on stderr when it is a terminal. A user the DB says is online but
-        the backend does not is checked again just before being marked offline, so one
-        who came online meanwhile is left alone.
+        Draws a progress bar on stderr when it is a terminal; ``-v 2`` lists the users
+        whose row changed.
         """
-        if not presence_settings.SYNC_USER_MODEL:
+        if not syncs_user_model():
             raise CommandError(
-                "DJANGO_PRESENCE['SYNC_USER_MODEL'] is off: the user model has no presence "
-                "fields to reconcile."
+                "DJANGO_PRESENCE['SYNC_USER_MODEL'] is off, or the user model has no "
+                "is_online and last_seen fields: there is nothing to reconcile."
             )
-        size = options.get("batch_size") or _BATCH
         verbosity = int(options.get("verbosity", 1))
-        backend = get_backend()
-        manager = get_user_model()._default_manager
-        online = {_pk_from_key(k) for k in backend.all_online_user_ids_sync()}
-        db_online = list(
-            manager.filter(is_online=True)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-            .iterator(size)
+        progress: Progress | None = None
+
+        def advance(done: int, total: int) -> None:
+            nonlocal progress
+            if progress is None:
+                progress = Progress(
+                    self.stderr,
+                    total=total,
+                    label="Reconciling users",
+                    enabled=not options.get("no_progress"),
+                )
+            progress.advance(done - progress.done)
+
+        result = user_online_service.reconcile(
+            batch_size=options.get("batch_size") or RECONCILE_BATCH, progress=advance
         )
-        progress = Progress(
-            self.stderr,
-            total=len(online) + len(db_online),
-            label="Reconciling users",
-            enabled=not options.get("no_progress"),
-        )
-        now = timezone.now()
-        marked_online: list[Any] = []
-        for batch in _batches(sorted(online), size):
-            pks = list(manager.filter(pk__in=batch, is_online=False).values_list("pk", flat=True))
-            if pks:
-                manager.filter(pk__in=pks, is_online=False).update(is_online=True)
-                marked_online += pks
-            progress.advance(len(batch))
-        marked_offline: list[Any] = []
-        for batch in _batches(db_online, size):
-            stale = [pk for pk in batch if pk not in online]
-            if stale:
-                # Users who came online since the backend was read are left alone.
-                came_online = backend.online_user_ids_sync([str(pk) for pk in stale])
-                stale = [pk for pk in stale if str(pk) not in came_online]
-            pks = list(manager.filter(pk__in=stale, is_online=True).values_list("pk", flat=True))
-            if pks:
-                manager.filter(pk__in=pks, is_online=True).update(is_online=False, last_seen=now)
-                marked_offline += pks
-            progress.advance(len(batch))
-        progress.finish()
+        if progress is not None:
+            progress.finish()
         if verbosity >= 2:
-            for pk in marked_online:
+            for pk in result.marked_online:
                 self.stdout.write(f"Marked user {pk} online.")
-            for pk in marked_offline:
+            for pk in result.marked_offline:
                 self.stdout.write(f"Marked user {pk} offline.")
         if verbosity >= 1:
             self.stdout.write(
-                f"Marked {len(marked_online)} users online and {len(marked_offline)} offline "
-                f"({len(online)} online in the backend)."
+                f"Marked {len(result.marked_online)} users online and "
+                f"{len(result.marked_offline)} offline ({result.online_in_backend} online in "
+                "the backend)."
             )
 
 
@@ -213,15 +190,6 @@ class Progress:
         out.flush()
 
 
-# Primary keys per query, below every database's limit of query parameters.
-_BATCH = 500
-
-
-def _batches(items: list[Any], size: int = _BATCH) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -235,7 +203,7 @@ def _positive_int(value: str) -> int:
 async def _status() -> list[dict[str, Any]]:
     backend = get_backend()
     rows = [
-        {"user_id": _pk_from_key(key), "connections": await backend.connection_count(key)}
+        {"user_id": pk_from_key(key), "connections": await backend.connection_count(key)}
         for key in await backend.all_online_user_ids()
     ]
     return sorted(rows, key=lambda row: row["user_id"])

@@ -1,0 +1,501 @@
+"""The per-process runtime: everything one event loop holds for presence, in one place.
+
+A server process serves its sockets from one event loop, and that loop has exactly one
+:class:`Runtime` (:func:`get_runtime`). It holds:
+
+- the **connections** this process has open (connection id -> user key) and the
+  consumers serving them, which the runtime reaches through the typed
+  :class:`TrackedConsumer` protocol only;
+- the **group memberships** its ``ws/user/`` connections hold in client groups;
+- the **per-user locks** and the **batcher** that apply the side effects of
+  transitions (:mod:`~django_presence.transitions`) in the backend's order, a batch at
+  a time (group commit);
+- **one timer task**. Every ``HEARTBEAT_INTERVAL`` (at a fixed rate) it renews this
+  process's connection leases and sweeps everybody's expired ones, in one backend round
+  trip; renews the group memberships and sweeps the expired ones of its groups; and
+  re-reads the presence its subscribers watch, to make good a ``status_changed`` the
+  channel layer lost. So the users of a crashed server go offline, and leave their
+  groups, within ``CONNECTION_TTL + HEARTBEAT_INTERVAL``, without any cron job.
+
+Everything here lives and dies with its event loop: nothing is shared between loops, and
+a finished loop frees its runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from . import metrics, protocol, transitions
+from .backends import Change, get_backend
+from .conf import number_setting
+from .exceptions import PresenceImproperlyConfigured
+from .ids import SERVER_ID
+
+logger = logging.getLogger(__name__)
+
+#: Expired leases removed by one sweep call.
+SWEEP_LIMIT = 1000
+#: Sweep calls one beat may make when more than SWEEP_LIMIT leases expired at once.
+MAX_SWEEPS_PER_BEAT = 10
+
+
+class TrackedConsumer(Protocol):
+    """What the runtime may call on a consumer it tracks.
+
+    :class:`~django_presence.consumers.UserOnlineStatusMixin` implements all of it (the
+    subscription and group hooks do nothing there); ``UserConsumer`` fills them in.
+    """
+
+    presence_user_id: Any
+
+    def presence_close_for_server(self, code: int) -> None:
+        """Close the socket with ``code``, from any task."""
+
+    def presence_watched_user_keys(self) -> Collection[str]:
+        """The keys of the users whose status this connection forwards to its client."""
+
+    async def presence_resync(self, snapshot: Mapping[str, tuple[bool, int]]) -> None:
+        """Catch up on transitions of watched users (``(online, seq)`` by key)."""
+
+    async def presence_rejoin_groups(self) -> None:
+        """Join this connection's channel-layer groups again (the layer lost them)."""
+
+    def get_presence_log_extra(self) -> dict[str, Any]:
+        """The ``extra`` of this connection's log records."""
+
+
+class _Connections(dict[str, str]):
+    """Connection id -> user key, with its ``(user key, connection id)`` pairs cached.
+
+    A beat of an idle server then allocates nothing per connection: building 10,000 pairs
+    every beat made the garbage collector walk the whole heap every few beats.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pairs: list[tuple[str, str]] | None = None
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The ``(user key, connection id)`` pairs; the same list until a change."""
+        if self._pairs is None:
+            self._pairs = [(user, cid) for cid, user in self.items()]
+        return self._pairs
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._pairs = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._pairs = None
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """Remove ``key`` (see :meth:`dict.pop`)."""
+        self._pairs = None
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, str]:
+        """Remove an item (see :meth:`dict.popitem`)."""
+        self._pairs = None
+        return super().popitem()
+
+    def clear(self) -> None:
+        """Remove every item."""
+        self._pairs = None
+        super().clear()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Add items (see :meth:`dict.update`)."""
+        self._pairs = None
+        super().update(*args, **kwargs)
+
+    def setdefault(self, key: str, default: str) -> str:
+        """See :meth:`dict.setdefault`."""
+        self._pairs = None
+        return super().setdefault(key, default)
+
+
+# The user keys whose lock the current task (or whatever it started) holds: a signal
+# receiver that changes the same user's presence must not wait for its own caller.
+_held: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "django_presence_user_locks_held", default=frozenset()
+)
+# True in the task applying a batch, and in whatever its signal receivers call.
+_applying: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "django_presence_applying", default=False
+)
+
+
+class LayerOutage:
+    """How many of this loop's connections are retrying the channel layer now.
+
+    Lets a layer outage log one WARNING when the first connection fails and one INFO when
+    the last failing connection reached the layer again, instead of one WARNING per
+    socket.
+    """
+
+    def __init__(self) -> None:
+        self.failing = 0
+        self.since = 0.0
+
+    def begin(self) -> bool:
+        """Count a connection that started failing; True if it is the first one."""
+        self.failing += 1
+        if self.failing == 1:
+            self.since = time.monotonic()
+            return True
+        return False
+
+    def end(self, recovered: bool) -> None:
+        """Count a failing connection that reached the layer again (or ended)."""
+        self.failing -= 1
+        if self.failing == 0 and recovered:
+            logger.info(
+                "Channel layer available again after %.1f s",
+                time.monotonic() - self.since,
+                extra={"server": SERVER_ID},
+            )
+
+
+class Runtime:
+    """What one event loop holds for presence, and its timer task (see the module)."""
+
+    def __init__(self) -> None:
+        #: Connection id -> user key of the connections this loop holds open.
+        self.connections = _Connections()
+        self._consumers: dict[str, weakref.ReferenceType[TrackedConsumer]] = {}
+        #: ``(group, member id)`` -> user key of the client-group memberships held here.
+        self.memberships: dict[tuple[str, str], str] = {}
+        #: The channel layer's outage, as this loop's connections see it.
+        self.layer_outage = LayerOutage()
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._pending: list[tuple[Sequence[Change], asyncio.Future[None], bool]] = []
+        self._applier: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._reconcile_task: asyncio.Task[None] | None = None
+
+    # -- connections and consumers ------------------------------------------------------------
+
+    def track_connection(
+        self, user_key: str, connection_id: str, consumer: TrackedConsumer | None = None
+    ) -> None:
+        """Keep a connection's lease alive from now on (and reach its consumer)."""
+        self.connections[connection_id] = user_key
+        if consumer is not None:
+            self._consumers[connection_id] = weakref.ref(consumer)
+        self._start_timer()
+
+    def untrack_connection(self, connection_id: str) -> None:
+        """Stop renewing a connection's lease (before removing it from the backend)."""
+        self.connections.pop(connection_id, None)
+        self._consumers.pop(connection_id, None)
+
+    def consumers(self) -> list[TrackedConsumer]:
+        """The live consumers of the connections tracked here."""
+        found = (ref() for ref in list(self._consumers.values()))
+        return [consumer for consumer in found if consumer is not None]
+
+    def close_user(self, user_key: str, code: int = protocol.CLOSE_DISCONNECTED) -> int:
+        """Close this loop's sockets of ``user_key`` with ``code``; return how many."""
+        closing = [c for c in self.consumers() if str(c.presence_user_id) == user_key]
+        for consumer in closing:
+            consumer.presence_close_for_server(code)
+        return len(closing)
+
+    # -- group memberships --------------------------------------------------------------------
+
+    def track_membership(self, group: str, user_key: str, member_id: str) -> None:
+        """Keep a client-group membership's lease alive from now on."""
+        self.memberships[(group, member_id)] = user_key
+        self._start_timer()
+
+    def untrack_membership(self, group: str, member_id: str) -> None:
+        """Stop renewing a membership (before leaving the group in the backend)."""
+        self.memberships.pop((group, member_id), None)
+
+    # -- transitions ----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def hold(self, user_key: str) -> AsyncIterator[None]:
+        """Hold ``user_key``'s lock, so this loop applies the user's transitions in order.
+
+        Held from the backend call until the transition is queued, it makes this loop
+        deliver a user's signals and watcher messages in the order the backend decided
+        them (a page reload without grace period is an OFFLINE and an ONLINE a few
+        milliseconds apart). Other processes are ordered by ``seq`` only. Code running on
+        behalf of a holder (a signal receiver, in any task or thread it started) does not
+        wait for the lock, which would never be released.
+        """
+        held = _held.get()
+        if user_key in held:
+            yield
+            return
+        lock, users = self._locks.get(user_key) or (asyncio.Lock(), 0)
+        self._locks[user_key] = (lock, users + 1)
+        try:
+            async with lock:
+                token = _held.set(held | {user_key})
+                try:
+                    yield
+                finally:
+                    _held.reset(token)
+        finally:
+            lock, users = self._locks[user_key]
+            if users == 1:
+                del self._locks[user_key]
+            else:
+                self._locks[user_key] = (lock, users - 1)
+
+    def submit(self, changes: Iterable[Change]) -> Awaitable[None]:
+        """Queue the transitions among ``changes``; return an awaitable of their side effects.
+
+        Queued synchronously, so the queue holds this loop's transitions in the order
+        their backend calls returned (a user's calls are serialised by :meth:`hold`).
+        Concurrent submissions are applied together (group commit): one thread hop and at
+        most two ``UPDATE`` statements per batch. A batch is cut
+        ``TRANSITION_BATCH_WINDOW`` seconds after its first transition arrived, or at once
+        when that is 0. A cancelled caller stops waiting; its transitions are applied all
+        the same.
+        """
+        pending = [change for change in changes if change.changed]
+        if not pending:
+            return _nothing()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        nested = _applying.get()
+        self._pending.append((pending, done, nested))
+        if self._applier is None or self._applier.done():
+            self._applier = loop.create_task(self._apply_pending(), name="presence side effects")
+        if nested:
+            # A signal receiver of the batch being applied (or code it started): its
+            # transitions join that batch; waiting for it would wait for ourselves.
+            return _nothing()
+        return done
+
+    async def _apply_pending(self) -> None:
+        _applying.set(True)
+        while self._pending:
+            try:
+                window = number_setting("TRANSITION_BATCH_WINDOW")
+            except PresenceImproperlyConfigured:  # reported by a system check at startup
+                window = 0
+            # Let the callers that are ready now join this batch, and wait for more when
+            # a window is set.
+            await asyncio.sleep(window)
+            applied: list[asyncio.Future[None]] = []
+            batch, self._pending = self._pending, []
+            try:
+                while batch:
+                    await transitions.apply([c for changes, _, _ in batch for c in changes])
+                    applied += [done for _, done, _ in batch]
+                    # Transitions that this batch's signal receivers caused are part of
+                    # it: its callers return when those were applied too.
+                    batch = []
+                    if any(nested for _, _, nested in self._pending):
+                        batch, self._pending = self._pending, []
+            except BaseException:
+                for done in applied + [done for _, done, _ in batch + self._pending]:
+                    if not done.done():
+                        done.cancel()
+                self._pending = []
+                raise
+            for done in applied:
+                if not done.done():
+                    done.set_result(None)
+
+    # -- the timer ------------------------------------------------------------------------------
+
+    def _start_timer(self) -> None:
+        if self._timer is None or self._timer.done():
+            self._timer = asyncio.get_running_loop().create_task(self._run())
+            # The task refers to its loop: once it ends (the loop shuts down), let go of
+            # it, so that the loop and this runtime can be freed.
+            self._timer.add_done_callback(self._forget_timer)
+
+    def _forget_timer(self, task: asyncio.Task[None]) -> None:
+        if self._timer is task:
+            self._timer = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the timer task is running."""
+        return self._timer is not None and not self._timer.done()
+
+    async def stop(self, *, forget: bool = True) -> None:
+        """Stop the timer task; with ``forget``, forget every connection and membership.
+
+        What a process that stops serving does (and what tests use to play a crash: the
+        leases are left in the backend to expire).
+        """
+        if forget:
+            self.connections.clear()
+            self._consumers.clear()
+            self.memberships.clear()
+        for task in (self._timer, self._reconcile_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._timer = self._reconcile_task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time()
+        while True:
+            # A fixed rate: a slow beat (DB writes after a big crash) does not push the next
+            # one back, so sweeps stay one interval apart and the offline bound holds. A
+            # beat longer than the interval is followed at once, never by a burst.
+            interval = number_setting("HEARTBEAT_INTERVAL", allow_zero=False)
+            next_beat = max(next_beat + interval, loop.time())
+            await asyncio.sleep(next_beat - loop.time())
+            try:
+                await self.beat()
+            except Exception:
+                # The backend unreachable, the DB down...: every step is retried at the
+                # next beat, and leases outlive a few missed ones.
+                metrics.increment("heartbeat_failures")
+                logger.exception(
+                    "Presence heartbeat failed (%d connections); retrying in one interval",
+                    len(self.connections),
+                    extra={"server": SERVER_ID, "connections": len(self.connections)},
+                )
+
+    async def beat(self) -> None:
+        """One beat: connection leases and sweep, group memberships, subscribers' resync."""
+        await self._beat_connections()
+        if self.memberships:
+            await self._beat_memberships()
+        await self._resync_watchers()
+
+    async def _beat_connections(self) -> None:
+        """Renew every tracked lease and sweep, in one backend round trip."""
+        backend = get_backend()
+        interval = number_setting("HEARTBEAT_INTERVAL", allow_zero=False)
+        restored, result = await backend.heartbeat_and_sweep(
+            self.connections.pairs(),
+            ttl=number_setting("CONNECTION_TTL", allow_zero=False),
+            server=SERVER_ID,
+            limit=SWEEP_LIMIT,
+            lock_ttl=interval * 0.9,
+        )
+        changes = [change for _, change in restored]
+        # Connections still open here that the backend had lost: evidence of data loss (a
+        # Redis restart), unlike one closed while this beat was under way.
+        lost = [cid for cid, _ in restored if cid in self.connections]
+        if lost:
+            metrics.increment("connections_restored", len(lost))
+            logger.warning(
+                "The presence backend had lost %d open connections of this server (a Redis "
+                "restart?); registered them again",
+                len(lost),
+                extra={"server": SERVER_ID, "connections": len(lost)},
+            )
+        # A connection closed while the heartbeat was under way was stored again: undo.
+        for connection_id, change in restored:
+            if connection_id not in self.connections:
+                changes.append(
+                    await backend.remove_connection(
+                        change.user_id,
+                        connection_id,
+                        grace=number_setting("OFFLINE_GRACE_PERIOD"),
+                    )
+                )
+        await self.submit(changes)
+        if lost:
+            await self._after_data_loss()
+        sweeps = [result]
+        # More expired leases than one sweep takes (a big server crashed): keep going now
+        # rather than one interval later, a bounded number of times.
+        while result.removed >= SWEEP_LIMIT and len(sweeps) < MAX_SWEEPS_PER_BEAT:
+            result = await backend.sweep(limit=SWEEP_LIMIT)
+            sweeps.append(result)
+        removed = sum(r.removed for r in sweeps)
+        offline = [change for r in sweeps for change in r.changes]
+        ran = sum(1 for r in sweeps if r.swept)
+        if ran:
+            metrics.increment("sweeps", ran)
+        if removed:
+            metrics.increment("connections_swept", removed)
+            logger.info(
+                "Swept %d expired connections; %d users went offline",
+                removed,
+                len(offline),
+                extra={"server": SERVER_ID, "removed": removed, "offline": len(offline)},
+            )
+        elif ran:
+            logger.debug("Swept: no expired connections", extra={"server": SERVER_ID})
+        await self.submit(offline)
+
+    async def _beat_memberships(self) -> None:
+        """Renew the memberships held here, then sweep and announce their groups' expired."""
+        backend = get_backend()
+        held = [(group, user, mid) for (group, mid), user in self.memberships.items()]
+        await backend.room_refresh(held, ttl=number_setting("CONNECTION_TTL", allow_zero=False))
+        for change in await backend.room_sweep({group for group, _, _ in held}):
+            await transitions.announce_member_change(change)
+
+    async def _resync_watchers(self) -> None:
+        """Catch up subscribers on transitions whose status_changed the layer dropped."""
+        watchers = [c for c in self.consumers() if c.presence_watched_user_keys()]
+        if not watchers:
+            return
+        keys: set[str] = set()
+        for consumer in watchers:
+            keys.update(consumer.presence_watched_user_keys())
+        snapshot = await get_backend().presence_snapshot(sorted(keys))
+        for consumer in watchers:
+            await consumer.presence_resync(snapshot)
+
+    async def _after_data_loss(self) -> None:
+        """The backend lost data: rejoin channel-layer groups, and reconcile is_online."""
+        for consumer in self.consumers():
+            try:
+                await consumer.presence_rejoin_groups()
+            except Exception:
+                # The layer may be down too: that connection retries on its own when
+                # its receive fails (UserConsumer's outage handling).
+                logger.exception(
+                    "Could not rejoin channel-layer groups",
+                    extra=consumer.get_presence_log_extra(),
+                )
+        # Every other server registers its connections again at its own next beat:
+        # reconcile only after all of them had one, or live users would be marked offline.
+        delay = 1.5 * number_setting("HEARTBEAT_INTERVAL", allow_zero=False)
+        self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile(delay))
+
+    async def _reconcile(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await transitions.reconcile()
+        except Exception:
+            # The DB or the backend failed: the next data loss, or an operator's
+            # `manage.py presence reconcile`, tries again.
+            logger.exception(
+                "Could not reconcile is_online after the backend lost data",
+                extra={"server": SERVER_ID},
+            )
+
+
+async def _nothing() -> None:
+    return None
+
+
+_runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_runtime() -> Runtime:
+    """The runtime of the running event loop (created on first use)."""
+    loop = asyncio.get_running_loop()
+    runtime = _runtimes.get(loop)
+    if runtime is None:
+        runtime = _runtimes[loop] = Runtime()
+    return runtime
