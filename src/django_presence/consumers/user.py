@@ -586,17 +586,17 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
             rooms.get_tracker().track(name, self.user_key, self._member_id)
             # A placeholder view until the snapshot below, so a failure still leaves.
             self._rooms[name] = _RoomView(True, 0, 0, 0)
-            change = await rooms.get_registry().join(
+            change = await get_backend().room_join(
                 name,
                 self.user_key,
                 self._member_id,
-                number_setting("CONNECTION_TTL", allow_zero=False),
+                ttl=number_setting("CONNECTION_TTL", allow_zero=False),
             )
             await rooms.announce(change, origin=self.channel_name)
         return "group_joined", await self._room_snapshot(name)
 
     async def _room_snapshot(self, name: str) -> dict[str, Any]:
-        members, version = await rooms.get_registry().members(name)
+        members, version = await get_backend().room_members(name)
         full = len(members) <= rooms.member_limit()
         self._rooms[name] = _RoomView(full, version, version, len(members))
         data: dict[str, Any] = {"group": name, "count": len(members)}
@@ -618,7 +618,7 @@ class UserConsumer(UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
         rooms.get_tracker().untrack(name, self._member_id)
         try:
             await self._group_discard(groups.client_group(name))
-            change = await rooms.get_registry().leave(name, self.user_key, self._member_id)
+            change = await get_backend().room_leave(name, self.user_key, self._member_id)
             await rooms.announce(change, origin=self.channel_name)
         except Exception:
             # The membership's lease expires by itself and a sweep announces the leave.
