@@ -135,15 +135,15 @@ async def test_members_of_a_crashed_server_leave_after_their_lease(people: list[
     await request(a, "join_group", {"group": "crash"})
     await receive_type(a, "group_joined")
     # Bob's membership as a crashed server left it: a lease nobody refreshes.
-    registry = rooms.get_registry()
-    change = await registry.join("crash", str(bob.pk), "dead-server-conn", ttl=0.3)
+    backend = get_backend()
+    change = await backend.room_join("crash", str(bob.pk), "dead-server-conn", ttl=0.3)
     await rooms.announce(change)
     assert (await receive_type(a, "group_presence"))["data"]["joined"] is True
     await asyncio.sleep(0.4)
     await rooms.get_tracker().beat()  # what the periodic task does every interval
     frame = await receive_type(a, "group_presence")
     assert frame["data"] == {"group": "crash", "user_id": bob.pk, "joined": False, "count": 1}
-    assert (await registry.members("crash"))[0] == [str(alice.pk)]
+    assert (await backend.room_members("crash"))[0] == [str(alice.pk)]
     await a.disconnect()
 
 

@@ -691,8 +691,9 @@ async def test_disconnect_cleans_up_group_memberships(users: list[Any]) -> None:
     await request(tab, "join_group", {"group": "cleanup"})
     await receive_type(tab, "group_joined")
     await tab.disconnect()
-    from django_presence.rooms import get_registry, get_tracker
+    from django_presence.backends import get_backend
+    from django_presence.rooms import get_tracker
 
-    members, _ = await get_registry().members("cleanup")
+    members, _ = await get_backend().room_members("cleanup")
     assert members == []
     assert not get_tracker().memberships

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -159,36 +158,12 @@ class MonitoredUser:
         return sum(1 for connection in self.connections if not connection.closing)
 
 
-async def backend_clock(backend: BasePresenceBackend) -> float:
-    """The current time on ``backend``'s clock, in which its lease times are expressed.
-
-    Redis leases use the Redis server's ``TIME``, in-memory leases ``time.monotonic()``.
-    A backend may provide its own ``async now()``; otherwise the wall clock is assumed.
-    """
-    now = getattr(backend, "now", None)
-    if now is not None:
-        return float(await now())
-    from .backends.memory import MemoryBackend
-
-    if isinstance(backend, MemoryBackend):
-        return backend._clock()
-    try:
-        from .backends.redis import RedisBackend
-    except ImportError:  # redis-py not installed, so it cannot be the backend
-        pass
-    else:
-        if isinstance(backend, RedisBackend):
-            seconds, microseconds = await backend.client().time()
-            return float(seconds) + float(microseconds) / 1e6
-    return time.time()
-
-
 async def _read_connections(
     backend: BasePresenceBackend, keys: Sequence[str]
 ) -> tuple[float, list[list[ConnectionInfo]]]:
     # One event loop for the whole page: the reads go out together, not one by one.
     results = await asyncio.gather(*(backend.user_connections(key) for key in keys))
-    return await backend_clock(backend), list(results)
+    return await backend.now(), list(results)
 
 
 def _key_order(key: str) -> tuple[int, str]:

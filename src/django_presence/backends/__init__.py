@@ -12,12 +12,20 @@ import threading
 from django.utils.module_loading import import_string
 
 from ..exceptions import PresenceImproperlyConfigured
-from .base import BasePresenceBackend, Change, ConnectionInfo, SweepResult, Transition
+from .base import (
+    BasePresenceBackend,
+    Change,
+    ConnectionInfo,
+    MemberChange,
+    SweepResult,
+    Transition,
+)
 
 __all__ = [
     "BasePresenceBackend",
     "Change",
     "ConnectionInfo",
+    "MemberChange",
     "SweepResult",
     "Transition",
     "get_backend",

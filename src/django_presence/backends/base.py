@@ -2,8 +2,9 @@
 
 A backend stores one *lease* per connection and decides every user-level transition
 atomically: each mutating call returns what changed for the user, and nothing outside the
-backend infers a transition from a count it read earlier. Backends know nothing of Django
-models, consumers or the channel layer.
+backend infers a transition from a count it read earlier. It also stores the members of
+each client group ("room"), with the same kind of leases and atomic decisions. Backends
+know nothing of Django models, consumers or the channel layer.
 
 Times are seconds (floats). Leases are measured on the backend's own clock (Redis server
 time for :class:`~django_presence.backends.redis.RedisBackend`), never on each web server's.
@@ -56,6 +57,24 @@ class SweepResult:
     removed: int = 0
     changes: tuple[Change, ...] = ()
     swept: bool = True  # False when another process held the sweep lock.
+
+
+@dataclass(frozen=True)
+class MemberChange:
+    """What one room join, leave or expiry did to a group.
+
+    ``changed`` is True when the user joined or left the group as a user (their first
+    membership joined or their last left); ``count_before`` and ``count`` are the group's
+    user counts around the call, ``version`` the group's version after it.
+    """
+
+    group: str
+    user_id: str
+    joined: bool
+    changed: bool
+    count_before: int
+    count: int
+    version: int
 
 
 @dataclass(frozen=True)
@@ -226,8 +245,76 @@ class BasePresenceBackend:
         """Blocking form of :meth:`all_online_user_ids`, for sync code."""
         return async_to_sync(self.all_online_user_ids)()
 
+    async def now(self) -> float:
+        """The current time on the backend's own clock, in seconds.
+
+        This is the clock in which :class:`ConnectionInfo` ``opened_at`` and
+        ``expires_at`` are expressed (Redis ``TIME`` for the Redis backend, the injected
+        clock, by default :func:`time.monotonic`, for the memory backend), so that a lease
+        added with ``ttl`` T expires at about ``await now() + T``. Monitoring uses it to
+        show lease times as wall-clock times; no web server's clock is involved.
+        """
+        raise self._not_implemented("now")
+
+    # -- rooms: who is in each client group, across servers ---------------------------------
+    #
+    # Channel-layer groups cannot be listed, so the backend keeps the members of each client
+    # group. A *membership* is one connection (``member_id``) of a user in a group, held as
+    # a lease of ``ttl`` seconds on the backend's clock; the server holding it renews it with
+    # room_refresh(). A group's count is the number of distinct users with at least one
+    # membership, so a user's second tab joins silently. Each user-level join or leave bumps
+    # the group's *version*, which consumers use to order updates against the member list
+    # they read. A group with no members is forgotten entirely (its version included), so
+    # group names used once cost nothing. Every method is one atomic step.
+
+    async def room_join(
+        self, group: str, user_id: str, member_id: str, *, ttl: float
+    ) -> MemberChange:
+        """Add a membership lease of ``ttl`` seconds; joining again refreshes it.
+
+        The change has ``joined=True``; ``changed`` is True only when it is the user's
+        first membership of the group, and only then is the version bumped.
+        """
+        raise self._not_implemented("room_join")
+
+    async def room_leave(self, group: str, user_id: str, member_id: str) -> MemberChange:
+        """Remove a membership; ``changed`` when it was the user's last one in the group.
+
+        The change has ``joined=False``. Leaving a group the member is not in changes
+        nothing (``changed=False``, counts and version as they are).
+        """
+        raise self._not_implemented("room_leave")
+
+    async def room_members(self, group: str) -> tuple[list[str], int]:
+        """The user ids in ``group`` (each once) and its version, read together."""
+        raise self._not_implemented("room_members")
+
+    async def room_count(self, group: str) -> tuple[int, int]:
+        """How many distinct users are in ``group`` and its version, read together."""
+        raise self._not_implemented("room_count")
+
+    async def room_refresh(
+        self, memberships: Sequence[tuple[str, str, str]], *, ttl: float
+    ) -> None:
+        """Extend to ``ttl`` seconds the leases of ``(group, user_id, member_id)`` memberships.
+
+        Only memberships that exist are extended; a missing one (expired and swept, or
+        left) is not created again. One round trip for all of them, whatever the number of
+        groups: a server refreshes every membership it holds at once.
+        """
+        raise self._not_implemented("room_refresh")
+
+    async def room_sweep(self, groups: Iterable[str], *, limit: int = 1000) -> list[MemberChange]:
+        """Remove expired memberships of ``groups``, at most ``limit`` per group.
+
+        Returns the user-level leaves they caused (``changed=True``, ``joined=False``),
+        each once; expired memberships of users still in the group by another membership
+        are removed silently. The rest of a group over ``limit`` goes at the next sweep.
+        """
+        raise self._not_implemented("room_sweep")
+
     async def clear(self) -> None:
-        """Delete every piece of presence state this backend owns (tests, resets)."""
+        """Delete every piece of state this backend owns, rooms included (tests, resets)."""
         raise self._not_implemented("clear")
 
     async def aclose(self) -> None:

@@ -16,6 +16,7 @@ from .base import (
     BasePresenceBackend,
     Change,
     ConnectionInfo,
+    MemberChange,
     SweepResult,
     Transition,
     check_retention,
@@ -57,6 +58,11 @@ class MemoryBackend(BasePresenceBackend):
         self._transition_seq: dict[str, int] = {}
         self._seq = 0
         self._sweep_lock_until = 0.0
+        # Rooms: group -> (user id, member id) -> lease expiry, keyed like the Redis
+        # members; group -> user id -> how many memberships the user has; group -> version.
+        self._rooms: dict[str, dict[tuple[str, str], float]] = {}
+        self._room_users: dict[str, dict[str, int]] = {}
+        self._room_versions: dict[str, int] = {}
 
     def _transition(self, user_id: str, transition: Transition, count: int) -> Change:
         self._seq += 1
@@ -208,9 +214,95 @@ class MemoryBackend(BasePresenceBackend):
                 for cid, lease in self._users.get(user_id, {}).items()
             ]
 
+    async def now(self) -> float:
+        return self._clock()
+
+    # -- rooms -------------------------------------------------------------------------------
+
+    def _bump(self, group: str) -> int:
+        self._room_versions[group] = self._room_versions.get(group, 0) + 1
+        return self._room_versions[group]
+
+    def _unchanged(self, group: str, user_id: str, joined: bool) -> MemberChange:
+        count = len(self._room_users.get(group, {}))
+        version = self._room_versions.get(group, 0)
+        return MemberChange(group, user_id, joined, False, count, count, version)
+
+    def _room_remove(self, group: str, key: tuple[str, str]) -> MemberChange | None:
+        del self._rooms[group][key]
+        user_id = key[0]
+        users = self._room_users[group]
+        before = len(users)
+        users[user_id] -= 1
+        if users[user_id] > 0:
+            return None
+        del users[user_id]
+        change = MemberChange(group, user_id, False, True, before, len(users), self._bump(group))
+        if not users:
+            # Forget the empty group entirely, so group names used once cost nothing.
+            del self._room_users[group], self._rooms[group], self._room_versions[group]
+        return change
+
+    async def room_join(
+        self, group: str, user_id: str, member_id: str, *, ttl: float
+    ) -> MemberChange:
+        with self._lock:
+            room = self._rooms.setdefault(group, {})
+            users = self._room_users.setdefault(group, {})
+            new = (user_id, member_id) not in room
+            room[(user_id, member_id)] = self._clock() + ttl
+            if not new:
+                return self._unchanged(group, user_id, True)
+            before = len(users)
+            users[user_id] = users.get(user_id, 0) + 1
+            if users[user_id] > 1:
+                return self._unchanged(group, user_id, True)
+            return MemberChange(group, user_id, True, True, before, len(users), self._bump(group))
+
+    async def room_leave(self, group: str, user_id: str, member_id: str) -> MemberChange:
+        with self._lock:
+            change = None
+            if (user_id, member_id) in self._rooms.get(group, {}):
+                change = self._room_remove(group, (user_id, member_id))
+            return change or self._unchanged(group, user_id, False)
+
+    async def room_members(self, group: str) -> tuple[list[str], int]:
+        with self._lock:
+            return list(self._room_users.get(group, {})), self._room_versions.get(group, 0)
+
+    async def room_count(self, group: str) -> tuple[int, int]:
+        with self._lock:
+            return len(self._room_users.get(group, {})), self._room_versions.get(group, 0)
+
+    async def room_refresh(
+        self, memberships: Sequence[tuple[str, str, str]], *, ttl: float
+    ) -> None:
+        with self._lock:
+            expires = self._clock() + ttl
+            for group, user_id, member_id in memberships:
+                room = self._rooms.get(group, {})
+                if (user_id, member_id) in room:
+                    room[(user_id, member_id)] = expires
+
+    async def room_sweep(self, groups: Iterable[str], *, limit: int = 1000) -> list[MemberChange]:
+        changes = []
+        with self._lock:
+            now = self._clock()
+            for group in groups:
+                room = self._rooms.get(group, {})
+                expired = [key for key, expiry in room.items() if expiry <= now]
+                for key in expired[:limit]:
+                    change = self._room_remove(group, key)
+                    if change is not None:
+                        changes.append(change)
+        return changes
+
     async def clear(self) -> None:
         with self._lock:
             self._users.clear()
             self._transition_seq.clear()
             self._offline_since.clear()
             self._sweep_lock_until = 0.0
+            self._rooms.clear()
+            self._room_users.clear()
+            self._room_versions.clear()

@@ -15,6 +15,10 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
   ``{P}:offline`` sorted set: user id -> ms since which the user is offline, for pruning
   ``tseq`` (so neither grows with every user who was ever online).
 - ``{P}:sweeplock`` the sweep lock.
+- ``{P}:room:<group>:c`` sorted set of the group's memberships (member
+  ``<len(uid)>:<uid><member id>``, score = lease expiry, ms), ``{P}:room:<group>:u`` hash:
+  user id -> memberships, ``{P}:room:<group>:v`` the group's version. They expire two
+  leases after the last join or refresh, and go as soon as the group is empty.
 
 Every mutation is one Lua script, so adding, removing and deciding the transition are one
 atomic step. Leases use ``TIME`` on the Redis server, never a web server's clock.
@@ -45,6 +49,7 @@ from .base import (
     BasePresenceBackend,
     Change,
     ConnectionInfo,
+    MemberChange,
     SweepResult,
     Transition,
     check_retention,
@@ -72,12 +77,8 @@ _UNAVAILABLE = (
 
 _TRANSITIONS = {0: Transition.NONE, 1: Transition.ONLINE, 2: Transition.OFFLINE}
 
-# KEYS: 1 leases, 2 online, 3 seq, 4 tseq, 5 closing, 6 sweeplock, 7 offline.
-# ARGV[1]: user key prefix.
-_PRELUDE = """
-local K_LEASES, K_ONLINE, K_SEQ, K_TSEQ, K_CLOSING = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local K_OFFLINE = KEYS[7]
-local UP = ARGV[1]
+# The clock and the member encoding, shared by the presence and the room scripts.
+_COMMON = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -88,6 +89,16 @@ local function split(m)
   local n = tonumber(string.sub(m, 1, sep - 1))
   return string.sub(m, sep + 1, sep + n), string.sub(m, sep + n + 1)
 end
+"""
+
+# KEYS: 1 leases, 2 online, 3 seq, 4 tseq, 5 closing, 6 sweeplock, 7 offline.
+# ARGV[1]: user key prefix.
+_PRELUDE = (
+    _COMMON
+    + """
+local K_LEASES, K_ONLINE, K_SEQ, K_TSEQ, K_CLOSING = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_OFFLINE = KEYS[7]
+local UP = ARGV[1]
 -- Transition numbers never go back, even when Redis restarted empty and K_SEQ is gone:
 -- the counter is floored at the server time in microseconds (below 2^53, so the number
 -- survives Lua's doubles and JavaScript clients), and INCR keeps it unique.
@@ -140,6 +151,7 @@ local function store(uid, cid, ttl, server, now)
   return {0, count, 0}
 end
 """
+)
 
 _ADD = (
     _PRELUDE
@@ -292,6 +304,109 @@ return out
 """
 )
 
+# TIME run on the node that holds the keys: on a Cluster, the clock that times the leases.
+_NOW = """
+return redis.call('TIME')
+"""
+
+# Rooms. KEYS: 1 memberships (zset), 2 users (hash: user id -> memberships), 3 version.
+_ROOM_PRELUDE = (
+    _COMMON
+    + """
+local KZ, KU, KV = KEYS[1], KEYS[2], KEYS[3]
+local function version() return tonumber(redis.call('GET', KV) or '0') end
+local function keep(ttl)
+  redis.call('PEXPIRE', KZ, ttl * 2)
+  redis.call('PEXPIRE', KU, ttl * 2)
+  redis.call('PEXPIRE', KV, ttl * 2)
+end
+-- Remove membership m of uid: nil unless it was the user's last one, else
+-- {count before, count after, new version}. An empty group leaves no key behind.
+local function drop(uid, m)
+  if redis.call('ZREM', KZ, m) == 0 then return nil end
+  local before = redis.call('HLEN', KU)
+  if redis.call('HINCRBY', KU, uid, -1) > 0 then return nil end
+  redis.call('HDEL', KU, uid)
+  local after = redis.call('HLEN', KU)
+  local v = redis.call('INCR', KV)
+  if after == 0 then redis.call('DEL', KZ, KU, KV) end
+  return {before, after, v}
+end
+"""
+)
+
+_ROOM_JOIN = (
+    _ROOM_PRELUDE
+    + """
+local uid, mid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local before = redis.call('HLEN', KU)
+local changed, v = 0, 0
+if redis.call('ZADD', KZ, now_ms() + ttl, member(uid, mid)) == 1 then
+  if redis.call('HINCRBY', KU, uid, 1) == 1 then changed = 1 end
+end
+if changed == 1 then v = redis.call('INCR', KV) else v = version() end
+keep(ttl)
+return {changed, before, redis.call('HLEN', KU), v}
+"""
+)
+
+_ROOM_LEAVE = (
+    _ROOM_PRELUDE
+    + """
+local uid, mid = ARGV[1], ARGV[2]
+local r = drop(uid, member(uid, mid))
+if r then return {1, r[1], r[2], r[3]} end
+local n = redis.call('HLEN', KU)
+return {0, n, n, version()}
+"""
+)
+
+_ROOM_MEMBERS = (
+    _ROOM_PRELUDE
+    + """
+return {redis.call('HKEYS', KU), version()}
+"""
+)
+
+_ROOM_COUNT = (
+    _ROOM_PRELUDE
+    + """
+return {redis.call('HLEN', KU), version()}
+"""
+)
+
+# XX: a membership that expired and was swept, or was left, is not created again.
+_ROOM_REFRESH = (
+    _ROOM_PRELUDE
+    + """
+local ttl = tonumber(ARGV[1])
+local expiry = now_ms() + ttl
+for i = 2, #ARGV do redis.call('ZADD', KZ, 'XX', expiry, ARGV[i]) end
+keep(ttl)
+return 0
+"""
+)
+
+# {uid, count before, count after, version, ...} for each user-level leave.
+_ROOM_SWEEP = (
+    _ROOM_PRELUDE
+    + """
+local expired = redis.call('ZRANGEBYSCORE', KZ, '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {}
+for _, m in ipairs(expired) do
+  local uid = split(m)
+  local r = drop(uid, m)
+  if r then
+    out[#out + 1] = uid
+    out[#out + 1] = r[1]
+    out[#out + 1] = r[2]
+    out[#out + 1] = r[3]
+  end
+end
+return out
+"""
+)
+
 # Sizes above which a list of ids is split into several commands, to stay far below
 # Lua's unpack() limit and Redis's argument limits.
 _CHUNK = 5000
@@ -361,6 +476,7 @@ class RedisBackend(BasePresenceBackend):
             f"{tag}:offline",
         ]
         self._user_prefix = f"{tag}:u:"
+        self._room_prefix = f"{tag}:room:"
         self._retention_ms = _ms(check_retention(transition_retention))
         self._client_options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
@@ -451,18 +567,53 @@ class RedisBackend(BasePresenceBackend):
     def _unavailable(self, error: Exception) -> BackendUnavailable:
         return BackendUnavailable(f"Redis at {_safe_url(self.url)} is unavailable: {error}")
 
-    async def _eval(self, name: str, source: str, args: Sequence[Any]) -> Any:
+    async def _eval(
+        self, name: str, source: str, args: Sequence[Any], keys: Sequence[str] | None = None
+    ) -> Any:
+        """Run script ``name`` on ``keys`` (the presence keys by default)."""
         client = self.client()
+        script_keys = self._keys if keys is None else keys
 
         async def run() -> Any:
             sha = self._scripts.get(name)
             if sha is not None:
                 try:
-                    return await client.evalsha(sha, len(self._keys), *self._keys, *args)
+                    return await client.evalsha(sha, len(script_keys), *script_keys, *args)
                 except redis_exceptions.NoScriptError:
                     pass  # Redis restarted or was flushed: load the script again.
             self._scripts[name] = await client.script_load(source)
-            return await client.evalsha(self._scripts[name], len(self._keys), *self._keys, *args)
+            return await client.evalsha(self._scripts[name], len(script_keys), *script_keys, *args)
+
+        return await self._call(run)
+
+    async def _eval_each(
+        self, name: str, source: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run script ``name`` once per ``(keys, args)``, all in one pipelined round trip.
+
+        Every call's keys are under the backend's hash tag, so the pipeline goes to one
+        node even on a Cluster. When the script had to be loaded again, every call failed
+        alike (one node, one script cache) and the whole pipeline is sent again.
+        """
+        if not calls:
+            return []
+        client = self.client()
+
+        async def execute(sha: str) -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    pipe.evalsha(sha, len(keys), *keys, *args)
+                return list(await pipe.execute())
+
+        async def run() -> list[Any]:
+            sha = self._scripts.get(name)
+            if sha is not None:
+                try:
+                    return await execute(sha)
+                except redis_exceptions.NoScriptError:
+                    pass  # Redis restarted or was flushed: load the script again.
+            self._scripts[name] = await client.script_load(source)
+            return await execute(self._scripts[name])
 
         return await self._call(run)
 
@@ -637,6 +788,74 @@ class RedisBackend(BasePresenceBackend):
             )
         return infos
 
+    async def now(self) -> float:
+        # A script on the presence keys, so that on a Cluster the clock read is that of
+        # the node whose TIME timed the leases.
+        seconds, microseconds = await self._eval("now", _NOW, [], keys=self._keys[:1])
+        return int(seconds) + int(microseconds) / 1e6
+
+    # -- rooms -------------------------------------------------------------------------------
+
+    def _room_keys(self, group: str) -> list[str]:
+        base = self._room_prefix + group
+        return [f"{base}:c", f"{base}:u", f"{base}:v"]
+
+    async def room_join(
+        self, group: str, user_id: str, member_id: str, *, ttl: float
+    ) -> MemberChange:
+        result = await self._eval(
+            "room_join", _ROOM_JOIN, [user_id, member_id, _lease_ms(ttl)], self._room_keys(group)
+        )
+        return _member_change(group, user_id, True, result)
+
+    async def room_leave(self, group: str, user_id: str, member_id: str) -> MemberChange:
+        result = await self._eval(
+            "room_leave", _ROOM_LEAVE, [user_id, member_id], self._room_keys(group)
+        )
+        return _member_change(group, user_id, False, result)
+
+    async def room_members(self, group: str) -> tuple[list[str], int]:
+        user_ids, version = await self._eval(
+            "room_members", _ROOM_MEMBERS, [], self._room_keys(group)
+        )
+        return [_str(uid) for uid in user_ids], int(version)
+
+    async def room_count(self, group: str) -> tuple[int, int]:
+        count, version = await self._eval("room_count", _ROOM_COUNT, [], self._room_keys(group))
+        return int(count), int(version)
+
+    async def room_refresh(
+        self, memberships: Sequence[tuple[str, str, str]], *, ttl: float
+    ) -> None:
+        by_group: dict[str, list[str]] = {}
+        for group, user_id, member_id in memberships:
+            by_group.setdefault(group, []).extend((user_id, member_id))
+        calls = [
+            (self._room_keys(group), [_lease_ms(ttl), *pairs[start : start + 2 * _CHUNK]])
+            for group, pairs in by_group.items()
+            for start in range(0, len(pairs), 2 * _CHUNK)
+        ]
+        await self._eval_each("room_refresh", _ROOM_REFRESH, calls)
+
+    async def room_sweep(self, groups: Iterable[str], *, limit: int = 1000) -> list[MemberChange]:
+        names = list(dict.fromkeys(groups))
+        results = await self._eval_each(
+            "room_sweep", _ROOM_SWEEP, [(self._room_keys(group), [limit]) for group in names]
+        )
+        return [
+            MemberChange(
+                group,
+                _str(result[i]),
+                False,
+                True,
+                int(result[i + 1]),
+                int(result[i + 2]),
+                int(result[i + 3]),
+            )
+            for group, result in zip(names, results, strict=True)
+            for i in range(0, len(result), 4)
+        ]
+
     async def clear(self) -> None:
         client = self.client()
 
@@ -651,6 +870,18 @@ class RedisBackend(BasePresenceBackend):
 
 def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
+
+
+def _lease_ms(seconds: float) -> int:
+    # At least 1: the room keys are kept for two leases, and PEXPIRE 0 would delete them.
+    return max(1, _ms(seconds))
+
+
+def _member_change(group: str, user_id: str, joined: bool, result: Sequence[Any]) -> MemberChange:
+    changed, before, count, version = result
+    return MemberChange(
+        group, user_id, joined, bool(int(changed)), int(before), int(count), int(version)
+    )
 
 
 def _str(value: Any) -> str:
