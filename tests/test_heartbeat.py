@@ -317,7 +317,7 @@ def test_a_finished_loop_and_its_heartbeat_are_freed(presence: dict[str, Any]) -
     assert [ref() for ref in refs] == [None, None]
 
 
-def test_the_cached_pairs_follow_every_change_of_the_dict(get_runtime().connections) -> None:
+def test_the_cached_pairs_follow_every_change_of_the_tracked_connections() -> None:
     """An idle beat reuses one list of pairs; any change to the connections rebuilds it."""
     heartbeat = Runtime()
     connections = heartbeat.connections

@@ -19,8 +19,8 @@ from django.test import override_settings
 from django_presence import groups
 from django_presence.consumers import UserConsumer
 from django_presence.exceptions import PresenceImproperlyConfigured
-from django_presence.services import UserMessagingService, user_messaging_service
 from django_presence.ids import wire_user_id
+from django_presence.services import UserMessagingService, user_messaging_service
 
 from .test_user_consumer import open_socket, receive, receive_type
 

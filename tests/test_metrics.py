@@ -21,10 +21,10 @@ from django.test import override_settings
 
 from django_presence import metrics
 from django_presence.backends import get_backend
+from django_presence.ids import SERVER_ID
 from django_presence.protocol import CLOSE_FLOODING
 from django_presence.runtime import Runtime, get_runtime
 from django_presence.services import user_online_service
-from django_presence.ids import SERVER_ID
 
 from .conftest import presence_settings_for
 from .test_user_consumer import (
@@ -428,7 +428,7 @@ async def test_a_channel_layer_outage_logs_once_per_process_and_groups_come_back
     try:
         with override_settings(CHANNEL_LAYERS={"default": config}):
             tabs = [await open_socket(alice) for _ in range(4)]
-            caplog.set_level(logging.DEBUG, "django_presence.consumers.user")
+            caplog.set_level(logging.DEBUG, "django_presence")
             server.stop()
 
             async def every_socket_retried() -> bool:

@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from django.test import override_settings
 
 from django_presence.consumers import CLOSE_TOKEN_EXPIRED, UserOnlineStatusMixin
-from django_presence.runtime import get_runtime
 from django_presence.middleware import JWTAuthMiddlewareStack
+from django_presence.runtime import get_runtime
 from django_presence.services import user_online_service
 
 from .tokens import make_token

@@ -20,10 +20,11 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import override_settings
 
-from django_presence import groups, rooms
+from django_presence import groups, transitions
 from django_presence.backends import get_backend
 from django_presence.consumers import UserConsumer
 from django_presence.middleware import JWTAuthMiddlewareStack
+from django_presence.runtime import get_runtime
 from django_presence.services import user_messaging_service, user_online_service
 
 from .test_user_consumer import TIMEOUT, nothing_more, receive, receive_type, request
@@ -137,10 +138,10 @@ async def test_members_of_a_crashed_server_leave_after_their_lease(people: list[
     # Bob's membership as a crashed server left it: a lease nobody refreshes.
     backend = get_backend()
     change = await backend.room_join("crash", str(bob.pk), "dead-server-conn", ttl=0.3)
-    await rooms.announce(change)
+    await transitions.announce_member_change(change)
     assert (await receive_type(a, "group_presence"))["data"]["joined"] is True
     await asyncio.sleep(0.4)
-    await rooms.get_tracker().beat()  # what the periodic task does every interval
+    await get_runtime().beat()  # what the periodic task does every interval
     frame = await receive_type(a, "group_presence")
     assert frame["data"] == {"group": "crash", "user_id": bob.pk, "joined": False, "count": 1}
     assert (await backend.room_members("crash"))[0] == [str(alice.pk)]

@@ -16,7 +16,7 @@ PAGE = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_te
 
 def _section(title: str) -> str:
     """The text of the section whose heading is ``title``, up to the next heading."""
-    match = re.search(rf"^(#+) {re.escape(title)}\n(.*?)(?=^#{{1,3}} )", PAGE, re.M | re.S)
+    match = re.search(rf"^(#+) {re.escape(title)}\n(.*?)(?=^#{{2,3}} |\Z)", PAGE, re.M | re.S)
     assert match, f"no section {title!r} in docs/protocol.md"
     return match.group(2)
 

@@ -10,8 +10,8 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import override_settings
 
-from django_presence.protocol import CLOSE_FLOODING
 from django_presence.exceptions import PresenceImproperlyConfigured
+from django_presence.protocol import CLOSE_FLOODING
 from django_presence.ratelimit import FloodDetector, TokenBucket, UserBuckets, user_buckets
 from tests.asgi import application
 

@@ -16,8 +16,8 @@ from django.contrib.auth import get_user_model
 from django.test import override_settings
 
 from django_presence.consumers import UserConsumer
-from django_presence.protocol import CLOSE_UNAUTHENTICATED
 from django_presence.policies import DefaultPolicy
+from django_presence.protocol import CLOSE_UNAUTHENTICATED
 from django_presence.services import user_messaging_service
 from tests.asgi import application
 
@@ -692,8 +692,8 @@ async def test_disconnect_cleans_up_group_memberships(users: list[Any]) -> None:
     await receive_type(tab, "group_joined")
     await tab.disconnect()
     from django_presence.backends import get_backend
-    from django_presence.rooms import get_tracker
+    from django_presence.runtime import get_runtime
 
     members, _ = await get_backend().room_members("cleanup")
     assert members == []
-    assert not get_tracker().memberships
+    assert not get_runtime().memberships

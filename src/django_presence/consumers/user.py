@@ -36,8 +36,8 @@ from ..services.messaging import send_group_message, user_messaging_service
 from ..services.online import user_online_service
 from ..transitions import syncs_user_model
 from .frames import (
-    REQUEST_TYPE,
     MAX_ID_LENGTH,
+    REQUEST_TYPE,
     RequestError,
     frame_too_large,
     group_field,
@@ -54,7 +54,8 @@ from .subscriptions import Subscriptions
 logger = logging.getLogger(__name__)
 
 
-class UserConsumer(UserOnlineStatusMixin, LayerGroupsMixin, AsyncJsonWebsocketConsumer):
+# LayerGroupsMixin first: its presence_rejoin_groups() replaces the presence mixin's no-op.
+class UserConsumer(LayerGroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
     """The ready ``ws/user/`` consumer: presence, messaging, groups and subscriptions.
 
     Authenticated users only; the connection is tracked by

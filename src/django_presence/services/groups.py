@@ -40,9 +40,7 @@ class GroupMembers(NamedTuple):
 class GroupPresenceService:
     """Join and leave client groups for a connection, and read who is in them."""
 
-    async def ajoin(
-        self, group: str, user_id: Any, member_id: str, *, origin: str = ""
-    ) -> None:
+    async def ajoin(self, group: str, user_id: Any, member_id: str, *, origin: str = "") -> None:
         """Add the membership ``member_id`` of ``user_id`` to ``group``; tell the members.
 
         The runtime of the calling event loop renews the membership from now on, until
@@ -57,9 +55,7 @@ class GroupPresenceService:
         )
         await transitions.announce_member_change(change, origin=origin)
 
-    async def aleave(
-        self, group: str, user_id: Any, member_id: str, *, origin: str = ""
-    ) -> None:
+    async def aleave(self, group: str, user_id: Any, member_id: str, *, origin: str = "") -> None:
         """Remove a membership from ``group`` (nothing happens if it is not there)."""
         key = user_key(user_id)
         get_runtime().untrack_membership(group, member_id)

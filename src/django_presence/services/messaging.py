@@ -112,7 +112,12 @@ class UserMessagingService:
         extra = _check_extra(extra, _NOTIFICATION_KEYS)
         await _layer().group_send(
             groups.user_group(user_id),
-            {"type": protocol.EVENT_NOTIFICATION, "title": title, "message": message, "extra": extra},
+            {
+                "type": protocol.EVENT_NOTIFICATION,
+                "title": title,
+                "message": message,
+                "extra": extra,
+            },
         )
 
     async def send_message_to_user(
@@ -141,7 +146,8 @@ class UserMessagingService:
         _check_text(message, "message")
         extra = _check_extra(extra, _BROADCAST_KEYS)
         await _layer().group_send(
-            groups.broadcast_group(), {"type": protocol.EVENT_BROADCAST, "message": message, "extra": extra}
+            groups.broadcast_group(),
+            {"type": protocol.EVENT_BROADCAST, "message": message, "extra": extra},
         )
 
     async def send_to_group(self, group_name: str, message: str, **extra: Any) -> None:

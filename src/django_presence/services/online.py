@@ -157,7 +157,9 @@ class UserOnlineService:
         )
         await get_runtime().submit([change for _, change in restored])
 
-    async def adisconnect_user(self, user_id: Any, *, code: int = protocol.CLOSE_DISCONNECTED) -> int:
+    async def adisconnect_user(
+        self, user_id: Any, *, code: int = protocol.CLOSE_DISCONNECTED
+    ) -> int:
         """Close all of the user's sockets, on every server, and take them offline now.
 
         The sockets are closed with ``code`` (4010, ``protocol.CLOSE_DISCONNECTED``, by
