@@ -52,6 +52,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__
 CHANGELIST = "admin:testapp_user_changelist"
 MONITOR = "admin:testapp_user_presence"
 SWEEP = "admin:testapp_user_presence_sweep"
+RECONCILE = "admin:testapp_user_presence_reconcile"
 DISCONNECT = "admin:testapp_user_presence_disconnect"
 
 
@@ -408,6 +409,26 @@ def test_sweep_now_removes_expired_connections_and_takes_users_offline(
     assert user_online_service.is_user_online(bob.pk) is True
     again = client.post(reverse(SWEEP), follow=True)
     assert "The sweep removed 0 expired connections." in again.content.decode()
+
+
+def test_reconcile_now_repairs_is_online_and_announces_it(
+    presence: dict[str, Any], client: Client, staff: Any, signal_log: Any
+) -> None:
+    alice, bob = make_users("alice", "bob")
+    user_online_service.add_user_connection(alice.pk)
+    signal_log.clear()
+    # The DB lost both writes: alice is online but marked offline; bob the reverse.
+    User.objects.filter(pk=alice.pk).update(is_online=False)
+    User.objects.filter(pk=bob.pk).update(is_online=True)
+    assert 'id="presence-reconcile"' in client.get(reverse(MONITOR)).content.decode()
+
+    response = client.post(reverse(RECONCILE), follow=True)
+
+    assert response.redirect_chain == [(reverse(MONITOR), 302)]
+    assert "Marked 1 users online and 1 offline." in response.content.decode()
+    assert set(User.objects.filter(is_online=True).values_list("pk", flat=True)) == {alice.pk}
+    assert sorted(signal_log.kinds()) == ["offline", "online"]
+    assert client.get(reverse(RECONCILE)).status_code == 405
 
 
 def test_actions_accept_only_post_with_a_csrf_token(presence: dict[str, Any], staff: Any) -> None:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -44,7 +44,9 @@ from django.utils.translation import gettext_lazy as _
 
 from .backends import BasePresenceBackend, ConnectionInfo, get_backend
 from .conf import presence_settings
+from .ids import key_order, pk_or_none
 from .services import user_online_service
+from .transitions import syncs_user_model
 
 if TYPE_CHECKING:
     from django.contrib.admin.views.main import ChangeList
@@ -59,18 +61,10 @@ logger = logging.getLogger(__name__)
 _ONLINE_ATTR = "_presence_online_now"
 
 
-def _pk_from_key(model: type[models.Model], key: str) -> Any:
-    """The primary key stored under backend key ``key``, or None if the model rejects it."""
-    try:
-        return model._meta.pk.to_python(key)
-    except ValidationError:
-        return None
-
-
 def live_online_pks(model: type[models.Model]) -> list[Any]:
     """The primary keys of every user the backend holds online now (one round trip)."""
     keys = get_backend().all_online_user_ids_sync()
-    pks = (_pk_from_key(model, key) for key in keys)
+    pks = (pk_or_none(key) for key in keys)
     return [pk for pk in pks if pk is not None]
 
 
@@ -164,11 +158,6 @@ async def _read_connections(
     # One event loop for the whole page: the reads go out together, not one by one.
     results = await asyncio.gather(*(backend.user_connections(key) for key in keys))
     return await backend.now(), list(results)
-
-
-def _key_order(key: str) -> tuple[int, str]:
-    # Numeric keys in numeric order, after any others.
-    return (len(key), key) if key.isdigit() else (0, key)
 
 
 class OnlineStatusAdminMixin(_ModelAdminBase):
@@ -298,6 +287,11 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
             path("presence/", wrap(self.presence_monitor_view), name=prefix),
             path("presence/sweep/", wrap(self.presence_sweep_view), name=f"{prefix}_sweep"),
             path(
+                "presence/reconcile/",
+                wrap(self.presence_reconcile_view),
+                name=f"{prefix}_reconcile",
+            ),
+            path(
                 "presence/disconnect/",
                 wrap(self.presence_disconnect_view),
                 name=f"{prefix}_disconnect",
@@ -315,7 +309,7 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
             raise PermissionDenied
         backend = get_backend()
         try:
-            keys = sorted(backend.all_online_user_ids_sync(), key=_key_order)
+            keys = sorted(backend.all_online_user_ids_sync(), key=key_order)
             page = Paginator(keys, self.presence_monitor_per_page).get_page(request.GET.get("p"))
             rows = self._monitor_rows(backend, list(page.object_list)) if keys else []
         except Exception:
@@ -334,6 +328,7 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
             "connection_ttl": presence_settings.CONNECTION_TTL,
             "can_change": self.has_change_permission(request),
             "sweep_url": self._presence_url("_sweep"),
+            "reconcile_url": self._presence_url("_reconcile") if syncs_user_model() else "",
             "disconnect_url": self._presence_url("_disconnect"),
             "changelist_url": reverse(
                 f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist",
@@ -352,7 +347,7 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
         def at(backend_time: float) -> datetime:
             return wall_now + timedelta(seconds=backend_time - backend_now)
 
-        pks = {key: _pk_from_key(self.model, key) for key in keys}
+        pks = {key: pk_or_none(key) for key in keys}
         users = self.model._default_manager.in_bulk([pk for pk in pks.values() if pk is not None])
         ttl = float(presence_settings.CONNECTION_TTL)
         rows = []
@@ -407,13 +402,38 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
             )
         return HttpResponseRedirect(self._presence_url())
 
+    def presence_reconcile_view(self, request: HttpRequest) -> HttpResponse:
+        """POST: make ``is_online`` agree with the backend (``user_online_service.reconcile``)."""
+        refused = self._post_only(request)
+        if refused is not None:
+            return refused
+        try:
+            result = user_online_service.reconcile()
+        except Exception:
+            # The backend or the database is down: say so on the page, log the cause.
+            logger.exception("A reconcile requested from the admin failed")
+            messages.error(request, _("The reconcile failed: see the server's log."))
+        else:
+            logger.info(
+                "%s reconciled is_online from the admin: %d marked online, %d offline",
+                request.user,
+                len(result.marked_online),
+                len(result.marked_offline),
+            )
+            messages.success(
+                request,
+                _("Marked %(online)d users online and %(offline)d offline.")
+                % {"online": len(result.marked_online), "offline": len(result.marked_offline)},
+            )
+        return HttpResponseRedirect(self._presence_url())
+
     def presence_disconnect_view(self, request: HttpRequest) -> HttpResponse:
         """POST ``user_id``: close every connection of that user, on whatever server."""
         refused = self._post_only(request)
         if refused is not None:
             return refused
         key = request.POST.get("user_id", "")
-        pk = _pk_from_key(self.model, key) if key else None
+        pk = pk_or_none(key) if key else None
         if pk is None:
             messages.error(request, _("No user to disconnect was given."))
             return HttpResponseRedirect(self._presence_url())

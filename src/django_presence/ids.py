@@ -86,6 +86,11 @@ def pk_or_none(key: str) -> Any:
         return None
 
 
+def key_order(key: str) -> tuple[int, str]:
+    """A sort key for backend keys: numeric keys in numeric order, after any others."""
+    return (len(key), key) if key.isdigit() else (0, key)
+
+
 def wire_user_id(user_id: Any) -> Any:
     """A user id as it travels: the primary key's Python value if it is an int, else str.
 

@@ -38,7 +38,7 @@ from django.utils import timezone
 from . import groups, metrics, protocol, signals
 from .backends import Change, MemberChange, Transition, get_backend
 from .conf import number_setting, presence_settings
-from .ids import SERVER_ID, pk_from_key, wire_user_id
+from .ids import SERVER_ID, key_order, pk_from_key, wire_user_id
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ async def reconcile(
         return result
     backend = get_backend()
     manager = get_user_model()._default_manager
-    online = sorted(await backend.all_online_user_ids(), key=_key_order)
+    online = sorted(await backend.all_online_user_ids(), key=key_order)
     result.online_in_backend = len(online)
     db_online = await database_sync_to_async(
         lambda: [str(pk) for pk in manager.filter(is_online=True).values_list("pk", flat=True)]
@@ -380,8 +380,3 @@ def _repair(key: str, transition: Transition) -> Change:
     # Seq numbers are floored at the clock in microseconds by the backends, so one taken
     # from the clock orders this transition after every one the subscribers saw.
     return Change(key, transition, 0, time.time_ns() // 1000)
-
-
-def _key_order(key: str) -> tuple[int, str]:
-    # Numeric keys in numeric order, after any others.
-    return (len(key), key) if key.isdigit() else (0, key)
