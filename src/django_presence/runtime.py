@@ -17,8 +17,7 @@ A server process serves its sockets from one event loop, and that loop has exact
   channel layer lost. So the users of a crashed server go offline, and leave their
   groups, within ``CONNECTION_TTL + HEARTBEAT_INTERVAL``, without any cron job.
 
-Everything here lives and dies with its event loop: nothing is shared between loops, and
-a finished loop frees its runtime.
+Nothing is shared between loops, and a finished loop frees its runtime.
 """
 
 from __future__ import annotations

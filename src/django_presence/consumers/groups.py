@@ -6,14 +6,25 @@ follow. A :class:`GroupView` per joined group orders the updates against that li
 update older than the list, or than a newer update about the same user, is dropped, and
 a group that crosses the limit switches the client between members and count-only mode.
 
-Pure state: the consumer does the reading and the sending.
+:class:`GroupsMixin` gives ``UserConsumer`` its group requests (``join_group``,
+``leave_group``) and forwards member updates through the views.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .. import groups, protocol
+from ..ids import wire_user_id
+from ..services.groups import group_presence_service
+from .frames import RequestError, group_field
+from .layer import LayerGroupsMixin
+
+logger = logging.getLogger(__name__)
 
 
 class Action(enum.Enum):
@@ -70,3 +81,90 @@ class GroupView:
             self.latest, self.count = version, event["count"]
         data = {"group": name, "user_id": event["user_id"], "joined": event["joined"]}
         return Action.SEND, {**data, "count": self.count}
+
+
+class GroupsMixin(LayerGroupsMixin):
+    """The client-group requests and member updates of ``UserConsumer``."""
+
+    channel_name: str
+    user_key: str
+    _member_id: str
+    _max_groups: int
+    # Provided by UserConsumer and its other bases.
+    can_join_group: Callable[[str], Awaitable[bool]]
+    send_frame: Callable[..., Awaitable[None]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._groups: dict[str, GroupView] = {}
+
+    async def request_join_group(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """``join_group {group}`` -> ``group_joined {group, count, members_online?}``."""
+        name = group_field(data)
+        if name not in self._groups:
+            if len(self._groups) >= self._max_groups:
+                raise RequestError(
+                    protocol.FORBIDDEN,
+                    f"A connection may join at most {self._max_groups} groups.",
+                )
+            if not await self.can_join_group(name):
+                raise RequestError(protocol.FORBIDDEN, "You may not join this group.")
+            await self.join_layer_group(groups.client_group(name))
+            # A placeholder view until the snapshot below, so a failure still leaves.
+            self._groups[name] = GroupView()
+            await group_presence_service.ajoin(
+                name, self.user_key, self._member_id, origin=self.channel_name
+            )
+        return protocol.GROUP_JOINED, await self._group_snapshot(name)
+
+    async def _group_snapshot(self, name: str) -> dict[str, Any]:
+        members, version = await group_presence_service.aget_members(name)
+        limit = group_presence_service.member_limit()
+        view = self._groups[name] = GroupView.from_snapshot(len(members), version, limit)
+        data: dict[str, Any] = {"group": name, "count": len(members)}
+        if view.full:
+            data["members_online"] = [wire_user_id(m) for m in members]
+        else:
+            data["count_only"] = True
+        return data
+
+    async def request_leave_group(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """``leave_group {group}`` -> ``group_left {group}`` (also if not a member)."""
+        name = group_field(data)
+        if name in self._groups:
+            await self._leave_group(name)
+        return protocol.GROUP_LEFT, {"group": name}
+
+    async def _leave_group(self, name: str) -> None:
+        self._groups.pop(name, None)
+        try:
+            await self.leave_layer_group(groups.client_group(name))
+            await group_presence_service.aleave(
+                name, self.user_key, self._member_id, origin=self.channel_name
+            )
+        except Exception:
+            # The layer or the backend is down: the membership's lease expires by itself
+            # and a sweep announces the leave.
+            logger.exception(
+                "Could not leave group %r cleanly", name, extra=self.get_presence_log_extra()
+            )
+
+    def is_group_member(self, name: str) -> bool:
+        """Whether this connection joined client group ``name``."""
+        return name in self._groups
+
+    async def presence_group_member(self, event: dict[str, Any]) -> None:
+        """A user joined or left a joined group -> ``group_presence``.
+
+        Updates are ordered by the group's version: those older than the member list
+        this connection sent, or than a newer update about the same user, are dropped.
+        """
+        name = event["group"]
+        view = self._groups.get(name)
+        if view is None or event.get("origin") == self.channel_name:
+            return
+        action, data = view.on_member_event(event, group_presence_service.member_limit())
+        if action is Action.SEND:
+            await self.send_frame(protocol.GROUP_PRESENCE, data)
+        elif action is Action.SNAPSHOT:
+            await self.send_frame(protocol.GROUP_PRESENCE, await self._group_snapshot(name))

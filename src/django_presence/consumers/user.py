@@ -7,8 +7,8 @@ handled by ``request_<type>`` methods, so a subclass adds a request type by addi
 method; channel-layer events are handled by ``presence_<name>`` methods.
 
 What the consumer keeps per connection lives beside it: the checks of what a client sends
-in :mod:`.frames`, the watched users in :mod:`.subscriptions`, the joined groups' member
-views in :mod:`.groups`, and the channel-layer groups (kept through a layer outage) in
+in :mod:`.frames`, the watched users in :mod:`.subscriptions`, the group requests and
+member views in :mod:`.groups`, and the channel-layer groups (kept through a layer outage) in
 :mod:`.layer`.
 """
 
@@ -31,7 +31,6 @@ from ..conf import number_setting, presence_settings
 from ..ids import wire_user_id
 from ..policies import get_policy_class
 from ..ratelimit import FloodDetector, TokenBucket, flood_setting, rate_setting, user_buckets
-from ..services.groups import group_presence_service
 from ..services.messaging import send_group_message, user_messaging_service
 from ..services.online import user_online_service
 from ..transitions import syncs_user_model
@@ -46,16 +45,16 @@ from .frames import (
     user_ids_field,
     valid_request_id,
 )
-from .groups import Action, GroupView
-from .layer import LayerGroupsMixin
+from .groups import GroupsMixin
 from .mixins import UserOnlineStatusMixin
 from .subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
 
 
-# LayerGroupsMixin first: its presence_rejoin_groups() replaces the presence mixin's no-op.
-class UserConsumer(LayerGroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
+# GroupsMixin (a LayerGroupsMixin) first: its presence_rejoin_groups() replaces the
+# presence mixin's no-op.
+class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
     """The ready ``ws/user/`` consumer: presence, messaging, groups and subscriptions.
 
     Authenticated users only; the connection is tracked by
@@ -75,7 +74,6 @@ class UserConsumer(LayerGroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketCo
         self.policy: Any = None
         self._member_id = uuid.uuid4().hex
         self.subscriptions = Subscriptions()
-        self._groups: dict[str, GroupView] = {}
         self._bucket: TokenBucket | None = None
         self._user_bucket: TokenBucket | None = None
         self._flood: FloodDetector | None = None
@@ -355,61 +353,6 @@ class UserConsumer(LayerGroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketCo
             raise RequestError(protocol.FORBIDDEN, "You may not broadcast.")
         await user_messaging_service.broadcast_system_message(message)
 
-    async def request_join_group(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """``join_group {group}`` -> ``group_joined {group, count, members_online?}``."""
-        name = group_field(data)
-        if name not in self._groups:
-            if len(self._groups) >= self._max_groups:
-                raise RequestError(
-                    protocol.FORBIDDEN,
-                    f"A connection may join at most {self._max_groups} groups.",
-                )
-            if not await self.can_join_group(name):
-                raise RequestError(protocol.FORBIDDEN, "You may not join this group.")
-            await self.join_layer_group(groups.client_group(name))
-            # A placeholder view until the snapshot below, so a failure still leaves.
-            self._groups[name] = GroupView()
-            await group_presence_service.ajoin(
-                name, self.user_key, self._member_id, origin=self.channel_name
-            )
-        return protocol.GROUP_JOINED, await self._group_snapshot(name)
-
-    async def _group_snapshot(self, name: str) -> dict[str, Any]:
-        members, version = await group_presence_service.aget_members(name)
-        limit = group_presence_service.member_limit()
-        view = self._groups[name] = GroupView.from_snapshot(len(members), version, limit)
-        data: dict[str, Any] = {"group": name, "count": len(members)}
-        if view.full:
-            data["members_online"] = [wire_user_id(m) for m in members]
-        else:
-            data["count_only"] = True
-        return data
-
-    async def request_leave_group(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """``leave_group {group}`` -> ``group_left {group}`` (also if not a member)."""
-        name = group_field(data)
-        if name in self._groups:
-            await self._leave_group(name)
-        return protocol.GROUP_LEFT, {"group": name}
-
-    async def _leave_group(self, name: str) -> None:
-        self._groups.pop(name, None)
-        try:
-            await self.leave_layer_group(groups.client_group(name))
-            await group_presence_service.aleave(
-                name, self.user_key, self._member_id, origin=self.channel_name
-            )
-        except Exception:
-            # The layer or the backend is down: the membership's lease expires by itself
-            # and a sweep announces the leave.
-            logger.exception(
-                "Could not leave group %r cleanly", name, extra=self.get_presence_log_extra()
-            )
-
-    def is_group_member(self, name: str) -> bool:
-        """Whether this connection joined client group ``name``."""
-        return name in self._groups
-
     async def request_group_message(self, data: dict[str, Any]) -> None:
         """``group_message {group, message}``: to every member; members only."""
         name = group_field(data)
@@ -538,22 +481,6 @@ class UserConsumer(LayerGroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketCo
                 "seq": seq,
             },
         )
-
-    async def presence_group_member(self, event: dict[str, Any]) -> None:
-        """A user joined or left a joined group -> ``group_presence``.
-
-        Updates are ordered by the group's version: those older than the member list
-        this connection sent, or than a newer update about the same user, are dropped.
-        """
-        name = event["group"]
-        view = self._groups.get(name)
-        if view is None or event.get("origin") == self.channel_name:
-            return
-        action, data = view.on_member_event(event, group_presence_service.member_limit())
-        if action is Action.SEND:
-            await self.send_frame(protocol.GROUP_PRESENCE, data)
-        elif action is Action.SNAPSHOT:
-            await self.send_frame(protocol.GROUP_PRESENCE, await self._group_snapshot(name))
 
 
 @database_sync_to_async
