@@ -68,6 +68,9 @@ async def test_every_key_carries_the_hash_tag(redis_url: str, redis_client: redi
     await asyncio.sleep(0.2)
     await backend.heartbeat_and_sweep([("2", "x")], ttl=30, lock_ttl=30)
     await backend.remove_user("ünï")
+    for group in ("room", "{braces}", "g:1"):
+        await backend.room_join(group, "1", "a", ttl=30)
+    await backend.room_refresh([("room", "1", "a"), ("g:1", "1", "a")], ttl=30)
 
     keys = [k.decode() for k in redis_client.scan_iter(count=1000) if prefix.encode() in k]
 
@@ -81,6 +84,9 @@ async def test_every_key_carries_the_hash_tag(redis_url: str, redis_client: redi
         "tseq",
         "closing",
         "offline",
+        "room:room:c",
+        "room:room:u",
+        "room:room:v",
     }
     await backend.clear()
     assert not [k for k in redis_client.scan_iter(count=1000) if prefix.encode() in k]
@@ -186,6 +192,11 @@ async def test_unreachable_redis_is_backend_unavailable() -> None:
         lambda: backend.connection_count("1"),
         lambda: backend.sweep(),
         lambda: backend.clear(),
+        lambda: backend.now(),
+        lambda: backend.room_join("g", "1", "a", ttl=30),
+        lambda: backend.room_members("g"),
+        lambda: backend.room_refresh([("g", "1", "a")], ttl=30),
+        lambda: backend.room_sweep(["g"]),
     ):
         with pytest.raises(BackendUnavailable) as info:
             await call()
@@ -247,6 +258,17 @@ async def test_scripts_are_loaded_again_after_a_script_flush(
     change = await backend.add_connection("1", "b", ttl=30)
 
     assert change.connection_count == 2
+    # The pipelined room scripts too (a refresh, then a sweep, over two groups).
+    for group in ("g1", "g2"):
+        await backend.room_join(group, "1", "a", ttl=0.3)
+    await backend.room_refresh([("g1", "1", "a"), ("g2", "1", "a")], ttl=0.3)
+    await backend.room_sweep(["g1", "g2"])
+    redis_client.script_flush()
+    await backend.room_refresh([("g1", "1", "a")], ttl=30)
+    redis_client.script_flush()
+    await asyncio.sleep(0.4)
+    changes = await backend.room_sweep(["g1", "g2"])
+    assert [(c.group, c.user_id, c.changed) for c in changes] == [("g2", "1", True)]
     await backend.clear()
     await backend.aclose()
 

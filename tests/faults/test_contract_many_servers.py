@@ -1,8 +1,9 @@
-"""The backend contract suite (tests/test_backend_contract.py), on Redis Sentinel and Cluster.
+"""The backend contract suite, on Redis Sentinel and Cluster.
 
-Every contract test is imported here and runs against the Redis backend with a
-``client_factory`` for each deployment; the deployments are real processes started by
-this module (three cluster masters, or one master and one Sentinel).
+Every contract test (``tests/test_backend_contract.py`` and
+``tests/test_backend_contract_rooms.py``) is imported here and runs against the Redis
+backend with a ``client_factory`` for each deployment; the deployments are real processes
+started by this module (three cluster masters, or one master and one Sentinel).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from django.test import override_settings
 from django_presence.backends import reset_backend
 
 from ..test_backend_contract import *  # noqa: F403 - the contract tests themselves
+from ..test_backend_contract_rooms import *  # noqa: F403 - and the rooms and the clock
 from .topologies import (
     RedisClusterProcesses,
     RedisSentinelProcesses,

@@ -310,6 +310,10 @@ class BasePresenceBackend:
         Returns the user-level leaves they caused (``changed=True``, ``joined=False``),
         each once; expired memberships of users still in the group by another membership
         are removed silently. The rest of a group over ``limit`` goes at the next sweep.
+        A backend may forget outright, with no leave to report, a group none of whose
+        memberships was joined or refreshed for twice its longest lease (the Redis backend
+        lets its keys expire then), so sweep well within that: the room tracker sweeps
+        every heartbeat interval.
         """
         raise self._not_implemented("room_sweep")
 

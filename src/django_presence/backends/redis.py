@@ -315,10 +315,12 @@ _ROOM_PRELUDE = (
     + """
 local KZ, KU, KV = KEYS[1], KEYS[2], KEYS[3]
 local function version() return tonumber(redis.call('GET', KV) or '0') end
+-- Keep the group two leases past the last join or refresh; never shorten it, so that a
+-- membership with a short lease does not take the others' longer ones with it.
 local function keep(ttl)
-  redis.call('PEXPIRE', KZ, ttl * 2)
-  redis.call('PEXPIRE', KU, ttl * 2)
-  redis.call('PEXPIRE', KV, ttl * 2)
+  for _, k in ipairs({KZ, KU, KV}) do
+    if redis.call('PTTL', k) < ttl * 2 then redis.call('PEXPIRE', k, ttl * 2) end
+  end
 end
 -- Remove membership m of uid: nil unless it was the user's last one, else
 -- {count before, count after, new version}. An empty group leaves no key behind.
@@ -375,13 +377,14 @@ return {redis.call('HLEN', KU), version()}
 """
 )
 
-# XX: a membership that expired and was swept, or was left, is not created again.
+# ARGV: ttl, then user id, member id pairs. XX: a membership that expired and was swept,
+# or was left, is not created again.
 _ROOM_REFRESH = (
     _ROOM_PRELUDE
     + """
 local ttl = tonumber(ARGV[1])
 local expiry = now_ms() + ttl
-for i = 2, #ARGV do redis.call('ZADD', KZ, 'XX', expiry, ARGV[i]) end
+for i = 2, #ARGV, 2 do redis.call('ZADD', KZ, 'XX', expiry, member(ARGV[i], ARGV[i + 1])) end
 keep(ttl)
 return 0
 """
