@@ -9,13 +9,20 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from django_presence.backends import get_backend, load_backend
 from django_presence.backends.memory import MemoryBackend
 from django_presence.backends.redis import RedisBackend
 from django_presence.conf import DEFAULTS, number_setting, presence_settings
-from django_presence.exceptions import PresenceImproperlyConfigured
+from django_presence.exceptions import (
+    BackendUnavailable,
+    InvalidToken,
+    PresenceError,
+    PresenceImproperlyConfigured,
+    PresenceImproperlyInstalled,
+)
 
 
 def test_values_come_from_the_setting_then_the_defaults() -> None:
@@ -169,3 +176,14 @@ def test_nothing_reads_settings_at_import_time() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_configuration_errors_are_not_run_time_errors() -> None:
+    """``except PresenceError`` must never swallow a misconfiguration (anymail's rule)."""
+    assert issubclass(PresenceImproperlyConfigured, ImproperlyConfigured)
+    assert not issubclass(PresenceImproperlyConfigured, PresenceError)
+    assert issubclass(PresenceImproperlyInstalled, PresenceImproperlyConfigured)
+    assert issubclass(PresenceImproperlyInstalled, ImportError)
+    assert not issubclass(PresenceImproperlyInstalled, PresenceError)
+    assert issubclass(BackendUnavailable, PresenceError)
+    assert issubclass(InvalidToken, PresenceError)
