@@ -6,7 +6,7 @@ ID                        Problem
 django_presence.E001      ``SYNC_USER_MODEL`` is on but the user model lacks
                           ``OnlineStatusMixin``'s fields.
 django_presence.E002      ``BACKEND`` cannot be imported or is not a backend class.
-django_presence.E003      ``BACKEND`` is the Redis backend but redis-py is not installed.
+django_presence.E003      Removed in 0.1.0 (redis-py is a required dependency); never reused.
 django_presence.E004      A time setting is not a positive number.
 django_presence.E005      ``JWT_ALGORITHMS`` is empty, not a list, or allows ``none``.
 django_presence.E006      ``JWT_ALGORITHMS`` mixes HMAC and public-key algorithms.
@@ -84,15 +84,6 @@ def _check_backend() -> list[CheckMessage]:
     try:
         backend_class = import_string(path)
     except ImportError as e:
-        if getattr(e, "name", None) == "redis" or "'redis'" in str(e):
-            return [
-                Error(
-                    f"{SETTING_NAME}['BACKEND'] = {path!r} needs redis-py, which is not "
-                    "installed.",
-                    hint="pip install 'django-user-presence[redis]'",
-                    id="django_presence.E003",
-                )
-            ]
         return [
             Error(
                 f"{SETTING_NAME}['BACKEND'] = {path!r} cannot be imported: {e}",
