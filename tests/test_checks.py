@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,13 @@ from django.core import checks
 from django.test import override_settings
 
 import django_presence.checks
+from django_presence.backends.memory import MemoryBackend
+from django_presence.conf import DEFAULTS, SPECS
+from django_presence.policies import DefaultPolicy
 
 REDIS = "django_presence.backends.redis.RedisBackend"
+#: IDs of removed checks: documented as removed, never used again.
+RETIRED = {"django_presence.E003"}
 
 
 @pytest.fixture(autouse=True)
@@ -61,14 +66,6 @@ def test_e001_user_model_without_the_mixin() -> None:
 )
 def test_e002_backend_is_not_a_backend(backend: Any) -> None:
     assert presence_ids(BACKEND=backend) == ["django_presence.E002"]
-
-
-def test_e003_redis_backend_without_redis_py(monkeypatch: pytest.MonkeyPatch) -> None:
-    # What an environment without redis-py looks like to the import system.
-    monkeypatch.setitem(sys.modules, "redis", None)
-    monkeypatch.delitem(sys.modules, "django_presence.backends.redis", raising=False)
-
-    assert presence_ids(BACKEND=REDIS) == ["django_presence.E003"]
 
 
 @pytest.mark.parametrize(
@@ -124,6 +121,158 @@ def test_e009_not_raised_for_a_usable_hook() -> None:
     assert presence_ids(METRICS_HOOK=lambda name, value, labels: None) == []
 
 
+def test_e010_policy_unusable_and_a_check_never_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A module that fails on import with something other than ImportError.
+    (tmp_path / "presence_broken_policy.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with override_settings(
+        DJANGO_PRESENCE={**settings.DJANGO_PRESENCE, "POLICY": "presence_broken_policy.Policy"}
+    ):
+        [message] = [m for m in checks.run_checks() if m.id == "django_presence.E010"]
+    assert "DJANGO_PRESENCE['POLICY'] = 'presence_broken_policy.Policy'" in message.msg
+    assert "RuntimeError: boom" in message.msg
+
+
+def test_e014_backend_options_that_do_not_fit_the_backend() -> None:
+    assert presence_ids(BACKEND_OPTIONS={"url": "redis://x"}) == ["django_presence.E014"]
+    assert presence_ids(BACKEND=REDIS, BACKEND_OPTIONS={"url": "redis://x"}) == []
+    assert presence_ids(BACKEND=REDIS, BACKEND_OPTIONS={"urls": "redis://x"}) == [
+        "django_presence.E014"
+    ]
+
+
+#: For every setting, bad values and the exact IDs they raise (each fails alone).
+BAD_VALUES: list[tuple[str, Any, list[str]]] = [
+    ("BACKEND", "no.such.Backend", ["E002"]),
+    ("BACKEND", MemoryBackend(), ["E002"]),
+    ("BACKEND_OPTIONS", [], ["E014"]),
+    ("BACKEND_OPTIONS", {1: 2}, ["E014"]),
+    ("BACKEND_OPTIONS", "url=redis://x", ["E014"]),
+    ("REDIS_URL", "", ["E013"]),
+    ("REDIS_URL", None, ["E013"]),
+    ("KEY_PREFIX", "a{b}", ["E013"]),
+    ("KEY_PREFIX", "", ["E013"]),
+    ("KEY_PREFIX", 3, ["E013"]),
+    ("CONNECTION_TTL", float("nan"), ["E004"]),
+    ("HEARTBEAT_INTERVAL", -1, ["E004"]),
+    ("OFFLINE_GRACE_PERIOD", "5", ["E004"]),
+    ("SYNC_USER_MODEL", "False", ["E012"]),
+    ("SYNC_USER_MODEL", 1, ["E012"]),
+    ("SYNC_USER_MODEL", None, ["E012"]),
+    ("TRANSITION_BATCH_WINDOW", -0.1, ["E004"]),
+    ("TRANSITION_BATCH_WINDOW", None, ["E004"]),
+    ("CHANNEL_LAYER", "", ["E013"]),
+    ("CHANNEL_LAYER", None, ["E013"]),
+    ("JWT_ALGORITHMS", ("none",), ["E005"]),
+    ("JWT_SIGNING_KEY", 12345, ["E015"]),
+    ("JWT_SIGNING_KEY", "", ["E015"]),
+    ("JWT_SIGNING_KEY", ["k" * 32], ["E015"]),
+    ("JWT_VERIFYING_KEY", 3, ["E015"]),
+    ("JWT_VERIFYING_KEY", b"", ["E015"]),
+    ("JWT_VERIFYING_KEY", {"kty": "RSA"}, ["E015"]),
+    ("JWT_USER_ID_CLAIM", "", ["E013"]),
+    ("JWT_USER_ID_CLAIM", 1, ["E013"]),
+    ("JWT_AUDIENCE", "", ["E015"]),
+    ("JWT_AUDIENCE", [], ["E015"]),
+    ("JWT_AUDIENCE", ["web", None], ["E015"]),
+    ("JWT_AUDIENCE", 3, ["E015"]),
+    ("JWT_ISSUER", "", ["E015"]),
+    ("JWT_ISSUER", 3, ["E015"]),
+    ("JWT_LEEWAY", -1, ["E004"]),
+    ("JWT_LEEWAY", "5", ["E004"]),
+    ("JWT_LEEWAY", timedelta(seconds=-1), ["E004"]),
+    ("DISCONNECT_ON_LOGOUT", "yes", ["E012"]),
+    ("DISCONNECT_ON_PASSWORD_CHANGE", 0, ["E012"]),
+    ("POLICY", "no.such.Policy", ["E010"]),
+    ("POLICY", "nodots", ["E010"]),
+    ("POLICY", "django_presence.policies.get_policy_class", ["E010"]),
+    ("POLICY", DefaultPolicy(), ["E010"]),
+    ("POLICY", 42, ["E010"]),
+    ("POLICY", None, ["E010"]),
+    ("MAX_FRAME_SIZE", 0, ["E011"]),
+    ("MAX_FRAME_SIZE", "64k", ["E011"]),
+    ("MAX_FRAME_SIZE", None, ["E011"]),
+    ("RATE_LIMIT_RATE", 0, ["E011"]),
+    ("RATE_LIMIT_RATE", "fast", ["E011"]),
+    ("RATE_LIMIT_BURST", 0.5, ["E011"]),
+    ("RATE_LIMIT_BURST", None, ["E011"]),
+    ("USER_RATE_LIMIT_RATE", -1, ["E011"]),
+    ("USER_RATE_LIMIT_RATE", True, ["E011"]),
+    ("USER_RATE_LIMIT_BURST", None, ["E011"]),
+    ("FLOOD_CLOSE_AFTER", 0, ["E011"]),
+    ("FLOOD_CLOSE_AFTER", 2.5, ["E011"]),
+    ("FLOOD_CLOSE_AFTER", True, ["E011"]),
+    ("FLOOD_WINDOW", 0, ["E004"]),
+    ("FLOOD_WINDOW", None, ["E004"]),
+    ("MAX_WATCHED_USERS", -1, ["E011"]),
+    ("MAX_WATCHED_USERS", None, ["E011"]),
+    ("MAX_GROUPS", "100", ["E011"]),
+    ("GROUP_PRESENCE_MAX_MEMBERS", -1, ["E011"]),
+    ("METRICS_HOOK", "no.such.hook", ["E009"]),
+]
+
+#: Values the specs accept beyond the defaults (each passes alone).
+GOOD_VALUES: list[tuple[str, Any]] = [
+    ("BACKEND", MemoryBackend),
+    ("BACKEND_OPTIONS", None),
+    ("OFFLINE_GRACE_PERIOD", 0.5),
+    ("TRANSITION_BATCH_WINDOW", 0),
+    ("SYNC_USER_MODEL", False),
+    ("JWT_ALGORITHMS", ("HS256", "HS512")),
+    ("JWT_SIGNING_KEY", b"k" * 32),
+    ("JWT_VERIFYING_KEY", object()),  # a key object, as cryptography's
+    ("JWT_AUDIENCE", "web"),
+    ("JWT_AUDIENCE", ["web", "app"]),
+    ("JWT_ISSUER", ("https://a.example", "https://b.example")),
+    ("JWT_LEEWAY", 2.5),
+    ("JWT_LEEWAY", timedelta(seconds=10)),
+    ("DISCONNECT_ON_LOGOUT", False),
+    ("POLICY", DefaultPolicy),
+    ("MAX_FRAME_SIZE", 1e6),
+    ("RATE_LIMIT_RATE", None),
+    ("RATE_LIMIT_RATE", 0.5),
+    ("USER_RATE_LIMIT_RATE", None),
+    ("RATE_LIMIT_BURST", 1),
+    ("FLOOD_CLOSE_AFTER", None),
+    ("FLOOD_WINDOW", 0.5),
+    ("MAX_WATCHED_USERS", 0),
+    ("MAX_GROUPS", 0),
+    ("GROUP_PRESENCE_MAX_MEMBERS", 0),
+    ("METRICS_HOOK", print),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), BAD_VALUES)
+def test_every_setting_has_a_check(name: str, value: Any, expected: list[str]) -> None:
+    assert presence_ids(**{name: value}) == [f"django_presence.{i}" for i in expected]
+
+
+@pytest.mark.parametrize(("name", "value"), GOOD_VALUES)
+def test_valid_values_pass(name: str, value: Any) -> None:
+    assert presence_ids(**{name: value}) == []
+
+
+def test_the_bad_values_cover_every_setting() -> None:
+    assert sorted({name for name, _, _ in BAD_VALUES}) == sorted(DEFAULTS)
+
+
+def test_each_setting_is_reported_by_its_spec_id() -> None:
+    for name, _, expected in BAD_VALUES:
+        assert [f"django_presence.{i}" for i in expected] == [SPECS[name].check_id], name
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), BAD_VALUES)
+def test_messages_name_the_key_and_show_the_value(
+    name: str, value: Any, expected: list[str]
+) -> None:
+    with override_settings(DJANGO_PRESENCE={**settings.DJANGO_PRESENCE, name: value}):
+        [message] = [m for m in checks.run_checks() if m.id == f"django_presence.{expected[0]}"]
+    assert f"DJANGO_PRESENCE[{name!r}]" in message.msg
+    assert repr(value) in message.msg
+
+
 @override_settings(DEBUG=False)
 def test_w001_memory_backend_in_production() -> None:
     assert ids() == ["django_presence.W001"]
@@ -142,8 +291,9 @@ def test_w003_short_signing_key() -> None:
         assert ids() == ["django_presence.W003"]
 
 
-def test_a_signing_key_of_the_wrong_type_does_not_crash_the_checks() -> None:
-    assert presence_ids(JWT_SIGNING_KEY=12345) == []
+def test_a_secret_key_of_the_wrong_type_does_not_crash_the_checks() -> None:
+    with override_settings(SECRET_KEY=12345):
+        assert ids() == []
 
 
 def test_w004_unknown_key() -> None:
@@ -163,9 +313,11 @@ def test_every_id_is_documented_once_and_used() -> None:
     body = source.split('"""', 2)[2]
     documented = re.findall(r"django_presence\.[EW]\d{3}", docstring)
     used = set(re.findall(r'id="(django_presence\.[EW]\d{3})"', body))
+    used |= {spec.check_id for spec in SPECS.values()}
 
     assert len(documented) == len(set(documented))
-    assert set(documented) == used
-    expected = {f"django_presence.E00{i}" for i in range(1, 10)}
+    assert set(documented) == used | RETIRED
+    assert not used & RETIRED
+    expected = {f"django_presence.E{i:03}" for i in range(1, 16)} - RETIRED
     expected |= {f"django_presence.W00{i}" for i in range(1, 5)}
     assert used == expected

@@ -163,7 +163,7 @@ def test_an_unusable_hook_is_logged_and_counting_goes_on(
     assert count("sweeps") == 2
     errors = [r for r in caplog.records if r.name == "django_presence.metrics"]
     assert len(errors) == 1
-    assert "'no.such.hook' cannot be imported" in errors[0].getMessage()
+    assert "'no.such.hook' could not be imported" in errors[0].getMessage()
 
 
 # -- connections ------------------------------------------------------------------------------

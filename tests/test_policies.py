@@ -45,8 +45,8 @@ def test_policy_class_comes_from_the_setting(settings: Any) -> None:
         ("myproject.nope.Policy", "could not be imported"),
         ("no_dots", "could not be imported"),
         (f"{__name__}.test_policy_class_comes_from_the_setting", "must name a class"),
-        (42, "must be the dotted path"),
-        (None, "must be the dotted path"),
+        (42, "must be a class or its dotted path"),
+        (None, "must be a class or its dotted path"),
     ],
 )
 def test_bad_policy_setting_names_the_key_and_value(value: Any, message: str) -> None:

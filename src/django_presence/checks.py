@@ -1,18 +1,31 @@
 """System checks. IDs are ``django_presence.E###`` / ``W###`` and never reused.
 
+Every key of ``DJANGO_PRESENCE`` is validated by its spec in
+:data:`django_presence.conf.SPECS`, the one the package applies when it reads the value
+at run time; the spec names the ID below that reports a bad value.
+
 ========================  ==============================================================
 ID                        Problem
 ========================  ==============================================================
 django_presence.E001      ``SYNC_USER_MODEL`` is on but the user model lacks
                           ``OnlineStatusMixin``'s fields.
 django_presence.E002      ``BACKEND`` cannot be imported or is not a backend class.
-django_presence.E003      ``BACKEND`` is the Redis backend but redis-py is not installed.
-django_presence.E004      A time setting is not a positive number.
+django_presence.E003      Removed in 0.1.0 (redis-py is a required dependency); never reused.
+django_presence.E004      A time setting is not a number of seconds in its range.
 django_presence.E005      ``JWT_ALGORITHMS`` is empty, not a list, or allows ``none``.
 django_presence.E006      ``JWT_ALGORITHMS`` mixes HMAC and public-key algorithms.
 django_presence.E007      A public-key algorithm is allowed but ``JWT_VERIFYING_KEY`` is unset.
 django_presence.E008      ``DJANGO_PRESENCE`` is not a dict.
 django_presence.E009      ``METRICS_HOOK`` cannot be imported or is not callable.
+django_presence.E010      ``POLICY`` cannot be imported or is not a class.
+django_presence.E011      A limit (frame size, rate, burst, flood, watched users, groups,
+                          group members) is not a number in its range.
+django_presence.E012      A switch (``SYNC_USER_MODEL``, ``DISCONNECT_ON_*``) is not a bool.
+django_presence.E013      A name (``REDIS_URL``, ``KEY_PREFIX``, ``CHANNEL_LAYER``,
+                          ``JWT_USER_ID_CLAIM``) is not a valid non-empty string.
+django_presence.E014      ``BACKEND_OPTIONS`` is not a dict of keyword arguments, or they do
+                          not fit the backend's constructor.
+django_presence.E015      A JWT key, audience or issuer has the wrong type or is empty.
 django_presence.W001      The in-memory backend is used with ``DEBUG = False``.
 django_presence.W002      ``HEARTBEAT_INTERVAL`` is more than half of ``CONNECTION_TTL``.
 django_presence.W003      The HMAC signing key is shorter than 32 bytes.
@@ -22,20 +35,20 @@ django_presence.W004      ``DJANGO_PRESENCE`` has a key the package does not kno
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
-from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, SETTING_NAME, presence_settings
+from .conf import DEFAULTS, SETTING_NAME, SPECS, setting_key, valid_setting
+from .exceptions import PresenceImproperlyConfigured
 
 _HMAC = {"HS256", "HS384", "HS512"}
-_MEMORY_BACKEND = "django_presence.backends.memory.MemoryBackend"
 
 
 def check_settings(**kwargs: Any) -> list[CheckMessage]:
-    """Check ``DJANGO_PRESENCE``."""
+    """Check ``DJANGO_PRESENCE``: each key alone, then the keys that depend on each other."""
     user = getattr(settings, SETTING_NAME, {})
     if not isinstance(user, dict):
         return [
@@ -44,8 +57,7 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
                 id="django_presence.E008",
             )
         ]
-    messages: list[CheckMessage] = []
-    messages += [
+    messages: list[CheckMessage] = [
         Warning(
             f"{SETTING_NAME}[{key!r}] is not a setting of django_presence.",
             hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
@@ -54,150 +66,101 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
         for key in user
         if key not in DEFAULTS
     ]
-    messages += _check_backend()
-    messages += _check_times()
-    messages += _check_jwt()
-    messages += _check_metrics_hook()
-    return messages
-
-
-def _check_metrics_hook() -> list[CheckMessage]:
-    from .metrics import load_hook
-
-    try:
-        load_hook(presence_settings.METRICS_HOOK)
-    except ValueError as e:
-        return [Error(f"{e}.", id="django_presence.E009")]
-    return []
-
-
-def _check_backend() -> list[CheckMessage]:
-    path = presence_settings.BACKEND
-    if not isinstance(path, str):
-        return [
-            Error(
-                f"{SETTING_NAME}['BACKEND'] must be the dotted path of a backend class, "
-                f"got {path!r}.",
-                id="django_presence.E002",
-            )
-        ]
-    try:
-        backend_class = import_string(path)
-    except ImportError as e:
-        if getattr(e, "name", None) == "redis" or "'redis'" in str(e):
-            return [
-                Error(
-                    f"{SETTING_NAME}['BACKEND'] = {path!r} needs redis-py, which is not "
-                    "installed.",
-                    hint="pip install 'django-user-presence[redis]'",
-                    id="django_presence.E003",
-                )
-            ]
-        return [
-            Error(
-                f"{SETTING_NAME}['BACKEND'] = {path!r} cannot be imported: {e}",
-                id="django_presence.E002",
-            )
-        ]
-    from .backends import BasePresenceBackend
-
-    if not (isinstance(backend_class, type) and issubclass(backend_class, BasePresenceBackend)):
-        return [
-            Error(
-                f"{SETTING_NAME}['BACKEND'] = {path!r} is not a subclass of "
-                "django_presence.backends.BasePresenceBackend.",
-                id="django_presence.E002",
-            )
-        ]
-    if not backend_class.shared_across_processes and not settings.DEBUG:
-        return [
-            Warning(
-                f"{SETTING_NAME}['BACKEND'] = {path!r} keeps presence in one process; with "
-                "several server processes each sees only its own users.",
-                hint="Use django_presence.backends.redis.RedisBackend in production.",
-                id="django_presence.W001",
-            )
-        ]
-    return []
-
-
-def _check_times() -> list[CheckMessage]:
-    messages: list[CheckMessage] = []
-    values = {}
-    for name, allow_zero in (
-        ("CONNECTION_TTL", False),
-        ("HEARTBEAT_INTERVAL", False),
-        ("OFFLINE_GRACE_PERIOD", True),
-        ("TRANSITION_BATCH_WINDOW", True),
-    ):
-        value = getattr(presence_settings, name)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or value < 0
-            or (value == 0 and not allow_zero)
-        ):
+    valid: dict[str, Any] = {}
+    for name, spec in SPECS.items():
+        value = user.get(name, DEFAULTS[name])
+        try:
+            valid[name] = spec.validate(name, value)
+        except PresenceImproperlyConfigured as e:
+            messages.append(Error(str(e), id=spec.check_id))
+        except Exception as e:  # A check never raises, whatever an imported module does.
             messages.append(
                 Error(
-                    f"{SETTING_NAME}[{name!r}] must be a "
-                    f"{'non-negative' if allow_zero else 'positive'} number of seconds, "
-                    f"got {value!r}.",
-                    id="django_presence.E004",
+                    f"{setting_key(name)} = {value!r} raised {type(e).__name__}: {e}",
+                    id=spec.check_id,
                 )
             )
-        else:
-            values[name] = value
-    ttl, interval = values.get("CONNECTION_TTL"), values.get("HEARTBEAT_INTERVAL")
-    if ttl is not None and interval is not None and interval > ttl / 2:
-        messages.append(
-            Warning(
-                f"{SETTING_NAME}['HEARTBEAT_INTERVAL'] = {interval!r} is more than half of "
-                f"CONNECTION_TTL = {ttl!r}: one late heartbeat makes live users flicker "
-                "offline.",
-                hint="Keep HEARTBEAT_INTERVAL at most CONNECTION_TTL / 2 (a third is safer).",
-                id="django_presence.W002",
-            )
-        )
+    messages += _check_backend(valid)
+    messages += _check_times(valid)
+    messages += _check_jwt(valid)
     return messages
 
 
-def _check_jwt() -> list[CheckMessage]:
-    algorithms = presence_settings.JWT_ALGORITHMS
-    if (
-        not isinstance(algorithms, (list, tuple))
-        or not algorithms
-        or not all(isinstance(a, str) and a and a.lower() != "none" for a in algorithms)
-    ):
-        return [
-            Error(
-                f"{SETTING_NAME}['JWT_ALGORITHMS'] must be a non-empty list of algorithm names "
-                f"other than 'none', got {algorithms!r}.",
-                id="django_presence.E005",
-            )
-        ]
+def _check_backend(valid: dict[str, Any]) -> list[CheckMessage]:
+    backend_class = valid.get("BACKEND")
+    if backend_class is None:
+        return []  # Reported as E002.
+    options = valid.get("BACKEND_OPTIONS")
+    if options is not None:
+        # What building the backend would raise as TypeError, found without building it.
+        try:
+            inspect.signature(backend_class).bind(**options)
+        except TypeError as e:
+            return [
+                Error(
+                    f"{setting_key('BACKEND_OPTIONS')} = {options!r} do not fit "
+                    f"{backend_class.__module__}.{backend_class.__qualname__}: {e}.",
+                    id="django_presence.E014",
+                )
+            ]
+        except ValueError:
+            pass  # No signature to read (a class built in C): left to run time.
+    if backend_class.shared_across_processes or settings.DEBUG:
+        return []
+    return [
+        Warning(
+            f"{setting_key('BACKEND')} = {backend_class.__module__}."
+            f"{backend_class.__qualname__} keeps presence in one process; with several server "
+            "processes each sees only its own users.",
+            hint="Use django_presence.backends.redis.RedisBackend in production.",
+            id="django_presence.W001",
+        )
+    ]
+
+
+def _check_times(valid: dict[str, Any]) -> list[CheckMessage]:
+    ttl, interval = valid.get("CONNECTION_TTL"), valid.get("HEARTBEAT_INTERVAL")
+    if ttl is None or interval is None or interval <= ttl / 2:
+        return []
+    return [
+        Warning(
+            f"{setting_key('HEARTBEAT_INTERVAL')} = {interval:g} is more than half of "
+            f"CONNECTION_TTL = {ttl:g}: one late heartbeat makes live users flicker offline.",
+            hint="Keep HEARTBEAT_INTERVAL at most CONNECTION_TTL / 2 (a third is safer).",
+            id="django_presence.W002",
+        )
+    ]
+
+
+def _check_jwt(valid: dict[str, Any]) -> list[CheckMessage]:
+    algorithms = valid.get("JWT_ALGORITHMS")
+    if algorithms is None:
+        return []  # Reported as E005.
     hmac = {a for a in algorithms if a in _HMAC}
     if hmac and len(hmac) != len(set(algorithms)):
         return [
             Error(
-                f"{SETTING_NAME}['JWT_ALGORITHMS'] = {algorithms!r} mixes HMAC and public-key "
+                f"{setting_key('JWT_ALGORITHMS')} = {algorithms!r} mixes HMAC and public-key "
                 "algorithms, which allows key-confusion attacks.",
                 hint="Allow only HMAC algorithms or only public-key ones.",
                 id="django_presence.E006",
             )
         ]
     if not hmac:
-        if not presence_settings.JWT_VERIFYING_KEY:
+        if "JWT_VERIFYING_KEY" in valid and not valid["JWT_VERIFYING_KEY"]:
             return [
                 Error(
-                    f"{SETTING_NAME}['JWT_ALGORITHMS'] = {algorithms!r} needs a public key in "
-                    f"{SETTING_NAME}['JWT_VERIFYING_KEY'], which is not set.",
+                    f"{setting_key('JWT_ALGORITHMS')} = {algorithms!r} needs a public key in "
+                    f"{setting_key('JWT_VERIFYING_KEY')}, which is not set.",
                     id="django_presence.E007",
                 )
             ]
         return []
-    key = presence_settings.JWT_SIGNING_KEY or settings.SECRET_KEY
+    if "JWT_SIGNING_KEY" not in valid:
+        return []  # Reported as E015.
+    key = valid["JWT_SIGNING_KEY"] or settings.SECRET_KEY
     if not isinstance(key, (str, bytes)):
-        return []  # PyJWT rejects it with a clear error on first use.
+        return []  # SECRET_KEY of another type: Django's own checks report it.
     if len(key.encode() if isinstance(key, str) else key) < 32:
         return [
             Warning(
@@ -213,8 +176,11 @@ def check_user_model(**kwargs: Any) -> list[CheckMessage]:
     """Check that the user model has ``is_online`` and ``last_seen`` when they are synced."""
     if not isinstance(getattr(settings, SETTING_NAME, {}), dict):
         return []  # Reported as E008 by check_settings; nothing else can be read.
-    if not presence_settings.SYNC_USER_MODEL:
-        return []
+    try:
+        if not valid_setting("SYNC_USER_MODEL"):
+            return []
+    except PresenceImproperlyConfigured:
+        return []  # Reported as E012 by check_settings.
     from django.contrib.auth import get_user_model
 
     from .models import OnlineStatusMixin

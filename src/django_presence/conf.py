@@ -3,15 +3,23 @@
 Every attribute of :data:`presence_settings` is looked up in ``settings.DJANGO_PRESENCE``
 when it is accessed, falling back to :data:`DEFAULTS`, so ``override_settings`` works in
 tests. Nothing is read at import time.
+
+:data:`SPECS` says what a valid value of each key is. The run-time accessors
+(:func:`valid_setting`, :func:`number_setting`, :func:`import_setting`) and the system
+checks (``django_presence.checks``) validate with the same specs, so a value that passes
+``manage.py check`` is one the package accepts at run time.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime
+from dataclasses import dataclass
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils.module_loading import import_string
 
 from .exceptions import PresenceImproperlyConfigured
 
@@ -124,25 +132,350 @@ class PresenceSettings:
 presence_settings = PresenceSettings()
 
 
+def setting_key(name: str) -> str:
+    """How messages name the key ``name``: ``DJANGO_PRESENCE['NAME']``."""
+    return f"{SETTING_NAME}[{name!r}]"
+
+
+def import_setting(
+    name: str,
+    value: Any,
+    *,
+    subclass_of: type | str | None = None,
+    require_callable: bool = False,
+) -> Any:
+    """The object that the value ``value`` of the key ``name`` is, or names by dotted path.
+
+    ``subclass_of`` (a class, or its dotted path, imported when needed) requires a class
+    that subclasses it (``object``: any class); ``require_callable`` requires a callable.
+    Raises :class:`~django_presence.exceptions.PresenceImproperlyConfigured`, naming
+    ``DJANGO_PRESENCE[name]`` and the value, when the path cannot be imported (the
+    ``ImportError`` is chained) or the object is not what is required.
+    """
+    base = import_string(subclass_of) if isinstance(subclass_of, str) else subclass_of
+    expected = _describe_object(subclass_of, require_callable)
+
+    def fits(obj: Any) -> bool:
+        if base is not None and not (isinstance(obj, type) and issubclass(obj, base)):
+            return False
+        return callable(obj) or not require_callable
+
+    if not isinstance(value, str):
+        if not fits(value):
+            raise PresenceImproperlyConfigured(
+                f"{setting_key(name)} must be {expected} or its dotted path, got {value!r}."
+            )
+        return value
+    try:
+        obj = import_string(value)
+    except ImportError as e:
+        raise PresenceImproperlyConfigured(
+            f"{setting_key(name)} = {value!r} could not be imported: {e}"
+        ) from e
+    if not fits(obj):
+        raise PresenceImproperlyConfigured(
+            f"{setting_key(name)} = {value!r} must name {expected}, got {obj!r}."
+        )
+    return obj
+
+
+def _describe_object(subclass_of: type | str | None, require_callable: bool) -> str:
+    if subclass_of is object:
+        return "a class"
+    if isinstance(subclass_of, type):
+        return f"a subclass of {subclass_of.__module__}.{subclass_of.__qualname__}"
+    if subclass_of is not None:
+        return f"a subclass of {subclass_of}"
+    return "a callable" if require_callable else "an object"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a valid value of one ``DJANGO_PRESENCE`` key is (the base of the kinds below).
+
+    ``check_id`` is the system check that reports a value the spec rejects.
+    """
+
+    check_id: str
+
+    @property
+    def expected(self) -> str:
+        """The valid values, in words; messages and ``docs/settings.md`` use it."""
+        raise NotImplementedError(f"{type(self).__name__} must define expected")
+
+    def validate(self, name: str, value: Any) -> Any:
+        """``value`` as the package uses it, or raise ``PresenceImproperlyConfigured``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement validate()")
+
+    def error(self, name: str, value: Any) -> PresenceImproperlyConfigured:
+        """The error for the bad ``value`` of ``name``: the key, the rule, the value."""
+        return PresenceImproperlyConfigured(
+            f"{setting_key(name)} must be {self.expected}, got {value!r}."
+        )
+
+
+@dataclass(frozen=True)
+class Number(Spec):
+    """A number (never a bool) above ``minimum`` (``strict``) or at least ``minimum``.
+
+    ``integer``: an int only; ``optional``: None too (the feature is off);
+    ``timedelta``: a ``datetime.timedelta`` too. Validated as a float (an int if
+    ``integer``), a timedelta as its seconds.
+    """
+
+    unit: str = ""
+    minimum: float = 0
+    strict: bool = False
+    integer: bool = False
+    optional: bool = False
+    timedelta: bool = False
+
+    @property
+    def expected(self) -> str:
+        text = "an integer" if self.integer else "a number"
+        text += f" of {self.unit}" if self.unit else ""
+        text += f" {'>' if self.strict else '>='} {self.minimum:g}"
+        if self.timedelta:
+            text += ", or such a timedelta"
+        return text + (", or None" if self.optional else "")
+
+    def admits(self, number: float) -> bool:
+        """Whether ``number`` is within the bound (NaN never is)."""
+        return number > self.minimum if self.strict else number >= self.minimum
+
+    def validate(self, name: str, value: Any) -> float | None:
+        if value is None and self.optional:
+            return None
+        if self.timedelta and isinstance(value, datetime.timedelta):
+            number: float = value.total_seconds()
+        elif isinstance(value, bool) or not isinstance(
+            value, int if self.integer else (int, float)
+        ):
+            raise self.error(name, value)
+        else:
+            number = value
+        if not self.admits(number):
+            raise self.error(name, value)
+        return number if self.integer else float(number)
+
+
+@dataclass(frozen=True)
+class Flag(Spec):
+    """True or False, nothing merely truthy: ``"False"`` would read as on."""
+
+    @property
+    def expected(self) -> str:
+        return "True or False"
+
+    def validate(self, name: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(name, value)
+        return value
+
+
+@dataclass(frozen=True)
+class Text(Spec):
+    """A non-empty string, without any of the characters in ``forbidden``."""
+
+    forbidden: str = ""
+
+    @property
+    def expected(self) -> str:
+        without = " or ".join(repr(c) for c in self.forbidden)
+        return "a non-empty string" + (f" without {without}" if without else "")
+
+    def validate(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or not value or any(c in value for c in self.forbidden):
+            raise self.error(name, value)
+        return value
+
+
+@dataclass(frozen=True)
+class Names(Spec):
+    """A non-empty string or a non-empty list of them, or None (a JWT claim not checked)."""
+
+    @property
+    def expected(self) -> str:
+        return "a non-empty string, a non-empty list of them, or None"
+
+    def validate(self, name: str, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value):
+            return value
+        if (
+            isinstance(value, (list, tuple))
+            and value
+            and all(isinstance(v, str) and v for v in value)
+        ):
+            return value
+        raise self.error(name, value)
+
+
+@dataclass(frozen=True)
+class Key(Spec):
+    """A JWT key: a non-empty str or bytes, or None; ``objects``: a key object too.
+
+    PyJWT verifies with cryptography's public key objects and ``jwt.PyJWK`` as well as
+    PEM text, and their classes depend on what is installed, so a key object is told
+    apart by what it is not: a number, a bool or a container.
+    """
+
+    objects: bool = False
+
+    @property
+    def expected(self) -> str:
+        if self.objects:
+            return "a non-empty str or bytes PEM key, a key object, or None"
+        return "a non-empty str or bytes secret, or None"
+
+    def validate(self, name: str, value: Any) -> Any:
+        if value is None or (isinstance(value, (str, bytes)) and value):
+            return value
+        if self.objects and not isinstance(
+            value, (str, bytes, bool, int, float, list, tuple, dict, set, frozenset)
+        ):
+            return value
+        raise self.error(name, value)
+
+
+@dataclass(frozen=True)
+class Algorithms(Spec):
+    """A non-empty list (or tuple) of JWT algorithm names, none of them ``none``."""
+
+    @property
+    def expected(self) -> str:
+        return "a non-empty list of algorithm names other than 'none'"
+
+    def validate(self, name: str, value: Any) -> list[str]:
+        if (
+            not isinstance(value, (list, tuple))
+            or not value
+            or not all(isinstance(a, str) and a and a.lower() != "none" for a in value)
+        ):
+            raise self.error(name, value)
+        return list(value)
+
+
+@dataclass(frozen=True)
+class Options(Spec):
+    """Keyword arguments: a dict with string keys, or None for none."""
+
+    @property
+    def expected(self) -> str:
+        return "a dict of keyword arguments (string keys), or None"
+
+    def validate(self, name: str, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise self.error(name, value)
+        return value
+
+
+@dataclass(frozen=True)
+class Import(Spec):
+    """An object or its dotted path, loaded by :func:`import_setting` with these rules."""
+
+    subclass_of: type | str | None = None
+    require_callable: bool = False
+    optional: bool = False
+
+    @property
+    def expected(self) -> str:
+        text = _describe_object(self.subclass_of, self.require_callable)
+        return f"{text} or its dotted path" + (", or None" if self.optional else "")
+
+    def validate(self, name: str, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
+        return import_setting(
+            name, value, subclass_of=self.subclass_of, require_callable=self.require_callable
+        )
+
+
+_SECONDS_POSITIVE = Number("django_presence.E004", unit="seconds", strict=True)
+_SECONDS = Number("django_presence.E004", unit="seconds")
+_LIMIT = "django_presence.E011"
+
+#: What a valid value of each key of :data:`DEFAULTS` is, and which check reports it.
+SPECS: dict[str, Spec] = {
+    # The class is named by path: conf must not import the backends, which import conf.
+    "BACKEND": Import(
+        "django_presence.E002", subclass_of="django_presence.backends.base.BasePresenceBackend"
+    ),
+    "BACKEND_OPTIONS": Options("django_presence.E014"),
+    "REDIS_URL": Text("django_presence.E013"),
+    # The prefix is a Redis Cluster hash tag, {prefix}; a brace would end it early.
+    "KEY_PREFIX": Text("django_presence.E013", forbidden="{}"),
+    "CONNECTION_TTL": _SECONDS_POSITIVE,
+    "HEARTBEAT_INTERVAL": _SECONDS_POSITIVE,
+    "OFFLINE_GRACE_PERIOD": _SECONDS,
+    "SYNC_USER_MODEL": Flag("django_presence.E012"),
+    "TRANSITION_BATCH_WINDOW": _SECONDS,
+    "CHANNEL_LAYER": Text("django_presence.E013"),
+    "JWT_ALGORITHMS": Algorithms("django_presence.E005"),
+    "JWT_SIGNING_KEY": Key("django_presence.E015"),
+    "JWT_VERIFYING_KEY": Key("django_presence.E015", objects=True),
+    "JWT_USER_ID_CLAIM": Text("django_presence.E013"),
+    "JWT_AUDIENCE": Names("django_presence.E015"),
+    "JWT_ISSUER": Names("django_presence.E015"),
+    # PyJWT takes a timedelta as well as seconds.
+    "JWT_LEEWAY": Number("django_presence.E004", unit="seconds", timedelta=True),
+    "DISCONNECT_ON_LOGOUT": Flag("django_presence.E012"),
+    "DISCONNECT_ON_PASSWORD_CHANGE": Flag("django_presence.E012"),
+    "POLICY": Import("django_presence.E010", subclass_of=object),
+    "MAX_FRAME_SIZE": Number(_LIMIT, unit="bytes", minimum=1),
+    "RATE_LIMIT_RATE": Number(_LIMIT, unit="frames a second", strict=True, optional=True),
+    "RATE_LIMIT_BURST": Number(_LIMIT, unit="frames", minimum=1),
+    "USER_RATE_LIMIT_RATE": Number(_LIMIT, unit="frames a second", strict=True, optional=True),
+    "USER_RATE_LIMIT_BURST": Number(_LIMIT, unit="frames", minimum=1),
+    "FLOOD_CLOSE_AFTER": Number(_LIMIT, minimum=1, integer=True, optional=True),
+    "FLOOD_WINDOW": _SECONDS_POSITIVE,
+    "MAX_WATCHED_USERS": Number(_LIMIT, unit="users"),
+    "MAX_GROUPS": Number(_LIMIT, unit="groups"),
+    "GROUP_PRESENCE_MAX_MEMBERS": Number(_LIMIT, unit="members"),
+    "METRICS_HOOK": Import("django_presence.E009", require_callable=True, optional=True),
+}
+
+_CURRENT: Any = object()
+
+
+def valid_setting(name: str, value: Any = _CURRENT) -> Any:
+    """The current value of ``name`` (or ``value``), validated by its spec in :data:`SPECS`.
+
+    Returns what the spec makes of it (the class a dotted path names, a float...); raises
+    :class:`~django_presence.exceptions.PresenceImproperlyConfigured` for a bad value.
+    """
+    return SPECS[name].validate(
+        name, getattr(presence_settings, name) if value is _CURRENT else value
+    )
+
+
 def number_setting(name: str, *, minimum: float = 0, allow_zero: bool = True) -> float:
-    """Return the numeric setting ``name``, raising a clear error when it is not a number."""
-    value = getattr(presence_settings, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PresenceImproperlyConfigured(
-            f"{SETTING_NAME}[{name!r}] must be a number of seconds, got {value!r}."
+    """The numeric setting ``name`` as a float, validated by its spec in :data:`SPECS`.
+
+    ``minimum`` and ``allow_zero`` state what the caller relies on. The spec, which
+    ``manage.py check`` applies too, must guarantee it: a caller asking for more is a bug
+    in the package, reported as ``TypeError`` whatever the value.
+    """
+    spec = SPECS[name]
+    if (
+        not isinstance(spec, Number)
+        or spec.optional
+        or spec.minimum < minimum
+        or (not allow_zero and spec.admits(0))
+    ):
+        raise TypeError(
+            f"number_setting({name!r}, minimum={minimum!r}, allow_zero={allow_zero!r}) relies "
+            f"on more than SPECS[{name!r}] checks ({spec.expected}); make the spec stricter."
         )
-    if value < minimum or (not allow_zero and value == 0):
-        raise PresenceImproperlyConfigured(
-            f"{SETTING_NAME}[{name!r}] must be {'>' if not allow_zero else '>='} {minimum}, "
-            f"got {value!r}."
-        )
-    return float(value)
+    # Not None: optional specs were refused above.
+    return float(cast(float, spec.validate(name, getattr(presence_settings, name))))
 
 
 @receiver(setting_changed)
 def _reload_settings(*, setting: str, **kwargs: Any) -> None:
-    if setting in (SETTING_NAME, "SECRET_KEY", "AUTH_USER_MODEL", "CHANNEL_LAYERS"):
+    # The cache holds DJANGO_PRESENCE's values only: SECRET_KEY (the default JWT key) is
+    # read at each verification and AUTH_USER_MODEL where it is used. The backends drop
+    # their own cache (django_presence.backends).
+    if setting == SETTING_NAME:
         presence_settings.reload()
-        from . import backends
-
-        backends.reset_backend()

@@ -1,4 +1,20 @@
-"""Exceptions raised by django_presence."""
+"""Exceptions raised by django_presence.
+
+Two families, kept apart on purpose (as django-anymail keeps ``AnymailConfigurationError``
+out of ``AnymailError``)::
+
+    django.core.exceptions.ImproperlyConfigured
+    └── PresenceImproperlyConfigured      a DJANGO_PRESENCE setting is wrong
+        └── PresenceImproperlyInstalled   (also ImportError) a package is missing
+
+    PresenceError                         something failed at run time
+    ├── BackendUnavailable                the backend cannot be reached
+    └── InvalidToken                      a WebSocket token was rejected
+
+A configuration error is not a :class:`PresenceError`, so ``except PresenceError``, written
+to survive run-time failures (Redis down, a bad token), never hides a misconfiguration:
+that has to be fixed, and ``manage.py check`` reports it before the first socket.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +22,18 @@ from django.core.exceptions import ImproperlyConfigured
 
 
 class PresenceError(Exception):
-    """Base class of every error django_presence raises on purpose."""
+    """Base class of the run-time errors django_presence raises on purpose.
+
+    Configuration errors are not among them: see :class:`PresenceImproperlyConfigured`.
+    """
 
 
-class PresenceImproperlyConfigured(PresenceError, ImproperlyConfigured):
-    """A ``DJANGO_PRESENCE`` setting is wrong; the message names the key and the value."""
+class PresenceImproperlyConfigured(ImproperlyConfigured):
+    """A ``DJANGO_PRESENCE`` setting is wrong; the message names the key and the value.
+
+    Deliberately not a :class:`PresenceError`: catching run-time failures must not catch
+    a misconfiguration.
+    """
 
 
 class PresenceImproperlyInstalled(PresenceImproperlyConfigured, ImportError):

@@ -39,9 +39,9 @@ from typing import Any, NamedTuple
 
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from django.utils.module_loading import import_string
 
-from .conf import SETTING_NAME, presence_settings
+from .conf import SETTING_NAME, presence_settings, valid_setting
+from .exceptions import PresenceImproperlyConfigured
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def _resolve_hook() -> MetricsHook | None:
     hook: MetricsHook | None
     try:
         hook = load_hook(value)
-    except ValueError as e:
+    except PresenceImproperlyConfigured as e:
         # Reported by the system check django_presence.E009 at startup as well; at run
         # time presence must carry on without the exporter.
         logger.error("%s; metrics are not exported", e)
@@ -246,21 +246,12 @@ def _resolve_hook() -> MetricsHook | None:
 
 
 def load_hook(value: Any) -> MetricsHook | None:
-    """The callable a ``METRICS_HOOK`` value names, or None; ValueError when unusable."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = import_string(value)
-        except ImportError as e:
-            raise ValueError(
-                f"{SETTING_NAME}['METRICS_HOOK'] = {value!r} cannot be imported: {e}"
-            ) from e
-    if not callable(value):
-        raise ValueError(
-            f"{SETTING_NAME}['METRICS_HOOK'] must be a callable or its dotted path, got {value!r}"
-        )
-    hook: MetricsHook = value
+    """The callable a ``METRICS_HOOK`` value is or names, or None for None.
+
+    Raises :class:`~django_presence.exceptions.PresenceImproperlyConfigured` when the
+    value cannot be imported or is not callable.
+    """
+    hook: MetricsHook | None = valid_setting("METRICS_HOOK", value)
     return hook
 
 

@@ -30,10 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils.module_loading import import_string
-
-from .conf import SETTING_NAME, presence_settings
-from .exceptions import PresenceImproperlyConfigured
+from .conf import valid_setting
 
 
 class DefaultPolicy:
@@ -64,26 +61,11 @@ class DefaultPolicy:
 
 
 def get_policy_class() -> type[Any]:
-    """The class named by ``DJANGO_PRESENCE["POLICY"]``, imported on each call.
+    """The class ``DJANGO_PRESENCE["POLICY"]`` names (or is), imported on each call.
 
     ``import_string`` finds an already imported module in ``sys.modules``, so this is
-    cheap, and ``override_settings`` switches policies without any cache to reset.
+    cheap, and ``override_settings`` switches policies without any cache to reset. A bad
+    value raises :class:`~django_presence.exceptions.PresenceImproperlyConfigured`.
     """
-    path = presence_settings.POLICY
-    if isinstance(path, type):
-        return path
-    if not isinstance(path, str):
-        raise PresenceImproperlyConfigured(
-            f"{SETTING_NAME}['POLICY'] must be the dotted path of a policy class, got {path!r}."
-        )
-    try:
-        policy_class = import_string(path)
-    except ImportError as e:
-        raise PresenceImproperlyConfigured(
-            f"{SETTING_NAME}['POLICY'] = {path!r} could not be imported: {e}"
-        ) from e
-    if not isinstance(policy_class, type):
-        raise PresenceImproperlyConfigured(
-            f"{SETTING_NAME}['POLICY'] = {path!r} must name a class, got {policy_class!r}."
-        )
+    policy_class: type[Any] = valid_setting("POLICY")
     return policy_class

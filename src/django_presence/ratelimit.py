@@ -20,10 +20,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-from .conf import SETTING_NAME, number_setting, presence_settings
-from .exceptions import PresenceImproperlyConfigured
+from .conf import number_setting, valid_setting
 
 
 class TokenBucket:
@@ -125,23 +123,19 @@ class FloodDetector:
 
 
 def rate_setting(rate_name: str, burst_name: str) -> tuple[float, float] | None:
-    """``(rate, burst)`` from two settings, or None when the rate is None (no limit)."""
-    rate: Any = getattr(presence_settings, rate_name)
+    """``(rate, burst)`` from two settings, or None when the rate is None (no limit).
+
+    Both are validated by their specs in :data:`django_presence.conf.SPECS`.
+    """
+    rate: float | None = valid_setting(rate_name)
     if rate is None:
         return None
-    value = number_setting(rate_name, allow_zero=False)
-    burst = number_setting(burst_name, minimum=1)
-    return value, burst
+    return rate, number_setting(burst_name, minimum=1)
 
 
 def flood_setting() -> tuple[int, float] | None:
     """``(FLOOD_CLOSE_AFTER, FLOOD_WINDOW)``, or None when closing floods is off."""
-    limit: Any = presence_settings.FLOOD_CLOSE_AFTER
+    limit: int | None = valid_setting("FLOOD_CLOSE_AFTER")
     if limit is None:
         return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise PresenceImproperlyConfigured(
-            f"{SETTING_NAME}['FLOOD_CLOSE_AFTER'] must be a positive integer or None, "
-            f"got {limit!r}."
-        )
     return limit, number_setting("FLOOD_WINDOW", allow_zero=False)

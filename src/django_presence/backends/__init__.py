@@ -1,16 +1,20 @@
 """Presence backends and the process-wide backend instance.
 
 :func:`get_backend` builds the backend named by ``DJANGO_PRESENCE["BACKEND"]`` on first
-use and caches it; the cache is dropped whenever Django's settings change (so
-``override_settings`` switches backends), like Channels' ``ChannelLayerManager``.
+use and caches it; like Channels' ``ChannelLayerManager``, this module drops its cache
+itself whenever a setting the backend depends on changes (so ``override_settings``
+switches backends).
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from django.utils.module_loading import import_string
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
+from ..conf import SETTING_NAME, presence_settings, setting_key, valid_setting
 from ..exceptions import PresenceImproperlyConfigured
 from .base import (
     BasePresenceBackend,
@@ -37,29 +41,22 @@ _lock = threading.Lock()
 _backend: BasePresenceBackend | None = None
 
 
-def load_backend(path: str, options: dict[str, object] | None = None) -> BasePresenceBackend:
-    """Import the backend class at dotted ``path`` and build it with ``options``."""
-    if not isinstance(path, str):
-        raise PresenceImproperlyConfigured(
-            f"DJANGO_PRESENCE['BACKEND'] must be the dotted path of a backend class, got {path!r}."
-        )
+def load_backend(path: Any, options: dict[str, object] | None = None) -> BasePresenceBackend:
+    """Build the backend class ``path`` names (or is) with the keyword arguments ``options``.
+
+    ``path`` and ``options`` are validated as ``DJANGO_PRESENCE['BACKEND']`` and
+    ``['BACKEND_OPTIONS']`` (:data:`django_presence.conf.SPECS`); a bad one raises
+    :class:`~django_presence.exceptions.PresenceImproperlyConfigured`.
+    """
+    backend_class = valid_setting("BACKEND", path)
+    kwargs = valid_setting("BACKEND_OPTIONS", options)
     try:
-        backend_class = import_string(path)
-    except ImportError as e:
-        raise PresenceImproperlyConfigured(
-            f"DJANGO_PRESENCE['BACKEND'] = {path!r} could not be imported: {e}"
-        ) from e
-    if not (isinstance(backend_class, type) and issubclass(backend_class, BasePresenceBackend)):
-        raise PresenceImproperlyConfigured(
-            f"DJANGO_PRESENCE['BACKEND'] = {path!r} is not a subclass of "
-            "django_presence.backends.BasePresenceBackend."
-        )
-    try:
-        return backend_class(**(options or {}))
+        backend: BasePresenceBackend = backend_class(**kwargs)
     except TypeError as e:
         raise PresenceImproperlyConfigured(
-            f"DJANGO_PRESENCE['BACKEND_OPTIONS'] = {options!r} do not fit {path}: {e}"
+            f"{setting_key('BACKEND_OPTIONS')} = {options!r} do not fit {path!r}: {e}"
         ) from e
+    return backend
 
 
 def get_backend() -> BasePresenceBackend:
@@ -67,8 +64,6 @@ def get_backend() -> BasePresenceBackend:
     global _backend
     backend = _backend
     if backend is None:
-        from ..conf import presence_settings
-
         with _lock:
             if _backend is None:
                 _backend = load_backend(
@@ -83,3 +78,15 @@ def reset_backend() -> None:
     global _backend
     with _lock:
         _backend = None
+
+
+# The backend is built from DJANGO_PRESENCE and holds ids of AUTH_USER_MODEL's users; a
+# new CHANNEL_LAYERS means another deployment, for which Channels drops its layers too.
+# SECRET_KEY is not among them: nothing here depends on it.
+_RESET_ON = frozenset({SETTING_NAME, "AUTH_USER_MODEL", "CHANNEL_LAYERS"})
+
+
+@receiver(setting_changed)
+def _reset_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in _RESET_ON:
+        reset_backend()

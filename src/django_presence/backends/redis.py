@@ -44,7 +44,11 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from ..exceptions import BackendUnavailable, PresenceImproperlyInstalled
+import redis as syncredis
+from redis import asyncio as aioredis
+from redis import exceptions as redis_exceptions
+
+from ..exceptions import BackendUnavailable
 from .base import (
     BasePresenceBackend,
     Change,
@@ -54,13 +58,6 @@ from .base import (
     Transition,
     check_retention,
 )
-
-try:
-    import redis as syncredis
-    from redis import asyncio as aioredis
-    from redis import exceptions as redis_exceptions
-except ImportError as e:  # pragma: no cover - exercised by the system check test
-    raise PresenceImproperlyInstalled("redis", "redis", "RedisBackend") from e
 
 logger = logging.getLogger(__name__)
 
