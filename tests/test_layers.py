@@ -68,7 +68,7 @@ def modules() -> list[tuple[str, Path]]:
 
 def imports(module: str, path: Path) -> list[str]:
     """The package modules that ``module`` imports, anywhere in the file."""
-    package = module.split(".")[:-1] if not path.name == "__init__.py" else module.split(".")
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
     targets = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
