@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from django_presence import protocol
 from django_presence.backends import reset_backend
 from django_presence.consumers import UserConsumer
 
@@ -58,16 +59,7 @@ DOCUMENTED_TYPES = {
     "system_broadcast",
     "notification",
 }
-REQUEST_TYPES = [
-    "ping",
-    "direct_message",
-    "broadcast",
-    "join_group",
-    "leave_group",
-    "group_message",
-    "subscribe_presence",
-    "unsubscribe_presence",
-]
+REQUEST_TYPES = list(protocol.REQUEST_TYPES)
 FIELDS = ["target_user_id", "message", "group", "user_ids"]
 MAX_FRAME = 65536
 

@@ -91,6 +91,7 @@ class OnlineNowListFilter(admin.SimpleListFilter):
         try:
             pks = live_online_pks(queryset.model)
         except Exception:
+            # The backend (or the DB) is unreachable: the page says so instead of a 500.
             logger.exception("Could not read who is online for the admin filter")
             messages.error(request, _("The presence backend is unavailable; nothing shown."))
             return queryset.none()
@@ -198,6 +199,7 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
         try:
             return user_online_service.is_user_online(obj.pk)
         except Exception:
+            # The backend (or the DB) is unreachable: the page says so instead of a 500.
             logger.exception("Could not read whether user %s is online", obj.pk)
             return None
 
@@ -231,6 +233,7 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
         try:
             online = user_online_service.get_online_user_ids([user.pk for user in users])
         except Exception:
+            # The backend (or the DB) is unreachable: the page says so instead of a 500.
             logger.exception("Could not read who is online for the admin changelist")
             online = None
         for user in users:
@@ -313,6 +316,7 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
             page = Paginator(keys, self.presence_monitor_per_page).get_page(request.GET.get("p"))
             rows = self._monitor_rows(backend, list(page.object_list)) if keys else []
         except Exception:
+            # The backend (or the DB) is unreachable: the page says so instead of a 500.
             logger.exception("Could not read who is online for the connection monitor")
             messages.error(request, _("The presence backend is unavailable."))
             keys, rows = [], []
@@ -387,6 +391,7 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
         try:
             removed = user_online_service.sweep()
         except Exception:
+            # The backend (or the DB) is unreachable: the page says so instead of a 500.
             logger.exception("A sweep requested from the admin failed")
             messages.error(request, _("The sweep failed: the presence backend is unavailable."))
         else:
@@ -440,6 +445,7 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
         try:
             closed = user_online_service.disconnect_user(pk)
         except Exception:
+            # The backend (or the DB) is unreachable: the page says so instead of a 500.
             logger.exception("Disconnecting user %s from the admin failed", pk)
             messages.error(
                 request, _("The presence backend is unavailable; nobody was disconnected.")

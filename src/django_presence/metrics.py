@@ -186,6 +186,7 @@ def increment(name: str, value: int = 1, **labels: str) -> None:
     try:
         hook(name, value, {spec.label: key[1]} if spec.label else {})
     except Exception as error:
+        # A project's exporter: whatever it raises, presence must carry on.
         _hook_failed(name, error)
 
 

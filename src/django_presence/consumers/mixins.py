@@ -109,6 +109,8 @@ class UserOnlineStatusMixin:
         try:
             await user_online_service.aadd_user_connection(user_id, connection_id)
         except Exception:
+            # The backend or the DB is down: the socket stays open, and the runtime
+            # registers the connection again at its next beat.
             metrics.increment("connection_errors", operation="register")
             logger.exception(
                 "Could not register connection %s of user %s; the next heartbeat retries",
@@ -195,6 +197,8 @@ class UserOnlineStatusMixin:
         try:
             await user_online_service.aremove_user_connection(self.presence_user_id, connection_id)
         except Exception:
+            # The backend or the DB is down: the lease expires by itself and a sweep
+            # announces the user offline.
             metrics.increment("connection_errors", operation="unregister")
             logger.exception(
                 "Could not remove connection %s of user %s; its lease expires by itself",

@@ -155,6 +155,7 @@ class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsume
         try:
             await self.send_json(frame)
         except Exception:
+            # Each server raises its own error for a closed socket; none is ours to fix.
             logger.debug("Could not send a %s frame to a closed socket", type, exc_info=True)
 
     async def send_error(self, code: str, message: str, request_id: Any = None) -> None:
