@@ -76,6 +76,17 @@ async def test_first_add_comes_online_second_adds_nothing(backend: BasePresenceB
     assert await backend.connection_count("1") == 2
 
 
+async def test_seq_is_never_below_the_wall_clock_in_microseconds(
+    backend: BasePresenceBackend,
+) -> None:
+    """So that a transition reconcile() announces with a seq from the clock comes after."""
+    before = time.time_ns() // 1000
+    change = await backend.add_connection("1", "a", ttl=30)
+    # Redis floors seq at its own clock: allow for a server clock a little behind ours.
+    assert change.seq >= before - 5_000_000
+    assert (await backend.remove_connection("1", "a")).seq > change.seq
+
+
 async def test_adding_the_same_connection_again_refreshes_it(
     backend: BasePresenceBackend,
 ) -> None:

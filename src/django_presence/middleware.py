@@ -28,24 +28,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 
 from . import metrics, protocol
-from .conf import presence_settings
-from .exceptions import InvalidToken, PresenceImproperlyConfigured
+from .conf import presence_settings, valid_setting
+from .exceptions import InvalidToken
 
 logger = logging.getLogger(__name__)
-
-
-def _configured_algorithms() -> list[str]:
-    algorithms = presence_settings.JWT_ALGORITHMS
-    if (
-        not isinstance(algorithms, (list, tuple))
-        or not algorithms
-        or not all(isinstance(a, str) and a and a.lower() != "none" for a in algorithms)
-    ):
-        raise PresenceImproperlyConfigured(
-            "DJANGO_PRESENCE['JWT_ALGORITHMS'] must be a non-empty list of algorithm names "
-            f"other than 'none', got {algorithms!r}."
-        )
-    return list(algorithms)
 
 
 def _verifying_key() -> Any:
@@ -66,7 +52,7 @@ def decode_token(token: str) -> dict[str, Any]:
         payload: dict[str, Any] = jwt.decode(
             token,
             _verifying_key(),
-            algorithms=_configured_algorithms(),
+            algorithms=list(valid_setting("JWT_ALGORITHMS")),
             audience=audience,
             issuer=presence_settings.JWT_ISSUER,
             leeway=presence_settings.JWT_LEEWAY,

@@ -65,7 +65,9 @@ class MemoryBackend(BasePresenceBackend):
         self._room_versions: dict[str, int] = {}
 
     def _transition(self, user_id: str, transition: Transition, count: int) -> Change:
-        self._seq += 1
+        # Never below the wall clock in microseconds, as on Redis: a transition that
+        # reconcile() announces with a seq from the clock is ordered after this one.
+        self._seq = max(self._seq + 1, time.time_ns() // 1000)
         self._transition_seq[user_id] = self._seq
         self._offline_since.pop(user_id, None)  # re-inserted last: the dict stays in order
         if transition is Transition.OFFLINE:
