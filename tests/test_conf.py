@@ -237,12 +237,12 @@ def test_backend_options_reach_the_backend(redis_url: str) -> None:
         backend = get_backend()
     assert isinstance(backend, RedisBackend)
     assert backend.key_prefix == "opts"
-    assert backend._client_options == {
-        "socket_timeout": 1.5,
-        "socket_connect_timeout": 0.5,
-        "max_connections": 7,
-        "pool_timeout": 3,
-    }
+    # What the blocking client was built with (redis-py's public pool attributes).
+    pool = backend.sync_client().connection_pool
+    assert (pool.max_connections, pool.timeout) == (7, 3)
+    assert pool.connection_kwargs["socket_timeout"] == 1.5
+    assert pool.connection_kwargs["socket_connect_timeout"] == 0.5
+    backend.sync_client().close()
 
 
 @pytest.mark.parametrize(
