@@ -43,6 +43,9 @@ DJANGO_PRESENCE = {
     "CONNECTION_TTL": 30,
     "HEARTBEAT_INTERVAL": 10,
     "OFFLINE_GRACE_PERIOD": 0,
+    # Most tests were written against an open policy; tests/test_security.py covers the
+    # private default.
+    "POLICY": "django_presence.policies.OpenPolicy",
 }
 
 if os.environ.get("PRESENCE_TEST_KEY_PREFIX"):

@@ -18,6 +18,7 @@ from django_presence.conf import DEFAULTS, SPECS
 from django_presence.policies import DefaultPolicy
 
 REDIS = "django_presence.backends.redis.RedisBackend"
+PRIVATE = "django_presence.policies.DefaultPolicy"
 #: IDs of removed checks: documented as removed, never used again.
 RETIRED = {"django_presence.E003"}
 
@@ -185,6 +186,7 @@ BAD_VALUES: list[tuple[str, Any, list[str]]] = [
     ("JWT_LEEWAY", timedelta(seconds=-1), ["E004"]),
     ("DISCONNECT_ON_LOGOUT", "yes", ["E012"]),
     ("DISCONNECT_ON_PASSWORD_CHANGE", 0, ["E012"]),
+    ("DISCONNECT_ON_DEACTIVATE", "False", ["E012"]),
     ("POLICY", "no.such.Policy", ["E010"]),
     ("POLICY", "nodots", ["E010"]),
     ("POLICY", "django_presence.policies.get_policy_class", ["E010"]),
@@ -209,6 +211,9 @@ BAD_VALUES: list[tuple[str, Any, list[str]]] = [
     ("MAX_WATCHED_USERS", -1, ["E011"]),
     ("MAX_WATCHED_USERS", None, ["E011"]),
     ("MAX_GROUPS", "100", ["E011"]),
+    ("MAX_CONNECTIONS_PER_USER", 0, ["E011"]),
+    ("MAX_CONNECTIONS_PER_USER", 2.5, ["E011"]),
+    ("MAX_CONNECTIONS_PER_PROCESS", "10000", ["E011"]),
     ("GROUP_PRESENCE_MAX_MEMBERS", -1, ["E011"]),
     ("METRICS_HOOK", "no.such.hook", ["E009"]),
 ]
@@ -239,6 +244,8 @@ GOOD_VALUES: list[tuple[str, Any]] = [
     ("FLOOD_WINDOW", 0.5),
     ("MAX_WATCHED_USERS", 0),
     ("MAX_GROUPS", 0),
+    ("MAX_CONNECTIONS_PER_USER", None),
+    ("MAX_CONNECTIONS_PER_PROCESS", 1),
     ("GROUP_PRESENCE_MAX_MEMBERS", 0),
     ("METRICS_HOOK", print),
 ]
@@ -275,8 +282,17 @@ def test_messages_name_the_key_and_show_the_value(
 
 @override_settings(DEBUG=False)
 def test_w001_memory_backend_in_production() -> None:
-    assert ids() == ["django_presence.W001"]
-    assert presence_ids(BACKEND=REDIS) == []
+    assert presence_ids(POLICY=PRIVATE) == ["django_presence.W001"]
+    assert presence_ids(BACKEND=REDIS, POLICY=PRIVATE) == []
+
+
+@override_settings(DEBUG=False)
+def test_w005_the_open_policy_in_production() -> None:
+    open_policy = "django_presence.policies.OpenPolicy"
+    assert presence_ids(BACKEND=REDIS, POLICY=open_policy) == ["django_presence.W005"]
+    assert presence_ids(BACKEND=REDIS, POLICY=PRIVATE) == []
+    with override_settings(DEBUG=True):
+        assert presence_ids(BACKEND=REDIS, POLICY=open_policy) == []
 
 
 def test_w002_heartbeat_too_close_to_ttl() -> None:
@@ -319,5 +335,5 @@ def test_every_id_is_documented_once_and_used() -> None:
     assert set(documented) == used | RETIRED
     assert not used & RETIRED
     expected = {f"django_presence.E{i:03}" for i in range(1, 16)} - RETIRED
-    expected |= {f"django_presence.W00{i}" for i in range(1, 5)}
+    expected |= {f"django_presence.W00{i}" for i in range(1, 6)}
     assert used == expected

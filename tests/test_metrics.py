@@ -302,7 +302,9 @@ async def test_a_hook_that_raises_never_breaks_presence(
     assert failures[0].levelno == logging.ERROR
     assert failures[0].exc_info is not None
     assert "the exporter is down" in str(failures[0].exc_info[1])
-    assert failures[0].__dict__["counter"] == "connections_opened"
+    # The first count of a connection is its transition: connections_opened follows it,
+    # once the registration succeeded (a refused connection is not counted as opened).
+    assert failures[0].__dict__["counter"] == "transitions"
 
 
 # -- the heartbeat ----------------------------------------------------------------------------

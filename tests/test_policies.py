@@ -9,16 +9,38 @@ import pytest
 from django.test import override_settings
 
 from django_presence.exceptions import PresenceImproperlyConfigured
-from django_presence.policies import DefaultPolicy, get_policy_class
+from django_presence.policies import DefaultPolicy, OpenPolicy, get_policy_class
 
 
-async def test_default_policy_lets_authenticated_users_message_watch_and_join() -> None:
+async def test_the_default_policy_relates_a_user_to_nobody_but_themselves() -> None:
     policy = DefaultPolicy()
+    user = SimpleNamespace(pk=1, is_staff=False)
+    assert await policy.can_message(user, 1)
+    assert await policy.can_watch(user, 1)
+    assert not await policy.can_message(user, 2)
+    assert not await policy.can_watch(user, 2)
+    assert not await policy.can_join_group(user, "any-valid-name")
+
+
+async def test_are_related_opens_watching_and_messaging() -> None:
+    class Team(DefaultPolicy):
+        async def are_related(self, user: Any, target_id: Any) -> bool:
+            return bool(target_id in (user.pk, 2))
+
+    user = SimpleNamespace(pk=1, is_staff=False)
+    assert await Team().can_watch(user, 2)
+    assert await Team().can_message(user, 2)
+    assert not await Team().can_watch(user, 3)
+
+
+async def test_the_open_policy_lets_users_message_watch_and_join() -> None:
+    policy = OpenPolicy()
     user = SimpleNamespace(pk=1, is_staff=False)
     assert await policy.can_message(user, 2)
     assert await policy.can_watch(user, 2)
     assert await policy.can_join_group(user, "any-valid-name")
     assert await policy.can_send_to_group(user, "any-valid-name")
+    assert not await policy.can_broadcast(user)
 
 
 @pytest.mark.parametrize(("is_staff", "allowed"), [(True, True), (False, False), (None, False)])
@@ -32,7 +54,8 @@ class ProjectPolicy(DefaultPolicy):
 
 
 def test_policy_class_comes_from_the_setting(settings: Any) -> None:
-    assert get_policy_class() is DefaultPolicy
+    with override_settings(DJANGO_PRESENCE={}):
+        assert get_policy_class() is DefaultPolicy  # the default
     with override_settings(DJANGO_PRESENCE={"POLICY": f"{__name__}.ProjectPolicy"}):
         assert get_policy_class() is ProjectPolicy
     with override_settings(DJANGO_PRESENCE={"POLICY": ProjectPolicy}):

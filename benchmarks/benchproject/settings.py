@@ -62,6 +62,10 @@ DJANGO_PRESENCE = {
     # The benchmark's clients open sockets far faster than any real user.
     "RATE_LIMIT_RATE": None,
     "USER_RATE_LIMIT_RATE": None,
+    # ... and hold more sockets per user and per process than a real deployment allows.
+    "MAX_CONNECTIONS_PER_USER": None,
+    "MAX_CONNECTIONS_PER_PROCESS": None,
+    "POLICY": "django_presence.policies.OpenPolicy",
 }
 
 LOGGING = {

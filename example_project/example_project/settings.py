@@ -120,6 +120,9 @@ EXAMPLE_TOKEN_LIFETIME = _seconds("EXAMPLE_TOKEN_LIFETIME", 300)
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
 DJANGO_PRESENCE = {
+    # A demo: every user may see and message every other (one line). A real platform
+    # subclasses DefaultPolicy, which is private, and relates doctors to their patients.
+    "POLICY": "django_presence.policies.OpenPolicy",
     "OFFLINE_GRACE_PERIOD": _seconds("PRESENCE_OFFLINE_GRACE_PERIOD", 5),
     "HEARTBEAT_INTERVAL": _seconds("PRESENCE_HEARTBEAT_INTERVAL", 15),
     "CONNECTION_TTL": _seconds("PRESENCE_CONNECTION_TTL", 60),

@@ -30,6 +30,9 @@ django_presence.W001      The in-memory backend is used with ``DEBUG = False``.
 django_presence.W002      ``HEARTBEAT_INTERVAL`` is more than half of ``CONNECTION_TTL``.
 django_presence.W003      The HMAC signing key is shorter than 32 bytes.
 django_presence.W004      ``DJANGO_PRESENCE`` has a key the package does not know.
+django_presence.W005      ``POLICY`` is :class:`~django_presence.policies.OpenPolicy` (or a
+                          subclass) with ``DEBUG = False``: every user may watch, message
+                          and find every other.
 ========================  ==============================================================
 """
 
@@ -83,7 +86,25 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
     messages += _check_backend(valid)
     messages += _check_times(valid)
     messages += _check_jwt(valid)
+    messages += _check_policy(valid)
     return messages
+
+
+def _check_policy(valid: dict[str, Any]) -> list[CheckMessage]:
+    from .policies import OpenPolicy
+
+    policy = valid.get("POLICY")
+    if settings.DEBUG or not (isinstance(policy, type) and issubclass(policy, OpenPolicy)):
+        return []
+    return [
+        Warning(
+            f"{setting_key('POLICY')} = {policy.__module__}.{policy.__qualname__} lets every "
+            "user watch, message and find every other user, with DEBUG = False.",
+            hint="Subclass django_presence.policies.DefaultPolicy and say who relates to "
+            "whom in are_related(); see docs/security.md.",
+            id="django_presence.W005",
+        )
+    ]
 
 
 def _check_backend(valid: dict[str, Any]) -> list[CheckMessage]:

@@ -60,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     # out, and when their password changes.
     "DISCONNECT_ON_LOGOUT": True,
     "DISCONNECT_ON_PASSWORD_CHANGE": True,
+    # Close all of a user's sockets (code 4011) when their account is deactivated
+    # (is_active set to False) or deleted.
+    "DISCONNECT_ON_DEACTIVATE": True,
     # -- the ws/user/ consumer and messaging (issue 3) --
     # Dotted path of the authorization policy class (django_presence.policies).
     "POLICY": "django_presence.policies.DefaultPolicy",
@@ -78,6 +81,10 @@ DEFAULTS: dict[str, Any] = {
     # Most users one connection may watch (subscribe_presence) and groups it may join.
     "MAX_WATCHED_USERS": 1000,
     "MAX_GROUPS": 100,
+    # Most open connections one user may hold, over every server, and one server process
+    # may hold; a connection over either is closed with code 4009. None: no limit.
+    "MAX_CONNECTIONS_PER_USER": 20,
+    "MAX_CONNECTIONS_PER_PROCESS": 10000,
     # Groups with more members than this report a member count instead of the members
     # (Pusher's presence channels stop at 100 members).
     "GROUP_PRESENCE_MAX_MEMBERS": 100,
@@ -422,6 +429,7 @@ SPECS: dict[str, Spec] = {
     "JWT_LEEWAY": Number("django_presence.E004", unit="seconds", timedelta=True),
     "DISCONNECT_ON_LOGOUT": Flag("django_presence.E012"),
     "DISCONNECT_ON_PASSWORD_CHANGE": Flag("django_presence.E012"),
+    "DISCONNECT_ON_DEACTIVATE": Flag("django_presence.E012"),
     "POLICY": Import("django_presence.E010", subclass_of=object),
     "MAX_FRAME_SIZE": Number(_LIMIT, unit="bytes", minimum=1),
     "RATE_LIMIT_RATE": Number(_LIMIT, unit="frames a second", strict=True, optional=True),
@@ -432,6 +440,12 @@ SPECS: dict[str, Spec] = {
     "FLOOD_WINDOW": _SECONDS_POSITIVE,
     "MAX_WATCHED_USERS": Number(_LIMIT, unit="users"),
     "MAX_GROUPS": Number(_LIMIT, unit="groups"),
+    "MAX_CONNECTIONS_PER_USER": Number(
+        _LIMIT, unit="connections", minimum=1, integer=True, optional=True
+    ),
+    "MAX_CONNECTIONS_PER_PROCESS": Number(
+        _LIMIT, unit="connections", minimum=1, integer=True, optional=True
+    ),
     "GROUP_PRESENCE_MAX_MEMBERS": Number(_LIMIT, unit="members"),
     "METRICS_HOOK": Import("django_presence.E009", require_callable=True, optional=True),
 }

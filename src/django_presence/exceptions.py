@@ -9,7 +9,8 @@ out of ``AnymailError``)::
 
     PresenceError                         something failed at run time
     ├── BackendUnavailable                the backend cannot be reached
-    └── InvalidToken                      a WebSocket token was rejected
+    ├── InvalidToken                      a WebSocket token was rejected
+    └── TooManyConnections                a connection over a limit was refused
 
 A configuration error is not a :class:`PresenceError`, so ``except PresenceError``, written
 to survive run-time failures (Redis down, a bad token), never hides a misconfiguration:
@@ -66,3 +67,16 @@ class InvalidToken(PresenceError):
     def __init__(self, message: str, reason: str = "invalid") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class TooManyConnections(PresenceError):
+    """A connection was refused: its user, or this server process, is at its limit.
+
+    ``reason`` is ``user`` (``MAX_CONNECTIONS_PER_USER``, counted over every server) or
+    ``process`` (``MAX_CONNECTIONS_PER_PROCESS``); ``limit`` is the limit reached.
+    """
+
+    def __init__(self, message: str, *, reason: str, limit: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.limit = limit

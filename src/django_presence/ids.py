@@ -109,19 +109,42 @@ def parse_client_user_id(value: Any) -> Any:
     """A user id sent by a client, converted to the primary key's type.
 
     Raises ValueError for anything that cannot be a primary key: booleans, floats,
-    integers out of a 64-bit column's range, strings the primary key field rejects.
+    integers out of a 64-bit column's range (as numbers or as strings), strings the
+    primary key field rejects, text that is not valid Unicode.
     """
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, str))
         or (isinstance(value, int) and abs(value) >= _MAX_INT_ID)
-        or (isinstance(value, str) and not 0 < len(value) <= _MAX_STR_ID)
+        or (isinstance(value, str) and not (0 < len(value) <= _MAX_STR_ID and encodable(value)))
     ):
         raise ValueError(f"not a user id: {value!r:.60}")
     try:
         pk = get_user_model()._meta.pk.to_python(value)
     except ValidationError:
         raise ValueError(f"not a user id: {value!r:.60}") from None
-    if pk is None:
+    if pk is None or (isinstance(pk, int) and abs(pk) >= _MAX_INT_ID):
         raise ValueError(f"not a user id: {value!r:.60}")
     return pk
+
+
+def pk_from_claim(value: Any) -> Any:
+    """The primary key a token's user id claim names, or ValueError.
+
+    Only an integer, or a string in the primary key's exact form (a UUID's canonical
+    text, an integer's decimal digits), identifies a user: ``1.9``, ``true``, ``"01"`` or
+    ``" 1"`` would all name user 1 through a lenient conversion, and are refused.
+    """
+    pk = parse_client_user_id(value)
+    if isinstance(value, str) and str(pk) != value:
+        raise ValueError(f"not the exact form of a primary key: {value!r:.60}")
+    return pk
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogate), so UTF-8 and msgpack take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -64,6 +64,12 @@ COUNTERS: dict[str, CounterSpec] = {
     "connections_opened": CounterSpec(
         "WebSocket connections registered (accepted, with an authenticated user)."
     ),
+    "connections_refused": CounterSpec(
+        "Connections refused (code 4009) because their user held MAX_CONNECTIONS_PER_USER "
+        "open connections, or this process MAX_CONNECTIONS_PER_PROCESS.",
+        label="reason",
+        values=("user", "process"),
+    ),
     "connections_closed": CounterSpec(
         "Registered connections that ended, however they ended. opened - closed is the "
         "number this process holds open."

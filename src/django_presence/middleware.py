@@ -30,6 +30,7 @@ from django.contrib.auth.models import AnonymousUser
 from . import metrics, protocol
 from .conf import presence_settings, valid_setting
 from .exceptions import InvalidToken
+from .ids import pk_from_claim
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +73,21 @@ def decode_token(token: str) -> dict[str, Any]:
 
 @database_sync_to_async
 def get_user_for_token(payload: dict[str, Any]) -> Any:
-    """The active user named by a verified token's claims, or raise InvalidToken."""
+    """The active user named by a verified token's claims, or raise InvalidToken.
+
+    The user id claim must be an integer or the primary key's exact string form
+    (:func:`~django_presence.ids.pk_from_claim`): a validly signed token whose id is
+    ``1.9`` or ``true`` names nobody.
+    """
     user_id = payload[presence_settings.JWT_USER_ID_CLAIM]
+    try:
+        pk = pk_from_claim(user_id)
+    except ValueError as e:
+        raise InvalidToken(f"The user id claim {user_id!r:.60} is not a user id") from e
     user_model = get_user_model()
     try:
-        user = user_model._default_manager.get(pk=user_id)
-    except (user_model.DoesNotExist, ValueError, TypeError, OverflowError) as e:
+        user = user_model._default_manager.get(pk=pk)
+    except user_model.DoesNotExist as e:
         raise InvalidToken(f"No user with id {user_id!r}", reason="unknown_user") from e
     if not getattr(user, "is_active", True):
         raise InvalidToken(f"User {user_id!r} is inactive", reason="inactive_user")

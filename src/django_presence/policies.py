@@ -1,20 +1,29 @@
 """Authorization of what a ``ws/user/`` client may do: message, watch, join, broadcast.
 
 The consumer asks the policy named by ``DJANGO_PRESENCE["POLICY"]`` (a dotted path,
-:class:`DefaultPolicy` by default). To change the rules, subclass :class:`DefaultPolicy`
-and name your class in the setting::
+:class:`DefaultPolicy` by default). The default is private: a user may watch and message
+only the users the project relates them to, and nobody else, and may join no client
+group, until the project says otherwise. Say who relates to whom with one method::
 
     # myproject/presence.py
     from django_presence.policies import DefaultPolicy
 
-    class TeamPolicy(DefaultPolicy):
-        async def can_message(self, user, target_id):
-            return await Membership.objects.filter(
-                team__members=user, user_id=target_id
+    class CarePolicy(DefaultPolicy):
+        async def are_related(self, user, target_id):
+            return await Consultation.objects.filter(
+                Q(doctor=user, patient_id=target_id) | Q(patient=user, doctor_id=target_id)
             ).aexists()
 
+        async def can_join_group(self, user, group):
+            return group == f"ward-{user.ward_id}"
+
     # settings.py
-    DJANGO_PRESENCE = {"POLICY": "myproject.presence.TeamPolicy"}
+    DJANGO_PRESENCE = {"POLICY": "myproject.presence.CarePolicy"}
+
+:class:`OpenPolicy` lets any authenticated user watch and message anyone and join any
+group: one line for a demo or an internal tool (``"POLICY":
+"django_presence.policies.OpenPolicy"``). The system check ``django_presence.W005`` warns
+when it is used with ``DEBUG = False``.
 
 Each method may be a coroutine or a plain function returning a bool. A consumer subclass
 may also set :attr:`~django_presence.consumers.UserConsumer.policy_class`, or override the
@@ -34,22 +43,35 @@ from .conf import valid_setting
 
 
 class DefaultPolicy:
-    """Authenticated users may message and watch anyone and join any group; staff broadcast.
+    """Private by default: users reach only the users the project relates them to.
 
-    The consumer only runs for authenticated users, so the methods need not check that.
+    :meth:`are_related` decides whom a user may watch and message; by default a user is
+    related to nobody but themselves, so no one learns anything of anyone else (not even
+    whether a user id exists: ``direct_message`` to an unrelated id is ``forbidden``, as
+    to an id that does not exist). Client groups are closed (:meth:`can_join_group` is
+    False) until the project opens them. Staff may broadcast. The consumer only runs for
+    authenticated users, so the methods need not check that.
     """
+
+    async def are_related(self, user: Any, target_id: Any) -> bool:
+        """Whether ``user`` may see ``target_id``'s presence and message them: self only.
+
+        Override this one method to open watching and messaging to the users your project
+        relates (a doctor and their patients, the members of a team).
+        """
+        return bool(target_id == user.pk)
 
     async def can_message(self, user: Any, target_id: Any) -> bool:
         """Whether ``user`` may send a ``direct_message`` to the user ``target_id``."""
-        return True
+        return await self.are_related(user, target_id)
 
     async def can_watch(self, user: Any, target_id: Any) -> bool:
-        """Whether ``user`` may subscribe to the online status of the user ``target_id``."""
-        return True
+        """Whether ``user`` may subscribe to the online status (and last seen) of ``target_id``."""
+        return await self.are_related(user, target_id)
 
     async def can_join_group(self, user: Any, group: str) -> bool:
-        """Whether ``user`` may join the client group ``group`` (and see its members)."""
-        return True
+        """Whether ``user`` may join the client group ``group`` (and see its members): no."""
+        return False
 
     async def can_send_to_group(self, user: Any, group: str) -> bool:
         """Whether ``user``, a member of ``group``, may send a ``group_message`` to it."""
@@ -58,6 +80,23 @@ class DefaultPolicy:
     async def can_broadcast(self, user: Any) -> bool:
         """Whether ``user`` may send a ``broadcast`` to every connected user: staff only."""
         return bool(getattr(user, "is_staff", False))
+
+
+class OpenPolicy(DefaultPolicy):
+    """Any authenticated user may watch and message anyone and join any group.
+
+    For demos and internal tools where every user may know about every other; the system
+    check ``django_presence.W005`` warns when it is used with ``DEBUG = False``. Staff
+    still alone may broadcast.
+    """
+
+    async def are_related(self, user: Any, target_id: Any) -> bool:
+        """Everyone is related to everyone."""
+        return True
+
+    async def can_join_group(self, user: Any, group: str) -> bool:
+        """Any group may be joined."""
+        return True
 
 
 def get_policy_class() -> type[Any]:

@@ -27,15 +27,23 @@ CLOSE_TOKEN_EXPIRED = 4001
 CLOSE_UNAUTHENTICATED = 4003
 #: The connection kept sending after being rate limited.
 CLOSE_FLOODING = 4008
+#: Refused: the user already holds ``MAX_CONNECTIONS_PER_USER`` open connections, or the
+#: server ``MAX_CONNECTIONS_PER_PROCESS``. Sent right after the accept, so that a browser
+#: sees the code.
+CLOSE_TOO_MANY_CONNECTIONS = 4009
 #: Closed by ``user_online_service.disconnect_user()`` (logout, password change, admin).
 CLOSE_DISCONNECTED = 4010
+#: The user's account was deactivated or deleted (``DISCONNECT_ON_DEACTIVATE``).
+CLOSE_REVOKED = 4011
 
 #: Every close code the package sends, with its meaning.
 CLOSE_CODES: dict[int, str] = {
     CLOSE_TOKEN_EXPIRED: "token expired",
     CLOSE_UNAUTHENTICATED: "unauthenticated",
     CLOSE_FLOODING: "flooding",
+    CLOSE_TOO_MANY_CONNECTIONS: "too many connections",
     CLOSE_DISCONNECTED: "disconnected by the server",
+    CLOSE_REVOKED: "account deactivated or deleted",
 }
 
 # -- error codes of ``error`` frames ---------------------------------------------------------

@@ -53,6 +53,9 @@ DJANGO_PRESENCE = {
     "CONNECTION_TTL": float(os.environ.get("FAULTS_TTL", "3")),
     "HEARTBEAT_INTERVAL": float(os.environ.get("FAULTS_HEARTBEAT", "1")),
     "OFFLINE_GRACE_PERIOD": float(os.environ.get("FAULTS_GRACE", "0")),
+    # Most tests were written against an open policy; tests/test_security.py covers the
+    # private default.
+    "POLICY": "django_presence.policies.OpenPolicy",
 }
 
 LOGGING = {

@@ -162,6 +162,20 @@ test("close() stops reconnecting", async () => {
   assert.equal(FakeSocket.instances.length, 1);
 });
 
+test("a socket closed for a deactivated account (4011) is not reopened", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, { backoffInitial: 1, backoffMax: 1 });
+  const closes = [];
+  client.on("close", (info) => closes.push(info));
+  const socket = await connected(client, FakeSocket);
+  socket.drop(4011);
+  await new Promise((resolve) => setTimeout(resolve, 40));
+  assert.equal(FakeSocket.instances.length, 1);
+  assert.equal(closes[0].code, 4011);
+  assert.equal(closes[0].reconnecting, false);
+  assert.equal(client.state, "closed");
+});
+
 test("status updates that arrive before the snapshot are buffered, then applied after it", async () => {
   const FakeSocket = fakeSocketClass();
   const client = newClient(FakeSocket);

@@ -36,13 +36,15 @@ class Change:
     receivers can order transitions that reach them by different paths; it is 0 when
     ``transition`` is :attr:`Transition.NONE`. ``connection_count`` is the number of open
     connections of the user after the call (leases kept only for a grace period are not
-    counted).
+    counted). ``refused`` is True when :meth:`BasePresenceBackend.add_connection` stored
+    nothing because the user already held ``limit`` open connections.
     """
 
     user_id: str
     transition: Transition
     connection_count: int
     seq: int = 0
+    refused: bool = False
 
     @property
     def changed(self) -> bool:
@@ -134,12 +136,16 @@ class BasePresenceBackend:
         *,
         ttl: float,
         server: str = "",
+        limit: int | None = None,
     ) -> Change:
         """Store a connection lease of ``ttl`` seconds; ONLINE if the user had no lease.
 
         Adding a connection removes any grace-period lease the user still had, so a
         reconnect within the grace period causes no transition at all. Adding an id that
-        already exists refreshes it.
+        already exists refreshes it. With ``limit``, a new connection of a user who
+        already holds ``limit`` open connections is not stored: the change says
+        ``refused`` (checked and stored in one atomic step, so concurrent connects never
+        exceed it).
         """
         raise self._not_implemented("add_connection")
 

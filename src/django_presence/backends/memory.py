@@ -96,9 +96,20 @@ class MemoryBackend(BasePresenceBackend):
         return self._transition(user_id, Transition.ONLINE, count)
 
     async def add_connection(
-        self, user_id: str, connection_id: str, *, ttl: float, server: str = ""
+        self,
+        user_id: str,
+        connection_id: str,
+        *,
+        ttl: float,
+        server: str = "",
+        limit: int | None = None,
     ) -> Change:
         with self._lock:
+            leases = self._users.get(user_id, {})
+            if limit is not None and connection_id not in leases:
+                count = self._open_count(leases)
+                if count >= limit:
+                    return Change(user_id, Transition.NONE, count, refused=True)
             return self._store(user_id, connection_id, ttl, server)
 
     async def remove_connection(

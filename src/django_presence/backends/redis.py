@@ -73,6 +73,8 @@ _UNAVAILABLE = (
 )
 
 _TRANSITIONS = {0: Transition.NONE, 1: Transition.ONLINE, 2: Transition.OFFLINE}
+# What the add script answers for a connection over the user's limit.
+_REFUSED = 3
 
 # The clock and the member encoding, shared by the presence and the room scripts.
 _COMMON = """
@@ -150,10 +152,16 @@ end
 """
 )
 
+# ARGV[6]: the most open connections the user may hold (0: no limit); over it, {3, count}.
 _ADD = (
     _PRELUDE
     + """
-return store(ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], now_ms())
+local uid, cid, limit = ARGV[2], ARGV[3], tonumber(ARGV[6])
+if limit > 0 and redis.call('HEXISTS', UP .. uid, cid) == 0 then
+  local count = open_count(uid)
+  if count >= limit then return {3, count, 0} end
+end
+return store(uid, cid, tonumber(ARGV[4]), ARGV[5], now_ms())
 """
 )
 
@@ -620,12 +628,16 @@ class RedisBackend(BasePresenceBackend):
     # -- contract --------------------------------------------------------------------------
 
     async def add_connection(
-        self, user_id: str, connection_id: str, *, ttl: float, server: str = ""
+        self,
+        user_id: str,
+        connection_id: str,
+        *,
+        ttl: float,
+        server: str = "",
+        limit: int | None = None,
     ) -> Change:
-        result = await self._eval(
-            "add", _ADD, [self._user_prefix, user_id, connection_id, _ms(ttl), server]
-        )
-        return _change(user_id, result)
+        args = [self._user_prefix, user_id, connection_id, _ms(ttl), server, limit or 0]
+        return _change(user_id, await self._eval("add", _ADD, args))
 
     async def remove_connection(
         self, user_id: str, connection_id: str, *, grace: float = 0
@@ -889,6 +901,8 @@ def _str(value: Any) -> str:
 
 
 def _change(user_id: str, result: Sequence[Any]) -> Change:
+    if int(result[0]) == _REFUSED:
+        return Change(user_id, Transition.NONE, int(result[1]), refused=True)
     return Change(user_id, _TRANSITIONS[int(result[0])], int(result[1]), int(result[2]))
 
 

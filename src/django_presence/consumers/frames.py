@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from .. import groups, protocol
-from ..ids import parse_client_user_id
+from ..ids import encodable, parse_client_user_id
 
 #: Request types name ``request_<type>`` methods: lower case, at most 32 characters.
 REQUEST_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -60,10 +60,18 @@ def user_id_field(value: Any, name: str) -> Any:
 
 
 def text_field(data: dict[str, Any], name: str) -> str:
-    """``data[name]`` if it is a non-empty string, else RequestError."""
+    """``data[name]`` if it is a non-empty string of valid Unicode, else RequestError.
+
+    JSON can carry a lone surrogate (``"\\ud800"``) that neither UTF-8 nor the channel
+    layer's msgpack can encode: it is refused here, not when it reaches the layer.
+    """
     value = data.get(name)
     if not isinstance(value, str) or not value:
         raise RequestError(protocol.INVALID_PAYLOAD, f"data.{name} must be a non-empty string.")
+    if not encodable(value):
+        raise RequestError(
+            protocol.INVALID_PAYLOAD, f"data.{name} is not valid Unicode (a lone surrogate)."
+        )
     return value
 
 

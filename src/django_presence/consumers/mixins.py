@@ -9,9 +9,12 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from .. import metrics, protocol
+from ..conf import valid_setting
+from ..exceptions import TooManyConnections
 from ..ids import SERVER_ID, new_connection_id
 from ..runtime import get_runtime
 from ..services.online import user_online_service
+from .layer import bounded_cancellation
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,19 @@ class UserOnlineStatusMixin:
             if self.presence_connection_id is not None or self._presence_expiry is not None:
                 await asyncio.shield(self._presence_unregister())
 
+    @property
+    def channel_receive(self) -> Any:
+        """The channel-layer receive, made to end within a second once cancelled.
+
+        See :func:`~django_presence.consumers.layer.bounded_cancellation`: without it a
+        server shutting down can wait forever for a consumer on channels_redis.
+        """
+        return self._presence_channel_receive
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Any) -> None:
+        self._presence_channel_receive = bounded_cancellation(receive)
+
     async def websocket_disconnect(self, message: Any) -> None:
         """Run the consumer's own disconnect handling, then unregister.
 
@@ -75,11 +91,29 @@ class UserOnlineStatusMixin:
         """
         if subprotocol is None and self.scope.get("presence_token_subprotocol"):
             subprotocol = protocol.TOKEN_SUBPROTOCOL
-        await self._presence_register()
+        refused = await self._presence_register()
         if headers is None:
             await super().accept(subprotocol)  # type: ignore[misc]
         else:
             await super().accept(subprotocol, headers)  # type: ignore[misc]
+        if refused is not None:
+            await self._presence_refuse(refused)
+
+    async def _presence_refuse(self, error: TooManyConnections) -> None:
+        """Close a connection over a limit with 4009, and stop the consumer.
+
+        The close follows the accept, so that a browser sees the code (a close before the
+        accept is an HTTP 403 to it). The consumer then ends as if the client had left:
+        Channels' ``websocket_disconnect`` leaves ``groups`` and calls ``disconnect()``,
+        and the ``StopConsumer`` it raises ends ``connect()`` where it called ``accept()``.
+        """
+        metrics.increment("connections_refused", reason=error.reason)
+        # DEBUG: a client over its limit retrying, or an attack, would flood the log; the
+        # connections_refused counter shows the rate.
+        logger.debug("Refused a connection: %s", error, extra=self.get_presence_log_extra())
+        code = protocol.CLOSE_TOO_MANY_CONNECTIONS
+        await self.close(code=code)  # type: ignore[attr-defined]
+        await self.websocket_disconnect({"type": "websocket.disconnect", "code": code})
 
     def get_presence_user_id(self) -> Any:
         """The primary key of the user to track, or None to not track this connection.
@@ -92,25 +126,40 @@ class UserOnlineStatusMixin:
             return None
         return user.pk
 
-    async def _presence_register(self) -> None:
+    async def _presence_register(self) -> TooManyConnections | None:
+        """Register the connection; return why it is refused, if it is over a limit."""
         if self.presence_connection_id is not None:
-            return
+            return None
         user_id = self.get_presence_user_id()
         if user_id is None:
-            return
+            return None
+        runtime = get_runtime()
+        process_limit: int | None = valid_setting("MAX_CONNECTIONS_PER_PROCESS")
+        if process_limit is not None and len(runtime.connections) >= process_limit:
+            return TooManyConnections(
+                f"this server process holds {process_limit} connections",
+                reason="process",
+                limit=process_limit,
+            )
         # The channel name, when there is a channel layer, so that the backend's record
         # of the connection says where to reach it (see user_online_service.disconnect_user).
         connection_id = getattr(self, "channel_name", None) or new_connection_id()
         self.presence_user_id = user_id
         self.presence_connection_id = connection_id
         # Tracked first: if the backend is down now, the next heartbeat registers it.
-        get_runtime().track_connection(str(user_id), connection_id, self)
-        metrics.increment("connections_opened")
+        runtime.track_connection(str(user_id), connection_id, self)
         try:
-            await user_online_service.aadd_user_connection(user_id, connection_id)
+            await user_online_service.aadd_user_connection(
+                user_id, connection_id, limit=valid_setting("MAX_CONNECTIONS_PER_USER")
+            )
+        except TooManyConnections as e:
+            runtime.untrack_connection(connection_id)
+            self.presence_connection_id = None
+            return e
         except Exception:
             # The backend or the DB is down: the socket stays open, and the runtime
             # registers the connection again at its next beat.
+            metrics.increment("connections_opened")
             metrics.increment("connection_errors", operation="register")
             logger.exception(
                 "Could not register connection %s of user %s; the next heartbeat retries",
@@ -119,6 +168,7 @@ class UserOnlineStatusMixin:
                 extra=self.get_presence_log_extra(),
             )
         else:
+            metrics.increment("connections_opened")
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "Opened connection %s of user %s",
@@ -127,6 +177,7 @@ class UserOnlineStatusMixin:
                     extra=self.get_presence_log_extra(),
                 )
         self._presence_schedule_expiry()
+        return None
 
     def get_presence_log_extra(self) -> dict[str, Any]:
         """The ``extra`` of this connection's log records: user_id, connection_id, server.

@@ -24,6 +24,7 @@ from channels.layers import get_channel_layer
 from .. import protocol, transitions
 from ..backends import Change, get_backend
 from ..conf import number_setting, presence_settings
+from ..exceptions import TooManyConnections
 from ..ids import SERVER_ID, check_connection_id, new_connection_id, user_key
 from ..runtime import get_runtime
 from ..transitions import ReconcileResult
@@ -76,18 +77,37 @@ class UserOnlineService:
     # -- async API -------------------------------------------------------------------------
 
     async def aadd_user_connection(
-        self, user_id: Any, connection_id: str | None = None, *, server: str = SERVER_ID
+        self,
+        user_id: Any,
+        connection_id: str | None = None,
+        *,
+        server: str = SERVER_ID,
+        limit: int | None = None,
     ) -> str:
-        """Register a connection of ``user_id``; return its id (generated if not given)."""
+        """Register a connection of ``user_id``; return its id (generated if not given).
+
+        With ``limit``, raise :class:`~django_presence.exceptions.TooManyConnections`
+        (and register nothing) when the user already holds ``limit`` open connections on
+        all servers; the check and the registration are one atomic backend step.
+        """
         key = user_key(user_id)
         connection_id = new_connection_id() if connection_id is None else connection_id
         check_connection_id(connection_id)
         ttl = number_setting("CONNECTION_TTL", allow_zero=False)
         runtime = get_runtime()
         async with runtime.hold(key):
-            change = await get_backend().add_connection(key, connection_id, ttl=ttl, server=server)
+            change = await get_backend().add_connection(
+                key, connection_id, ttl=ttl, server=server, limit=limit
+            )
             applied = runtime.submit([change])
         await applied
+        if change.refused:
+            raise TooManyConnections(
+                f"User {key} already holds {change.connection_count} open connections "
+                f"(the limit is {limit})",
+                reason="user",
+                limit=limit or 0,
+            )
         return connection_id
 
     async def aremove_user_connection(

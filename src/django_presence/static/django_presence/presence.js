@@ -39,6 +39,8 @@
   var TOKEN_SUBPROTOCOL = "access_token";
   /** Close code the server sends when the connection's token expired. */
   var CLOSE_TOKEN_EXPIRED = 4001;
+  // The account was deactivated or deleted: a new handshake would be refused.
+  var CLOSE_REVOKED = 4011;
 
   var DEFAULTS = {
     url: "/ws/user/",
@@ -351,7 +353,8 @@
     }
     // What the map says is no longer known to be current; the re-subscription refreshes it.
     this._pendingSnapshot.clear();
-    var reconnecting = !this._stopped && this.options.autoReconnect !== false;
+    var reconnecting =
+      !this._stopped && this.options.autoReconnect !== false && code !== CLOSE_REVOKED;
     var delay = null;
     if (reconnecting) {
       this.attempt += 1;
