@@ -32,6 +32,17 @@ def test_status_with_nobody_online(presence: dict[str, Any]) -> None:
     assert json.loads(run("status", "--json")) == {"online_users": 0, "users": []}
 
 
+def test_status_says_when_the_backend_cannot_see_other_processes(
+    presence: dict[str, Any], backend_name: str
+) -> None:
+    err = StringIO()
+    call_command("presence", "status", stdout=StringIO(), stderr=err)
+    if backend_name == "memory":
+        assert "cannot see the users of your servers" in err.getvalue()
+    else:
+        assert err.getvalue() == ""
+
+
 def test_status(presence: dict[str, Any]) -> None:
     users = [User.objects.create_user(f"u{i}") for i in range(11)]
     for _ in range(3):

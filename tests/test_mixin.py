@@ -237,3 +237,12 @@ async def test_grace_period_keeps_a_reloading_user_online(
 async def _swept_offline(user_id: Any) -> bool:
     await user_online_service.asweep()
     return await _offline(user_id)
+
+
+def test_the_mixin_on_a_sync_consumer_fails_at_the_class_statement() -> None:
+    from channels.generic.websocket import JsonWebsocketConsumer, WebsocketConsumer
+
+    for sync_base in (WebsocketConsumer, JsonWebsocketConsumer):
+        with pytest.raises(TypeError, match="needs an async one") as info:
+            type("SyncRoom", (UserOnlineStatusMixin, sync_base), {"__module__": "myapp"})
+        assert "myapp.SyncRoom" in str(info.value)

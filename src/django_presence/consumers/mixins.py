@@ -38,7 +38,23 @@ class UserOnlineStatusMixin:
     When the token came in the ``Sec-WebSocket-Protocol`` header (see
     :mod:`django_presence.middleware`), a plain ``accept()`` answers with the
     ``access_token`` subprotocol, as browsers require; the token is never echoed.
+
+    The mixin needs an async consumer (``AsyncWebsocketConsumer``,
+    ``AsyncJsonWebsocketConsumer``): on a sync ``WebsocketConsumer`` the class statement
+    raises :class:`TypeError`, instead of every connection failing at run time.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from channels.consumer import SyncConsumer
+
+        if issubclass(cls, SyncConsumer):
+            raise TypeError(
+                f"{cls.__module__}.{cls.__qualname__} combines UserOnlineStatusMixin with a "
+                "sync consumer; the mixin needs an async one. Subclass "
+                "channels.generic.websocket.AsyncWebsocketConsumer (or "
+                "AsyncJsonWebsocketConsumer) instead of WebsocketConsumer."
+            )
 
     #: The id under which this connection is registered, once accepted.
     presence_connection_id: str | None = None

@@ -68,7 +68,18 @@ class Command(BaseCommand):
         getattr(self, f"handle_{options['action']}")(**options)
 
     def handle_status(self, **options: Any) -> None:
-        """Print online users and their counts."""
+        """Print online users and their counts.
+
+        With a backend that keeps presence inside each process (the in-memory one), a
+        command sees only its own process, so never the servers' users: it says so on
+        stderr rather than let "0 users online" pass for the truth.
+        """
+        if not get_backend().shared_across_processes:
+            self.stderr.write(
+                f"{type(get_backend()).__name__} keeps presence inside each server process: "
+                "this command cannot see the users of your servers. Use the Redis backend "
+                "to inspect them from here."
+            )
         rows = async_to_sync(_status)()
         if options["json"]:
             self.stdout.write(
