@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ from django_presence.middleware import (
     token_from_scope,
 )
 from django_presence.protocol import CLOSE_UNAUTHENTICATED as CLOSE_INVALID_TOKEN
+from tests.asgi import application
 
 from .tokens import make_token
 
@@ -245,3 +247,16 @@ async def test_refused_handshakes_are_counted_by_reason_and_logged_at_debug(
     assert [r.levelname for r in caplog.records] == ["DEBUG"]
     assert "ExpiredSignatureError" in caplog.records[0].getMessage()
     metrics.reset()
+
+
+@pytest.mark.parametrize(("debug", "level"), [(True, logging.WARNING), (False, logging.DEBUG)])
+async def test_a_refused_handshake_says_why_where_a_developer_looks(
+    presence: dict[str, Any], caplog: pytest.LogCaptureFixture, debug: bool, level: int
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="django_presence")
+    with override_settings(DEBUG=debug):
+        communicator = WebsocketCommunicator(application, "/ws/user/?token=not-a-token")
+        assert (await communicator.connect())[0] is False
+    [record] = [r for r in caplog.records if r.getMessage().startswith("Rejected a WebSocket")]
+    assert record.levelno == level
+    assert "DecodeError" in record.getMessage()

@@ -94,6 +94,16 @@ def get_user_for_token(payload: dict[str, Any]) -> Any:
     return user
 
 
+def refusal_log_level() -> int:
+    """The level at which refused connections are logged: WARNING if DEBUG, else DEBUG.
+
+    In development a refused handshake must say why where the developer looks; in
+    production a client retrying a stale token, or an attack, would flood the log, and
+    the ``tokens_rejected`` and ``connections_refused`` counters show the rate.
+    """
+    return logging.WARNING if settings.DEBUG else logging.DEBUG
+
+
 def token_from_scope(scope: dict[str, Any]) -> tuple[str | None, bool]:
     """The token of a connection and whether it came as a subprotocol."""
     subprotocols = list(scope.get("subprotocols") or ())
@@ -128,10 +138,13 @@ class JWTAuthMiddleware(BaseMiddleware):
             payload = decode_token(token)
             user = await get_user_for_token(payload)
         except InvalidToken as e:
-            # DEBUG, not INFO: a client retrying a stale token, or an attack, would flood
-            # the log; the tokens_rejected counter shows the rate and the reasons.
             metrics.increment("tokens_rejected", reason=e.reason)
-            logger.debug("Rejected a WebSocket connection to %s: %s", scope.get("path"), e)
+            logger.log(
+                refusal_log_level(),
+                "Rejected a WebSocket connection to %s: %s",
+                scope.get("path"),
+                e,
+            )
             return await _reject(receive, send)
         scope["user"] = user
         scope["presence_token_exp"] = payload["exp"]

@@ -12,6 +12,7 @@ from .. import metrics, protocol
 from ..conf import valid_setting
 from ..exceptions import TooManyConnections
 from ..ids import SERVER_ID, new_connection_id
+from ..middleware import refusal_log_level
 from ..runtime import get_runtime
 from ..services.online import user_online_service
 from .layer import bounded_cancellation
@@ -124,9 +125,12 @@ class UserOnlineStatusMixin:
         and the ``StopConsumer`` it raises ends ``connect()`` where it called ``accept()``.
         """
         metrics.increment("connections_refused", reason=error.reason)
-        # DEBUG: a client over its limit retrying, or an attack, would flood the log; the
-        # connections_refused counter shows the rate.
-        logger.debug("Refused a connection: %s", error, extra=self.get_presence_log_extra())
+        logger.log(
+            refusal_log_level(),
+            "Refused a connection: %s",
+            error,
+            extra=self.get_presence_log_extra(),
+        )
         code = protocol.CLOSE_TOO_MANY_CONNECTIONS
         await self.close(code=code)  # type: ignore[attr-defined]
         await self.websocket_disconnect({"type": "websocket.disconnect", "code": code})
