@@ -190,6 +190,13 @@ async def test_deleting_a_user_closes_their_sockets(users: list[Any]) -> None:
     assert await get_backend().user_connections(str(alice.pk)) == []
 
 
+async def test_a_queryset_delete_revokes_too(users: list[Any]) -> None:
+    alice, *_ = users
+    tab = await open_socket(alice)
+    await database_sync_to_async(User.objects.filter(pk=alice.pk).delete)()
+    assert await closed_with(tab) == protocol.CLOSE_REVOKED
+
+
 async def test_revocation_can_be_turned_off(users: list[Any], presence: dict[str, Any]) -> None:
     alice, *_ = users
     with override_settings(DJANGO_PRESENCE={**presence, "DISCONNECT_ON_DEACTIVATE": False}):

@@ -3,8 +3,9 @@ logout and on password change (``DISCONNECT_ON_LOGOUT``, ``DISCONNECT_ON_PASSWOR
 code 4010), and when the account is deactivated or deleted (``DISCONNECT_ON_DEACTIVATE``,
 code 4011).
 
-They follow ``post_save`` and ``post_delete``, which a queryset's ``update()`` and
-``delete()`` do not send: after a bulk change, call
+They follow ``post_save`` and ``post_delete``. A queryset's ``delete()`` sends
+``post_delete`` for each user, but its ``update()`` sends no ``post_save``: after
+``update(is_active=False)``, call
 ``user_online_service.disconnect_user(pk, code=protocol.CLOSE_REVOKED)`` for each user."""
 
 from __future__ import annotations
