@@ -61,6 +61,9 @@ def syncs_user_model() -> bool:
 
 async def apply(transitions: Sequence[Change]) -> None:
     """Apply the side effects of ``transitions`` (all of them transitions), in order."""
+    if not transitions:
+        # A reconcile batch with nothing to repair: no thread hop, no database round trip.
+        return
     now = timezone.now()
     online = sum(1 for change in transitions if change.transition is Transition.ONLINE)
     metrics.increment("transitions", online, transition="online")

@@ -74,9 +74,10 @@ class Command(BaseCommand):
         command sees only its own process, so never the servers' users: it says so on
         stderr rather than let "0 users online" pass for the truth.
         """
-        if not get_backend().shared_across_processes:
+        backend = get_backend()
+        if not backend.shared_across_processes:
             self.stderr.write(
-                f"{type(get_backend()).__name__} keeps presence inside each server process: "
+                f"{type(backend).__name__} keeps presence inside each server process: "
                 "this command cannot see the users of your servers. Use the Redis backend "
                 "to inspect them from here."
             )
