@@ -92,6 +92,91 @@ class ConnectionInfo:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StreamLimits:
+    """How much history a stream keeps (from the ``HISTORY_*`` settings).
+
+    ``size`` entries at most, none older than ``ttl`` seconds; the stream's epoch and
+    latest offset are remembered ``meta_ttl`` seconds after its last publication, so a
+    client that saw the latest message of a quiet stream still recovers (with nothing to
+    replay) after its history expired.
+    """
+
+    size: int = 300
+    ttl: float = 86400.0
+    meta_ttl: float = 604800.0
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    """Where a stream stands: its ``epoch`` and the ``offset`` of its latest entry.
+
+    Offsets start at 1 and increase by one per publication. The epoch is a short string
+    that changes when the stream's history was lost (the store restarted empty, or the
+    stream was quiet for longer than ``meta_ttl``); offsets are comparable only within
+    one epoch. ``offset`` 0 means nothing was published in this epoch yet.
+    """
+
+    epoch: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    """One stored publication: its offset, its payload as published, when (backend clock)."""
+
+    offset: int
+    payload: str
+    time: float
+
+
+@dataclass(frozen=True)
+class StreamRead:
+    """What :meth:`BasePresenceBackend.stream_read` found for one stream.
+
+    ``entries`` are the stored publications after the reader's offset, oldest first.
+    ``recovered`` is True when they are *all* the publications the reader missed: the
+    epoch is the reader's and nothing after its offset was trimmed. When it is False the
+    reader has a gap it cannot fill (``entries`` holds whatever is still stored, which may
+    be nothing) and must be told so.
+    """
+
+    stream: str
+    epoch: str
+    offset: int
+    entries: tuple[StreamEntry, ...] = ()
+    recovered: bool = True
+
+
+@dataclass(frozen=True)
+class StreamCursor:
+    """A user's place in a stream: the stream's position, and what they got and acked.
+
+    ``delivered`` is the highest offset a connection of the user was sent, ``acked`` the
+    highest one a client acknowledged (both 0 when none, and both in ``epoch``).
+    """
+
+    epoch: str
+    offset: int
+    delivered: int = 0
+    acked: int = 0
+
+
+@dataclass(frozen=True)
+class Undelivered:
+    """A tracked publication that its user did not acknowledge before its deadline.
+
+    ``payload`` is None when the stream no longer holds it (trimmed before the deadline).
+    """
+
+    stream: str
+    user_id: str
+    epoch: str
+    offset: int
+    payload: str | None
+    time: float
+
+
 def check_retention(value: Any) -> float:
     """Validate a backend's ``transition_retention`` option (seconds, >= 0)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -323,8 +408,83 @@ class BasePresenceBackend:
         """
         raise self._not_implemented("room_sweep")
 
+    # -- streams: what was sent, so that a reconnecting client misses nothing --------------
+    #
+    # A *stream* is an append-only log of publications (a user's messages, a client group's,
+    # the system broadcasts), each with an offset, under an epoch (see StreamPosition). The
+    # backend keeps the last ``limits.size`` publications of ``limits.ttl`` seconds, so a
+    # client that reconnects replays what it missed; and, per user, the highest offset
+    # delivered and acknowledged, so that what nobody acknowledged before a deadline can
+    # be handed to a fallback (e-mail, push) exactly once across servers. Stream names and
+    # payloads are opaque strings to the backend. Every method is one atomic step (one
+    # round trip on Redis, whatever the number of streams in the call).
+
+    async def stream_publish(
+        self,
+        stream: str,
+        payload: str,
+        *,
+        limits: StreamLimits,
+        track: tuple[str, float] | None = None,
+    ) -> StreamPosition:
+        """Append ``payload`` to ``stream``; return the stream's epoch and the new offset.
+
+        A stream that does not exist (or whose history was lost) starts a new epoch at
+        offset 1. The stream is then trimmed to ``limits``. With ``track`` =
+        ``(user_id, delay)``, the publication is also recorded as due ``delay`` seconds
+        from now (backend clock) for :meth:`stream_due`, unless that user acknowledged it.
+        """
+        raise self._not_implemented("stream_publish")
+
+    async def stream_read(
+        self,
+        requests: Sequence[tuple[str, int | None, str | None]],
+        *,
+        limits: StreamLimits,
+    ) -> list[StreamRead]:
+        """Read many streams at once: for each ``(stream, since, epoch)``, what came after.
+
+        ``since`` None reads the position only (no entries, ``recovered`` True): what a
+        client that has seen nothing yet needs. Otherwise the entries with an offset
+        above ``since`` that are stored and younger than ``limits.ttl`` are returned,
+        oldest first, with ``recovered`` False when ``epoch`` is not the stream's, when
+        ``since`` is beyond its latest offset, or when an entry after ``since`` is gone.
+        A stream with no epoch yet gets one (offset 0), so that every reader holds an
+        epoch that a later loss of the store changes. Results are in request order.
+        """
+        raise self._not_implemented("stream_read")
+
+    async def stream_positions(self, streams: Iterable[str]) -> dict[str, StreamPosition | None]:
+        """The position of each stream, or None for a stream with no epoch; reads only."""
+        raise self._not_implemented("stream_positions")
+
+    async def stream_ack(
+        self, updates: Sequence[tuple[str, str, str, int, int]], *, limits: StreamLimits
+    ) -> None:
+        """Raise users' delivered and acknowledged offsets: ``(stream, user_id, epoch,
+        delivered, acked)`` each.
+
+        Stored offsets only grow (``delivered`` is kept at least ``acked``), offsets
+        beyond the stream's latest are capped to it, and an update in an epoch that is
+        not the stream's current one is ignored. Kept as long as the stream's epoch.
+        """
+        raise self._not_implemented("stream_ack")
+
+    async def stream_cursor(self, stream: str, user_id: str) -> StreamCursor | None:
+        """The stream's position and the user's delivered/acked offsets; None: no epoch."""
+        raise self._not_implemented("stream_cursor")
+
+    async def stream_due(self, *, limit: int = 1000) -> list[Undelivered]:
+        """Take up to ``limit`` tracked publications whose deadline passed.
+
+        Each tracked publication is taken once, by one caller, whatever the number of
+        processes calling: the ones its user acknowledged (in the same epoch) are dropped
+        silently, the others returned, oldest deadline first.
+        """
+        raise self._not_implemented("stream_due")
+
     async def clear(self) -> None:
-        """Delete every piece of state this backend owns, rooms included (tests, resets)."""
+        """Delete every piece of state this backend owns, rooms and streams included."""
         raise self._not_implemented("clear")
 
     async def aclose(self) -> None:

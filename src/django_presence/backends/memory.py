@@ -6,19 +6,28 @@ connections. Use :class:`~django_presence.backends.redis.RedisBackend` in produc
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .base import (
     BasePresenceBackend,
     Change,
     ConnectionInfo,
     MemberChange,
+    StreamCursor,
+    StreamEntry,
+    StreamLimits,
+    StreamPosition,
+    StreamRead,
     SweepResult,
     Transition,
+    Undelivered,
     check_retention,
 )
 
@@ -29,6 +38,16 @@ class _Lease:
     opened_at: float
     closing: bool
     server: str
+
+
+@dataclass
+class _Stream:
+    epoch: str
+    expires_at: float
+    offset: int = 0
+    entries: deque[StreamEntry] = field(default_factory=deque)
+    # user id -> (delivered, acked)
+    cursors: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class MemoryBackend(BasePresenceBackend):
@@ -63,6 +82,11 @@ class MemoryBackend(BasePresenceBackend):
         self._rooms: dict[str, dict[tuple[str, str], float]] = {}
         self._room_users: dict[str, dict[str, int]] = {}
         self._room_versions: dict[str, int] = {}
+        # Streams: name -> its epoch, history and users' cursors; tracked publications as
+        # a heap of (deadline, tie-breaker, stream, user id, epoch, offset).
+        self._streams: dict[str, _Stream] = {}
+        self._due: list[tuple[float, int, str, str, str, int]] = []
+        self._due_ids = itertools.count()
 
     def _transition(self, user_id: str, transition: Transition, count: int) -> Change:
         # Never below the wall clock in microseconds, as on Redis: a transition that
@@ -310,8 +334,139 @@ class MemoryBackend(BasePresenceBackend):
                         changes.append(change)
         return changes
 
+    # -- streams ------------------------------------------------------------------------------
+
+    def _stream(self, name: str, now: float, *, create_ttl: float | None) -> _Stream | None:
+        stream = self._streams.get(name)
+        if stream is not None and stream.expires_at <= now:
+            del self._streams[name]
+            stream = None
+        if stream is None and create_ttl is not None:
+            stream = self._streams[name] = _Stream(uuid.uuid4().hex[:8], now + create_ttl)
+        return stream
+
+    @staticmethod
+    def _trim(stream: _Stream, now: float, limits: StreamLimits) -> None:
+        entries = stream.entries
+        while entries and (len(entries) > limits.size or entries[0].time <= now - limits.ttl):
+            entries.popleft()
+
+    def _forget_streams(self, now: float, limit: int) -> None:
+        expired = [name for name, s in self._streams.items() if s.expires_at <= now]
+        for name in expired[:limit]:
+            del self._streams[name]
+
+    async def stream_publish(
+        self,
+        stream: str,
+        payload: str,
+        *,
+        limits: StreamLimits,
+        track: tuple[str, float] | None = None,
+    ) -> StreamPosition:
+        with self._lock:
+            now = self._clock()
+            found = self._stream(stream, now, create_ttl=limits.meta_ttl)
+            assert found is not None
+            found.offset += 1
+            found.expires_at = now + limits.meta_ttl
+            found.entries.append(StreamEntry(found.offset, payload, now))
+            self._trim(found, now, limits)
+            if track is not None:
+                user_id, delay = track
+                heapq.heappush(
+                    self._due,
+                    (now + delay, next(self._due_ids), stream, user_id, found.epoch, found.offset),
+                )
+            return StreamPosition(found.epoch, found.offset)
+
+    async def stream_read(
+        self,
+        requests: Sequence[tuple[str, int | None, str | None]],
+        *,
+        limits: StreamLimits,
+    ) -> list[StreamRead]:
+        reads = []
+        with self._lock:
+            now = self._clock()
+            for name, since, epoch in requests:
+                stream = self._stream(name, now, create_ttl=limits.meta_ttl)
+                assert stream is not None
+                if since is None:
+                    reads.append(StreamRead(name, stream.epoch, stream.offset))
+                    continue
+                if epoch != stream.epoch or since > stream.offset or since < 0:
+                    reads.append(StreamRead(name, stream.epoch, stream.offset, recovered=False))
+                    continue
+                self._trim(stream, now, limits)
+                entries = tuple(e for e in stream.entries if e.offset > since)
+                first = entries[0].offset if entries else stream.offset + 1
+                reads.append(
+                    StreamRead(name, stream.epoch, stream.offset, entries, first == since + 1)
+                )
+        return reads
+
+    async def stream_positions(self, streams: Iterable[str]) -> dict[str, StreamPosition | None]:
+        with self._lock:
+            now = self._clock()
+            found = {name: self._stream(name, now, create_ttl=None) for name in streams}
+        return {
+            name: None if s is None else StreamPosition(s.epoch, s.offset)
+            for name, s in found.items()
+        }
+
+    async def stream_ack(
+        self, updates: Sequence[tuple[str, str, str, int, int]], *, limits: StreamLimits
+    ) -> None:
+        with self._lock:
+            now = self._clock()
+            for name, user_id, epoch, delivered, acked in updates:
+                stream = self._stream(name, now, create_ttl=None)
+                if stream is None or stream.epoch != epoch:
+                    continue
+                old_delivered, old_acked = stream.cursors.get(user_id, (0, 0))
+                acked = min(max(old_acked, acked), stream.offset)
+                delivered = min(max(old_delivered, delivered, acked), stream.offset)
+                stream.cursors[user_id] = (delivered, acked)
+
+    async def stream_cursor(self, stream: str, user_id: str) -> StreamCursor | None:
+        with self._lock:
+            found = self._stream(stream, self._clock(), create_ttl=None)
+            if found is None:
+                return None
+            delivered, acked = found.cursors.get(user_id, (0, 0))
+            return StreamCursor(found.epoch, found.offset, delivered, acked)
+
+    async def stream_due(self, *, limit: int = 1000) -> list[Undelivered]:
+        due: list[Undelivered] = []
+        with self._lock:
+            now = self._clock()
+            while self._due and self._due[0][0] <= now and len(due) < limit:
+                _, _, name, user_id, epoch, offset = heapq.heappop(self._due)
+                stream = self._stream(name, now, create_ttl=None)
+                if stream is not None and stream.epoch == epoch:
+                    if stream.cursors.get(user_id, (0, 0))[1] >= offset:
+                        continue
+                    entry = next((e for e in stream.entries if e.offset == offset), None)
+                else:
+                    entry = None
+                due.append(
+                    Undelivered(
+                        name,
+                        user_id,
+                        epoch,
+                        offset,
+                        None if entry is None else entry.payload,
+                        now if entry is None else entry.time,
+                    )
+                )
+            self._forget_streams(now, limit)
+        return due
+
     async def clear(self) -> None:
         with self._lock:
+            self._streams.clear()
+            self._due.clear()
             self._users.clear()
             self._transition_seq.clear()
             self._offline_since.clear()
