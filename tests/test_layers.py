@@ -46,7 +46,7 @@ def layer_of(module: str) -> str:
         return "foundation"
     if first == "backends":
         return "backends"
-    if first == "transitions":
+    if first in ("transitions", "delivery"):
         return "engine"
     if first == "runtime":
         return "runtime"

@@ -58,9 +58,16 @@ async def request(
     await communicator.send_json_to(frame)
 
 
+#: The fields a stored message's frame carries (tests/test_delivery.py checks them).
+POSITION = ("stream", "offset", "epoch")
+
+
 async def receive(communicator: WebsocketCommunicator, timeout: float = TIMEOUT) -> Any:
-    """The next frame sent to the client."""
-    return await communicator.receive_json_from(timeout=timeout)
+    """The next frame sent to the client, without a stored message's stream position."""
+    frame = await communicator.receive_json_from(timeout=timeout)
+    for key in POSITION:
+        frame.pop(key, None)
+    return frame
 
 
 async def receive_type(

@@ -88,6 +88,17 @@ DEFAULTS: dict[str, Any] = {
     # Groups with more members than this report a member count instead of the members
     # (Pusher's presence channels stop at 100 members).
     "GROUP_PRESENCE_MAX_MEMBERS": 100,
+    # -- delivery (docs/delivery.md) --
+    # Messages each stream (a user's, a client group's, the broadcasts) keeps for clients
+    # that reconnect, and for how long; 0 keeps none (at-most-once delivery, as before 0.3).
+    "HISTORY_SIZE": 300,
+    "HISTORY_TTL": 86400,
+    # How long a quiet stream's epoch and latest offset are remembered after its last
+    # message: a client that saw that message then recovers with nothing to replay.
+    "HISTORY_META_TTL": 604800,
+    # Seconds after which a stored message to a user that no client of theirs acknowledged
+    # is handed to the message_undelivered signal (once, by one process). None: never.
+    "UNDELIVERED_AFTER": 30,
     # -- operations --
     # A callable, or its dotted path, called as hook(name, value, labels) on every counter
     # increment (django_presence.metrics). None: counters are only kept in-process.
@@ -447,6 +458,10 @@ SPECS: dict[str, Spec] = {
         _LIMIT, unit="connections", minimum=1, integer=True, optional=True
     ),
     "GROUP_PRESENCE_MAX_MEMBERS": Number(_LIMIT, unit="members"),
+    "HISTORY_SIZE": Number(_LIMIT, unit="messages", integer=True),
+    "HISTORY_TTL": _SECONDS_POSITIVE,
+    "HISTORY_META_TTL": _SECONDS_POSITIVE,
+    "UNDELIVERED_AFTER": Number(_LIMIT, unit="seconds", strict=True, optional=True),
     "METRICS_HOOK": Import("django_presence.E009", require_callable=True, optional=True),
 }
 

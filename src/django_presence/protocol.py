@@ -81,6 +81,7 @@ REQUEST_TYPES: tuple[str, ...] = (
     "group_message",
     "subscribe_presence",
     "unsubscribe_presence",
+    "ack",
 )
 
 PONG = "pong"
@@ -95,6 +96,7 @@ PRESENCE_STATE = "presence_state"
 GROUP_JOINED = "group_joined"
 GROUP_LEFT = "group_left"
 GROUP_PRESENCE = "group_presence"
+RECOVERY = "recovery"
 
 #: Frames the server sends: replies to requests, and what it sends on its own.
 SERVER_FRAME_TYPES: tuple[str, ...] = (
@@ -110,7 +112,26 @@ SERVER_FRAME_TYPES: tuple[str, ...] = (
     GROUP_JOINED,
     GROUP_LEFT,
     GROUP_PRESENCE,
+    RECOVERY,
 )
+
+# -- streams -----------------------------------------------------------------------------------
+#
+# Stored messages belong to a stream and carry its name, their offset and the stream's
+# epoch as top-level fields of their frame (docs/delivery.md).
+
+#: The wire name of the connection's own user's stream (notifications, direct messages).
+STREAM_USER = "user"
+#: The wire name of the system broadcasts' stream.
+STREAM_BROADCAST = "broadcast"
+#: Prefix of a client group's stream's wire name: ``group:<name>``.
+STREAM_GROUP_PREFIX = "group:"
+#: The URL query parameter a reconnecting client names its positions with:
+#: ``since=<stream>:<epoch>:<offset>``, once per stream.
+SINCE_PARAM = "since"
+#: The URL query parameter (``recover=1``) of a client that holds no position yet but
+#: wants the ``recovery`` frame (the streams' epochs and offsets) on connect.
+RECOVER_PARAM = "recover"
 
 # -- channel-layer events ----------------------------------------------------------------------
 #

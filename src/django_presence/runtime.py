@@ -31,7 +31,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from . import metrics, protocol, transitions
+from . import delivery, metrics, protocol, transitions
 from .backends import Change, get_backend
 from .conf import number_setting
 from .exceptions import PresenceImproperlyConfigured
@@ -65,6 +65,12 @@ class TrackedConsumer(Protocol):
 
     async def presence_rejoin_groups(self) -> None:
         """Join this connection's channel-layer groups again (the layer lost them)."""
+
+    def presence_streams(self) -> Collection[str]:
+        """The backend names of the message streams this connection follows."""
+
+    async def presence_check_streams(self, positions: Mapping[str, Any]) -> None:
+        """Catch up on followed streams that moved on, or lost their history."""
 
     def get_presence_log_extra(self) -> dict[str, Any]:
         """The ``extra`` of this connection's log records."""
@@ -179,6 +185,8 @@ class Runtime:
         self._applier: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
         self._reconcile_task: asyncio.Task[None] | None = None
+        #: ``(stream, user key)`` -> ``(epoch, offset)`` delivered since the last beat.
+        self.delivered: dict[tuple[str, str], tuple[str, int]] = {}
 
     # -- connections and consumers ------------------------------------------------------------
 
@@ -218,6 +226,12 @@ class Runtime:
     def untrack_membership(self, group: str, member_id: str) -> None:
         """Stop renewing a membership (before leaving the group in the backend)."""
         self.memberships.pop((group, member_id), None)
+
+    def note_delivered(self, stream: str, user_key: str, epoch: str, offset: int) -> None:
+        """Record that a stored message reached a client; written at the next beat."""
+        seen = self.delivered.get((stream, user_key))
+        if seen is None or seen[0] != epoch or seen[1] < offset:
+            self.delivered[(stream, user_key)] = (epoch, offset)
 
     # -- transitions ----------------------------------------------------------------------------
 
@@ -367,14 +381,18 @@ class Runtime:
                 )
 
     async def beat(self) -> None:
-        """One beat: connection leases and sweep, group memberships, subscribers' resync."""
-        await self._beat_connections()
+        """One beat: leases and sweep, memberships, subscribers' resync, message streams."""
+        swept = await self._beat_connections()
         if self.memberships:
             await self._beat_memberships()
         await self._resync_watchers()
+        delivered, self.delivered = self.delivered, {}
+        # The process that swept this interval (one, under the sweep lock) also hands
+        # over the undelivered messages: one request per interval for all servers.
+        await delivery.beat(self.consumers(), delivered, hand_over=swept)
 
-    async def _beat_connections(self) -> None:
-        """Renew every tracked lease and sweep, in one backend round trip."""
+    async def _beat_connections(self) -> bool:
+        """Renew every tracked lease and sweep, in one backend round trip; True if swept."""
         backend = get_backend()
         interval = number_setting("HEARTBEAT_INTERVAL", allow_zero=False)
         restored, result = await backend.heartbeat_and_sweep(
@@ -431,6 +449,7 @@ class Runtime:
         elif ran:
             logger.debug("Swept: no expired connections", extra={"server": SERVER_ID})
         await self.submit(offline)
+        return bool(ran)
 
     async def _beat_memberships(self) -> None:
         """Renew the memberships held here, then sweep and announce their groups' expired."""

@@ -1,4 +1,4 @@
-"""Signals sent on user-level presence transitions.
+"""Signals sent on user-level presence transitions, and for messages nobody received.
 
 Both are sent once per transition decided by the backend (0 -> 1 and 1 -> 0 open
 connections, after any grace period), never for a second tab and never on a heartbeat,
@@ -26,10 +26,51 @@ Example::
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from asgiref.sync import sync_to_async
 from django.dispatch import Signal
+
+logger = logging.getLogger("django_presence.transitions")
 
 #: Sent when a user's first connection is registered.
 user_online = Signal()
 
 #: Sent when a user's last connection is removed, expires, or is cleaned up.
 user_offline = Signal()
+
+#: Sent once (by one server process) for each stored message to a user that no client of
+#: theirs acknowledged within ``UNDELIVERED_AFTER`` seconds, whether they were offline when
+#: it was sent or dropped before seeing it: the hook for an e-mail or push fallback.
+#: ``sender`` is :class:`~django_presence.backends.Undelivered`; receivers get
+#: ``user_id`` (primary key), ``message`` (the frame the client would have received:
+#: ``{"type", "data", "stream", "offset", "epoch"}``, or None when the history no longer
+#: held it), ``offset``, ``epoch`` and ``sent_at`` (an aware datetime). See
+#: docs/delivery.md for a Celery example.
+message_undelivered = Signal()
+
+
+async def send_robustly(
+    signal: Signal, name: str, *, sender: Any, log_extra: dict[str, Any], **kwargs: Any
+) -> None:
+    """Send ``signal`` so that a receiver that raises is logged and the others still run.
+
+    Async receivers are awaited on Django 5.0 and newer; on Django 4.2 the signal is sent
+    from a thread. ``name`` and ``log_extra`` go into the log record of a failure.
+    """
+    if hasattr(signal, "asend_robust"):
+        responses = await signal.asend_robust(sender=sender, **kwargs)
+    else:  # Django 4.2
+        responses = await sync_to_async(signal.send_robust)(sender=sender, **kwargs)
+    for receiver, response in responses:
+        if isinstance(response, Exception):
+            logger.error(
+                "The %s receiver %s.%s failed for user %s",
+                name,
+                getattr(receiver, "__module__", "?"),
+                getattr(receiver, "__qualname__", repr(receiver)),
+                kwargs.get("user_id"),
+                exc_info=response,
+                extra=log_extra,
+            )

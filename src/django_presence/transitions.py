@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
@@ -159,27 +158,18 @@ async def _send_signal(change: Change) -> None:
     # Robust: a receiver that raises does not keep the others from hearing of the
     # transition (plain send() stops at the first exception).
     try:
-        kwargs = {"user_id": pk_from_key(change.user_id), "seq": change.seq}
-        if hasattr(signal, "asend_robust"):
-            responses = await signal.asend_robust(sender=Transition, **kwargs)
-        else:  # Django 4.2
-            responses = await sync_to_async(signal.send_robust)(sender=Transition, **kwargs)
+        await signals.send_robustly(
+            signal,
+            name,
+            sender=Transition,
+            log_extra=extra,
+            user_id=pk_from_key(change.user_id),
+            seq=change.seq,
+        )
     except Exception:
         # Not a receiver's (send_robust catches those): the user id did not convert, or
         # the dispatch itself failed. The other transitions of the batch go on.
         logger.exception("Could not send %s for user %s", name, change.user_id, extra=extra)
-        return
-    for receiver, response in responses:
-        if isinstance(response, Exception):
-            logger.error(
-                "The %s receiver %s.%s failed for user %s",
-                name,
-                getattr(receiver, "__module__", "?"),
-                getattr(receiver, "__qualname__", repr(receiver)),
-                change.user_id,
-                exc_info=response,
-                extra=extra,
-            )
 
 
 # -- status_changed --------------------------------------------------------------------------

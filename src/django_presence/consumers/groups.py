@@ -18,11 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import groups, protocol
+from .. import delivery, groups, protocol
 from ..ids import wire_user_id
 from ..services.groups import group_presence_service
 from .frames import RequestError, group_field
 from .layer import LayerGroupsMixin
+from .streams import StreamsMixin, since_field
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,8 @@ class GroupView:
         return Action.SEND, {**data, "count": self.count}
 
 
-class GroupsMixin(LayerGroupsMixin):
-    """The client-group requests and member updates of ``UserConsumer``."""
+class GroupsMixin(StreamsMixin, LayerGroupsMixin):
+    """The client-group requests, member updates and group streams of ``UserConsumer``."""
 
     channel_name: str
     user_key: str
@@ -93,14 +94,17 @@ class GroupsMixin(LayerGroupsMixin):
     # Provided by UserConsumer and its other bases.
     can_join_group: Callable[[str], Awaitable[bool]]
     send_frame: Callable[..., Awaitable[None]]
+    _after_reply: list[dict[str, Any]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._groups: dict[str, GroupView] = {}
 
     async def request_join_group(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """``join_group {group}`` -> ``group_joined {group, count, members_online?}``."""
+        """``join_group {group, since?}`` -> ``group_joined {group, count, members_online?,
+        stream?}``, then the group's messages the client missed after ``since``."""
         name = group_field(data)
+        since = since_field(data)
         if name not in self._groups:
             if len(self._groups) >= self._max_groups:
                 raise RequestError(
@@ -115,7 +119,13 @@ class GroupsMixin(LayerGroupsMixin):
             await group_presence_service.ajoin(
                 name, self.user_key, self._member_id, origin=self.channel_name
             )
-        return protocol.GROUP_JOINED, await self._group_snapshot(name)
+        reply = await self._group_snapshot(name)
+        stream = delivery.group_stream(name)
+        if delivery.limits().size and (since is not None or self.wants_recovery):
+            async with self._stream_lock:
+                info, self._after_reply = await self.follow_streams([(stream, since)])
+            reply["stream"] = info[delivery.wire_name(stream)]
+        return protocol.GROUP_JOINED, reply
 
     async def _group_snapshot(self, name: str) -> dict[str, Any]:
         members, version = await group_presence_service.aget_members(name)
@@ -137,6 +147,7 @@ class GroupsMixin(LayerGroupsMixin):
 
     async def _leave_group(self, name: str) -> None:
         self._groups.pop(name, None)
+        self.cursors.pop(delivery.group_stream(name), None)
         try:
             await self.leave_layer_group(groups.client_group(name))
             await group_presence_service.aleave(

@@ -243,6 +243,13 @@ class UserOnlineStatusMixin:
     async def presence_rejoin_groups(self) -> None:
         """Join this connection's channel-layer groups again: none are joined here."""
 
+    def presence_streams(self) -> Collection[str]:
+        """The message streams this connection follows: none here (UserConsumer does)."""
+        return ()
+
+    async def presence_check_streams(self, positions: Mapping[str, Any]) -> None:
+        """Catch up on followed streams: none are followed here."""
+
     def presence_close_for_server(self, code: int) -> None:
         """Close the socket with ``code`` on the server's initiative (from any task).
 

@@ -8,8 +8,8 @@ method; channel-layer events are handled by ``presence_<name>`` methods.
 
 What the consumer keeps per connection lives beside it: the checks of what a client sends
 in :mod:`.frames`, the watched users in :mod:`.subscriptions`, the group requests and
-member views in :mod:`.groups`, and the channel-layer groups (kept through a layer outage) in
-:mod:`.layer`.
+member views in :mod:`.groups`, the channel-layer groups (kept through a layer outage) in
+:mod:`.layer`, and the message streams it replays and keeps in order in :mod:`.streams`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from .. import groups, metrics, protocol
+from .. import delivery, groups, metrics, protocol
 from ..conf import number_setting, presence_settings
 from ..ids import wire_user_id
 from ..policies import get_policy_class
@@ -47,13 +47,14 @@ from .frames import (
 )
 from .groups import GroupsMixin
 from .mixins import UserOnlineStatusMixin
+from .streams import parse_since
 from .subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
 
 
-# GroupsMixin (a LayerGroupsMixin) first: its presence_rejoin_groups() replaces the
-# presence mixin's no-op.
+# GroupsMixin (a StreamsMixin and a LayerGroupsMixin) first: its presence_rejoin_groups()
+# and stream hooks replace the presence mixin's no-ops.
 class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
     """The ready ``ws/user/`` consumer: presence, messaging, groups and subscriptions.
 
@@ -82,6 +83,8 @@ class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsume
         self._max_watched = 0
         self._closing = False
         self._cleaned_up = False
+        # Frames to send after the reply to the request being handled (replayed messages).
+        self._after_reply: list[dict[str, Any]] = []
 
     @property  # a setting read per connection, not a constant
     def channel_layer_alias(self) -> str:  # type: ignore[override]
@@ -123,6 +126,30 @@ class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsume
         await self.join_layer_group(groups.user_group(user_id))
         await self.join_layer_group(groups.broadcast_group())
         await self.accept()
+        # Then replay what the client missed. Live messages that arrive meanwhile are
+        # handled after connect() returns, and the cursors drop those replayed here.
+        await self._recover(parse_since(self.scope.get("query_string", b"")))
+
+    async def _recover(self, since: dict[str, tuple[str, int]] | None) -> None:
+        if since is None or not delivery.limits().size:
+            return  # the client did not ask: its cursors start at the first live message
+        self.wants_recovery = True
+        requests = [
+            (delivery.user_stream(self.user_key), since.get(protocol.STREAM_USER)),
+            (delivery.BROADCAST_STREAM, since.get(protocol.STREAM_BROADCAST)),
+        ]
+        try:
+            async with self._stream_lock:
+                info, frames = await self.follow_streams(requests)
+                await self.send_recovery(info, frames)
+        except Exception:
+            # The backend is down: live messages still flow, and the runtime's next beat
+            # catches up (or says what was lost) once it is back.
+            logger.warning(
+                "Could not replay missed messages on connect",
+                exc_info=True,
+                extra=self.get_presence_log_extra(),
+            )
 
     async def disconnect(self, code: int) -> None:
         """Leave every group."""
@@ -288,6 +315,9 @@ class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsume
             await self.send_frame(reply[0], reply[1], request_id)
         elif request_id is not None:
             await self.send_frame(protocol.ACK, {"request": request_type}, request_id)
+        after, self._after_reply = self._after_reply, []
+        for frame in after:
+            await self.send_stored(frame)
 
     # -- authorization ---------------------------------------------------------------------
 
@@ -433,39 +463,27 @@ class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsume
 
     # -- channel-layer events --------------------------------------------------------------
 
+    async def _deliver_event(self, event: dict[str, Any]) -> None:
+        frame = delivery.frame_of_event(event)
+        if frame is not None:
+            await self.deliver(event, *frame)
+
     async def presence_notification(self, event: dict[str, Any]) -> None:
         """A notification for this user -> ``notification {title, message, ...extra}``."""
-        data = {**event.get("extra", {}), "title": event["title"], "message": event["message"]}
-        await self.send_frame(protocol.NOTIFICATION, data)
+        await self._deliver_event(event)
 
     async def presence_direct_message(self, event: dict[str, Any]) -> None:
         """A direct message to this user -> ``direct_message {from_user_id, message, sent_at}``."""
-        await self.send_frame(
-            protocol.DIRECT_MESSAGE,
-            {
-                "from_user_id": event["from_user_id"],
-                "message": event["message"],
-                "sent_at": event["sent_at"],
-            },
-        )
+        await self._deliver_event(event)
 
     async def presence_broadcast(self, event: dict[str, Any]) -> None:
         """A system broadcast -> ``system_broadcast {message, ...extra}``."""
-        await self.send_frame(
-            protocol.SYSTEM_BROADCAST, {**event.get("extra", {}), "message": event["message"]}
-        )
+        await self._deliver_event(event)
 
     async def presence_group_message(self, event: dict[str, Any]) -> None:
         """A message to a joined group -> ``group_message {group, from_user_id, message}``."""
-        if event["group"] not in self._groups:
-            return
-        data = {
-            **event.get("extra", {}),
-            "group": event["group"],
-            "from_user_id": event["from_user_id"],
-            "message": event["message"],
-        }
-        await self.send_frame(protocol.GROUP_MESSAGE, data)
+        if event["group"] in self._groups:
+            await self._deliver_event(event)
 
     async def presence_status(self, event: dict[str, Any]) -> None:
         """A watched user's transition -> ``status_changed``, unless the snapshot had it."""

@@ -3,8 +3,14 @@
 Every message goes through the channel layer named by ``DJANGO_PRESENCE["CHANNEL_LAYER"]``
 to the groups that :class:`~django_presence.consumers.UserConsumer` joins, so it reaches
 every open ``ws/user/`` connection of the users concerned, on every server sharing that
-layer. The channel layer delivers at most once: a message to a user with no open
-connection is dropped, and so is one that finds a connection's queue full.
+layer. Before it goes out, each message is stored in its stream (the user's, the group's,
+or the broadcasts'; :mod:`django_presence.delivery`) and gets an offset: a client that
+reconnects replays what it missed, and a message to a user that no client of theirs
+acknowledged within ``UNDELIVERED_AFTER`` seconds is handed to the
+:data:`~django_presence.signals.message_undelivered` signal. Each method returns a
+:class:`~django_presence.delivery.Delivery` (the stream, offset and epoch); pass
+``store=False`` for a message not worth replaying (a typing indicator): it then reaches
+only the connections open at that moment, at most once. See docs/delivery.md.
 
 The four methods are coroutines, as existing code awaits them::
 
@@ -30,14 +36,21 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from .. import groups, protocol
+from .. import delivery, groups, protocol
 from ..conf import SETTING_NAME, presence_settings
+from ..delivery import Delivery
 from ..exceptions import PresenceImproperlyConfigured
-from ..ids import check_user_id, wire_user_id
+from ..ids import check_user_id, user_key, wire_user_id
 
 _NOTIFICATION_KEYS = frozenset({"title", "message"})
 _BROADCAST_KEYS = frozenset({"message"})
 _GROUP_KEYS = frozenset({"group", "from_user_id", "message"})
+
+
+def _check_store(store: Any) -> bool:
+    if not isinstance(store, bool):
+        raise TypeError(f"store must be True or False, got {type(store).__name__}: {store!r}")
+    return store
 
 
 def _check_text(value: Any, name: str) -> str:
@@ -69,8 +82,13 @@ def _layer() -> Any:
 
 
 async def send_group_message(
-    group_name: str, message: str, *, from_user_id: Any = None, extra: dict[str, Any] | None = None
-) -> None:
+    group_name: str,
+    message: str,
+    *,
+    from_user_id: Any = None,
+    extra: dict[str, Any] | None = None,
+    store: bool = True,
+) -> Delivery:
     """Send a ``group_message`` to client group ``group_name``, from a user or the server.
 
     The function behind :meth:`UserMessagingService.send_to_group` and the consumer's
@@ -81,16 +99,25 @@ async def send_group_message(
     if from_user_id is not None:
         from_user_id = wire_user_id(check_user_id(from_user_id, "from_user_id"))
     extra = _check_extra(extra or {}, _GROUP_KEYS)
-    await _layer().group_send(
-        groups.client_group(group_name),
-        {
-            "type": protocol.EVENT_GROUP_MESSAGE,
-            "group": group_name,
-            "from_user_id": from_user_id,
-            "message": message,
-            "extra": extra,
-        },
+    event = {
+        "type": protocol.EVENT_GROUP_MESSAGE,
+        "group": group_name,
+        "from_user_id": from_user_id,
+        "message": message,
+        "extra": extra,
+    }
+    return await _send(
+        delivery.group_stream(group_name), groups.client_group(group_name), event, store
     )
+
+
+async def _send(
+    stream: str, layer_group: str, event: dict[str, Any], store: bool, user: str | None = None
+) -> Delivery:
+    """Store ``event`` in ``stream`` (unless ``store`` is False), then send it to the group."""
+    sent = await delivery.publish(stream, event, store=_check_store(store), track_user=user)
+    await _layer().group_send(layer_group, event)
+    return sent
 
 
 class UserMessagingService:
@@ -99,90 +126,145 @@ class UserMessagingService:
     Coroutines, plus sync twins suffixed ``_sync``. Arguments are validated before
     anything is sent: a wrong type raises :class:`TypeError`, a wrong value
     :class:`ValueError`. ``**extra`` fields travel in the frame's ``data`` beside the
-    named ones and must be JSON-serializable.
+    named ones and must be JSON-serializable. Each returns a
+    :class:`~django_presence.delivery.Delivery`; ``store=False`` sends without storing
+    (no replay, no fallback).
     """
 
     async def send_notification_to_user(
-        self, user_id: Any, title: str, message: str, **extra: Any
-    ) -> None:
-        """Send a ``notification`` ``{title, message, **extra}`` to every tab of a user."""
-        check_user_id(user_id)
+        self, user_id: Any, title: str, message: str, *, store: bool = True, **extra: Any
+    ) -> Delivery:
+        """Send a ``notification`` ``{title, message, **extra}`` to every tab of a user.
+
+        Stored in the user's stream; if no client of the user acknowledges it within
+        ``UNDELIVERED_AFTER`` seconds, ``message_undelivered`` is sent for it.
+        """
+        key = user_key(user_id)
         _check_text(title, "title")
         _check_text(message, "message")
         extra = _check_extra(extra, _NOTIFICATION_KEYS)
-        await _layer().group_send(
-            groups.user_group(user_id),
-            {
-                "type": protocol.EVENT_NOTIFICATION,
-                "title": title,
-                "message": message,
-                "extra": extra,
-            },
+        event = {
+            "type": protocol.EVENT_NOTIFICATION,
+            "title": title,
+            "message": message,
+            "extra": extra,
+        }
+        return await _send(
+            delivery.user_stream(key), groups.user_group(user_id), event, store, key
         )
 
     async def send_message_to_user(
-        self, from_user_id: Any, target_user_id: Any, message: str
-    ) -> None:
+        self, from_user_id: Any, target_user_id: Any, message: str, *, store: bool = True
+    ) -> Delivery:
         """Send a ``direct_message`` ``{from_user_id, message, sent_at}`` to every tab.
 
         ``from_user_id`` is trusted as given: code that relays a client's message must
-        pass the authenticated user's id, as the ``ws/user/`` consumer does.
+        pass the authenticated user's id, as the ``ws/user/`` consumer does. Stored and
+        followed up like a notification.
         """
         check_user_id(from_user_id, "from_user_id")
-        check_user_id(target_user_id, "target_user_id")
+        key = user_key(check_user_id(target_user_id, "target_user_id"))
         _check_text(message, "message")
-        await _layer().group_send(
-            groups.user_group(target_user_id),
-            {
-                "type": protocol.EVENT_DIRECT_MESSAGE,
-                "from_user_id": wire_user_id(from_user_id),
-                "message": message,
-                "sent_at": timezone.now().isoformat(),
-            },
+        event = {
+            "type": protocol.EVENT_DIRECT_MESSAGE,
+            "from_user_id": wire_user_id(from_user_id),
+            "message": message,
+            "sent_at": timezone.now().isoformat(),
+        }
+        return await _send(
+            delivery.user_stream(key), groups.user_group(target_user_id), event, store, key
         )
 
-    async def broadcast_system_message(self, message: str, **extra: Any) -> None:
-        """Send a ``system_broadcast`` ``{message, **extra}`` to every ``ws/user/`` connection."""
+    async def broadcast_system_message(
+        self, message: str, *, store: bool = True, **extra: Any
+    ) -> Delivery:
+        """Send a ``system_broadcast`` ``{message, **extra}`` to every ``ws/user/`` connection.
+
+        Stored once, in the broadcast stream (not once per user).
+        """
         _check_text(message, "message")
         extra = _check_extra(extra, _BROADCAST_KEYS)
-        await _layer().group_send(
-            groups.broadcast_group(),
-            {"type": protocol.EVENT_BROADCAST, "message": message, "extra": extra},
-        )
+        event = {"type": protocol.EVENT_BROADCAST, "message": message, "extra": extra}
+        return await _send(delivery.BROADCAST_STREAM, groups.broadcast_group(), event, store)
 
-    async def send_to_group(self, group_name: str, message: str, **extra: Any) -> None:
+    async def send_to_group(
+        self, group_name: str, message: str, *, store: bool = True, **extra: Any
+    ) -> Delivery:
         """Send a ``group_message`` ``{group, from_user_id: null, message, **extra}``.
 
         Reaches every connection that joined client group ``group_name`` (the name clients
-        use in ``join_group``), with ``from_user_id`` null: the server sent it.
+        use in ``join_group``), with ``from_user_id`` null: the server sent it. Stored
+        once, in the group's stream.
         """
         if not isinstance(group_name, str):
             raise TypeError(
                 f"group_name must be a str, got {type(group_name).__name__}: {group_name!r}"
             )
-        await send_group_message(group_name, message, extra=extra)
+        return await send_group_message(group_name, message, extra=extra, store=store)
+
+    # -- what a user has not received ------------------------------------------------------
+
+    async def aget_pending_messages(
+        self, user_id: Any, *, unacknowledged: bool = False
+    ) -> list[dict[str, Any]]:
+        """The stored messages to a user that no client of theirs received (or acked).
+
+        Each is the frame a client would get (``{"type", "data", "stream", "offset",
+        "epoch"}``), oldest first, as far as the history still holds them. With
+        ``unacknowledged``, the messages after the last one a client acknowledged;
+        otherwise after the last one sent to a client (recorded once per heartbeat
+        interval). Sync twin: :meth:`get_pending_messages`.
+        """
+        return await delivery.pending(user_key(user_id), unacknowledged=unacknowledged)
+
+    def get_pending_messages(
+        self, user_id: Any, *, unacknowledged: bool = False
+    ) -> list[dict[str, Any]]:
+        """Sync form of :meth:`aget_pending_messages`."""
+        return async_to_sync(self.aget_pending_messages)(user_id, unacknowledged=unacknowledged)
+
+    async def ahand_over_undelivered(self) -> int:
+        """Send ``message_undelivered`` for the due messages now; return how many.
+
+        Every ASGI server process that served a connection does this each heartbeat
+        interval; call it from a periodic task (Celery beat, cron) too if your servers
+        can be idle with nobody connected. Sync twin: :meth:`hand_over_undelivered`.
+        """
+        return await delivery.hand_over_undelivered()
+
+    def hand_over_undelivered(self) -> int:
+        """Sync form of :meth:`ahand_over_undelivered`."""
+        return async_to_sync(self.ahand_over_undelivered)()
 
     # -- sync twins ------------------------------------------------------------------------
 
     def send_notification_to_user_sync(
-        self, user_id: Any, title: str, message: str, **extra: Any
-    ) -> None:
+        self, user_id: Any, title: str, message: str, *, store: bool = True, **extra: Any
+    ) -> Delivery:
         """Sync form of :meth:`send_notification_to_user`."""
-        async_to_sync(self.send_notification_to_user)(user_id, title, message, **extra)
+        return async_to_sync(self.send_notification_to_user)(
+            user_id, title, message, store=store, **extra
+        )
 
     def send_message_to_user_sync(
-        self, from_user_id: Any, target_user_id: Any, message: str
-    ) -> None:
+        self, from_user_id: Any, target_user_id: Any, message: str, *, store: bool = True
+    ) -> Delivery:
         """Sync form of :meth:`send_message_to_user`."""
-        async_to_sync(self.send_message_to_user)(from_user_id, target_user_id, message)
+        return async_to_sync(self.send_message_to_user)(
+            from_user_id, target_user_id, message, store=store
+        )
 
-    def broadcast_system_message_sync(self, message: str, **extra: Any) -> None:
+    def broadcast_system_message_sync(
+        self, message: str, *, store: bool = True, **extra: Any
+    ) -> Delivery:
         """Sync form of :meth:`broadcast_system_message`."""
-        async_to_sync(self.broadcast_system_message)(message, **extra)
+        return async_to_sync(self.broadcast_system_message)(message, store=store, **extra)
 
-    def send_to_group_sync(self, group_name: str, message: str, **extra: Any) -> None:
+    def send_to_group_sync(
+        self, group_name: str, message: str, *, store: bool = True, **extra: Any
+    ) -> Delivery:
         """Sync form of :meth:`send_to_group`."""
-        async_to_sync(self.send_to_group)(group_name, message, **extra)
+        return async_to_sync(self.send_to_group)(group_name, message, store=store, **extra)
 
 
 #: The process-wide messaging service.
