@@ -14,12 +14,19 @@
  *   const client = new DjangoPresence.PresenceClient({
  *     url: "/ws/user/",
  *     getToken: () => fetch("/token/").then((r) => r.json()).then((d) => d.token),
+ *     storage: "session", // stream positions survive a reload (default: memory only)
  *   });
  *   client.on("presence", ({ user_id, is_online, last_seen }) => { ... });
- *   client.on("direct_message", (data) => { ... });
+ *   client.on("direct_message", (data) => { ... }); // once each, replayed after a reconnect
+ *   client.on("discontinuity", ({ stream }) => { ... }); // messages lost: refetch
  *   client.connect();
  *   client.subscribe([2, 3]);
  *   await client.sendDirectMessage(2, "hello");
+ *
+ * Stored messages carry stream, offset and epoch: the client keeps its position in each
+ * stream, asks for what it missed on every reconnect (since=<stream>:<epoch>:<offset> in
+ * the URL, since in join_group), drops duplicates, and acknowledges shown "user"
+ * messages (autoAck, ackInterval; or client.ack()). client.resetPositions() on logout.
  *
  * The wire protocol is documented in docs/protocol.md.
  */
