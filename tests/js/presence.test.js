@@ -384,3 +384,444 @@ test("the snapshot's last_seen fills in each offline user's status", async () =>
   assert.equal(client.getStatus(3).last_seen, null);
   client.close();
 });
+
+// -- recoverable delivery: streams, offsets, epochs -------------------------------------
+
+function stored(type, stream, epoch, offset, data = {}, extra = {}) {
+  return { type, data, stream, epoch, offset, ...extra };
+}
+
+function note(epoch, offset, extra = {}) {
+  return stored("notification", "user", epoch, offset, { title: "n" + offset, message: "m" }, extra);
+}
+
+function fakeStorage(initial = {}) {
+  const items = new Map(Object.entries(initial));
+  return {
+    items,
+    getItem: (k) => (items.has(k) ? items.get(k) : null),
+    setItem: (k, v) => items.set(k, String(v)),
+    removeItem: (k) => items.delete(k),
+  };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test("a stored frame already processed in the same epoch is dropped; others are emitted", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, { autoAck: false });
+  const socket = await connected(client, FakeSocket);
+  const titles = [];
+  const frames = [];
+  client.on("notification", (data) => titles.push(data.title));
+  client.on("message", (frame) => frames.push(frame.type));
+  socket.receive(note("e1", 1));
+  socket.receive(note("e1", 2));
+  socket.receive(note("e1", 2));
+  socket.receive(note("e1", 1));
+  // Frames without an offset (ephemeral) are never deduplicated.
+  socket.receive({ type: "notification", data: { title: "ephemeral", message: "m" } });
+  socket.receive({ type: "notification", data: { title: "ephemeral", message: "m" } });
+  // A new epoch starts over at 1.
+  socket.receive(note("e2", 1));
+  assert.deepEqual(titles, ["n1", "n2", "ephemeral", "ephemeral", "n1"]);
+  assert.equal(frames.length, 5, "a duplicate is not even a message event");
+  socket.receive(stored("system_broadcast", "broadcast", "b1", 7, { message: "all" }));
+  assert.deepEqual(client.positions(), { user: { epoch: "e2", offset: 1 }, broadcast: { epoch: "b1", offset: 7 } });
+  // positions() is a copy.
+  client.positions().user.offset = 99;
+  assert.equal(client.positions().user.offset, 1);
+  client.close();
+});
+
+test("a reconnect asks for what it missed with since=<stream>:<epoch>:<offset>, keeping the query", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, {
+    url: "ws://127.0.0.1:1/ws/user/?v=2",
+    backoffInitial: 1,
+    backoffMax: 2,
+    autoAck: false,
+  });
+  const first = await connected(client, FakeSocket);
+  assert.equal(first.url, "ws://127.0.0.1:1/ws/user/?v=2", "no since without positions");
+  first.receive(note("9f3a2c1b", 12));
+  first.receive(stored("system_broadcast", "broadcast", "77aa00bc", 3, { message: "x" }));
+  first.receive(stored("group_message", "group:ward", "g1", 5, { group: "ward", message: "x" }));
+  first.drop();
+  await waitFor(() => FakeSocket.instances.length === 2, "a reconnection");
+  assert.equal(
+    FakeSocket.instances[1].url,
+    "ws://127.0.0.1:1/ws/user/?v=2&since=user:9f3a2c1b:12&since=broadcast:77aa00bc:3",
+    "groups send their position with join_group, not in the URL"
+  );
+  client.close();
+  // Without a query in the url, the since parameters start one.
+  const Other = fakeSocketClass();
+  const plain = newClient(Other, { storage: fakeStorage({ "django_presence:/ws/user/": '{"user":{"epoch":"e","offset":0}}' }) });
+  const socket = await connected(plain, Other);
+  assert.equal(socket.url, "ws://127.0.0.1:1/ws/user/?since=user:e:0");
+  plain.close();
+});
+
+test("the recovery frame sets positions and emits recovered or discontinuity", async () => {
+  const FakeSocket = fakeSocketClass();
+  const storage = fakeStorage({
+    "django_presence:/ws/user/": JSON.stringify({
+      user: { epoch: "9f3a2c1b", offset: 12 },
+      broadcast: { epoch: "77aa00bc", offset: 3 },
+    }),
+  });
+  const client = newClient(FakeSocket, { storage, autoAck: false });
+  const events = [];
+  client.on("recovered", (info) => events.push(["recovered", info]));
+  client.on("discontinuity", (info) => events.push(["discontinuity", info]));
+  const socket = await connected(client, FakeSocket);
+  assert.equal(socket.url, "ws://127.0.0.1:1/ws/user/?since=user:9f3a2c1b:12&since=broadcast:77aa00bc:3");
+  socket.receive({
+    type: "recovery",
+    data: {
+      streams: {
+        user: { epoch: "9f3a2c1b", offset: 15, since: 12, recovered: true, replayed: 3 },
+        // The broadcast history was lost: a new epoch, what is left is replayed from 0.
+        broadcast: { epoch: "c0ffee00", offset: 2, since: 0, recovered: false, replayed: 2 },
+      },
+    },
+  });
+  assert.deepEqual(events, [
+    ["recovered", { stream: "user", replayed: 3, epoch: "9f3a2c1b" }],
+    ["discontinuity", { stream: "broadcast", epoch: "c0ffee00", offset: 2 }],
+  ]);
+  assert.deepEqual(client.positions(), {
+    user: { epoch: "9f3a2c1b", offset: 12 },
+    broadcast: { epoch: "c0ffee00", offset: 0 },
+  });
+  const got = [];
+  client.on("notification", (data) => got.push(data.title));
+  client.on("system_broadcast", (data) => got.push(data.message));
+  for (let offset = 13; offset <= 15; offset++) {
+    socket.receive(note("9f3a2c1b", offset, { replayed: true }));
+  }
+  socket.receive(stored("system_broadcast", "broadcast", "c0ffee00", 1, { message: "b1" }, { replayed: true }));
+  socket.receive(stored("system_broadcast", "broadcast", "c0ffee00", 2, { message: "b2" }, { replayed: true }));
+  assert.deepEqual(got, ["n13", "n14", "n15", "b1", "b2"]);
+  assert.deepEqual(client.positions(), {
+    user: { epoch: "9f3a2c1b", offset: 15 },
+    broadcast: { epoch: "c0ffee00", offset: 2 },
+  });
+  client.close();
+});
+
+test("a first connection's recovery frame sets positions without a recovered event", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, { autoAck: false });
+  const events = [];
+  client.on("recovered", (info) => events.push(info));
+  client.on("discontinuity", (info) => events.push(info));
+  const socket = await connected(client, FakeSocket);
+  socket.receive({
+    type: "recovery",
+    data: { streams: { user: { epoch: "e1", offset: 40, since: 40, recovered: true, replayed: 0 } } },
+  });
+  assert.deepEqual(events, []);
+  assert.deepEqual(client.positions(), { user: { epoch: "e1", offset: 40 } });
+  // An old message of that epoch arriving late is not shown.
+  const got = [];
+  client.on("notification", (data) => got.push(data.title));
+  socket.receive(note("e1", 40));
+  socket.receive(note("e1", 41));
+  assert.deepEqual(got, ["n41"]);
+  client.close();
+});
+
+test("replayed frames are emitted in order exactly once across a reconnect with an overlapping replay", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, { backoffInitial: 1, backoffMax: 2, autoAck: false });
+  const got = [];
+  client.on("notification", (data) => got.push(data.title));
+  const first = await connected(client, FakeSocket);
+  first.receive({ type: "recovery", data: { streams: { user: { epoch: "e1", offset: 0, since: 0, recovered: true, replayed: 0 } } } });
+  for (let offset = 1; offset <= 3; offset++) {
+    first.receive(note("e1", offset));
+  }
+  first.drop();
+  await waitFor(() => FakeSocket.instances.length === 2, "a reconnection");
+  const second = FakeSocket.instances[1];
+  assert.ok(second.url.endsWith("?since=user:e1:3"));
+  second.open();
+  // The server replays from further back than asked (2..5), then 5 comes live again.
+  second.receive({ type: "recovery", data: { streams: { user: { epoch: "e1", offset: 5, since: 1, recovered: true, replayed: 4 } } } });
+  for (let offset = 2; offset <= 5; offset++) {
+    second.receive(note("e1", offset, { replayed: true }));
+  }
+  second.receive(note("e1", 5));
+  second.receive(note("e1", 6));
+  assert.deepEqual(got, ["n1", "n2", "n3", "n4", "n5", "n6"]);
+  assert.deepEqual(client.positions(), { user: { epoch: "e1", offset: 6 } });
+  client.close();
+});
+
+test("a later recovery frame with recovered:false emits discontinuity and moves to the new epoch", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, { autoAck: false });
+  const lost = [];
+  client.on("discontinuity", (info) => lost.push(info));
+  const got = [];
+  client.on("notification", (data) => got.push(data.title));
+  const socket = await connected(client, FakeSocket);
+  socket.receive(note("e1", 7));
+  // Redis restarted empty: the server says so in the middle of the connection.
+  socket.receive({ type: "recovery", data: { streams: { user: { epoch: "e2", offset: 0, since: 0, recovered: false, replayed: 0 } } } });
+  assert.deepEqual(lost, [{ stream: "user", epoch: "e2", offset: 0 }]);
+  assert.deepEqual(client.positions(), { user: { epoch: "e2", offset: 0 } });
+  socket.receive(note("e2", 1));
+  socket.receive(note("e2", 1));
+  assert.deepEqual(got, ["n7", "n1"]);
+  client.close();
+});
+
+test("re-joining a group sends since; group_joined's stream replays like a recovery entry", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, { backoffInitial: 1, backoffMax: 2, autoAck: false });
+  const events = [];
+  client.on("recovered", (info) => events.push(info));
+  const got = [];
+  client.on("group_message", (data) => got.push(data.message));
+  const first = await connected(client, FakeSocket);
+  const joined = client.joinGroup("ward");
+  const [join] = first.sentOfType("join_group");
+  assert.deepEqual(join.data, { group: "ward" }, "no since without a position");
+  first.receive({
+    type: "group_joined",
+    id: join.id,
+    data: { group: "ward", members_online: [1], stream: { epoch: "g1", offset: 4, since: 4, recovered: true, replayed: 0 } },
+  });
+  await joined;
+  assert.deepEqual(events, [], "nothing was recovered on a first join");
+  first.receive(stored("group_message", "group:ward", "g1", 5, { group: "ward", message: "m5" }));
+  first.receive(stored("group_message", "group:ward", "g1", 6, { group: "ward", message: "m6" }));
+  first.drop();
+  await waitFor(() => FakeSocket.instances.length === 2, "a reconnection");
+  const second = FakeSocket.instances[1];
+  assert.ok(!second.url.includes("group"));
+  second.open();
+  const [rejoin] = second.sentOfType("join_group");
+  assert.deepEqual(rejoin.data, { group: "ward", since: { epoch: "g1", offset: 6 } });
+  second.receive({
+    type: "group_joined",
+    id: rejoin.id,
+    data: { group: "ward", members_online: [1], stream: { epoch: "g1", offset: 8, since: 5, recovered: true, replayed: 3 } },
+  });
+  for (let offset = 6; offset <= 8; offset++) {
+    second.receive(stored("group_message", "group:ward", "g1", offset, { group: "ward", message: "m" + offset }, { replayed: true }));
+  }
+  assert.deepEqual(events, [{ stream: "group:ward", replayed: 3, epoch: "g1" }]);
+  assert.deepEqual(got, ["m5", "m6", "m7", "m8"]);
+  // joinGroup() itself sends since when a position is known (leave, then join again).
+  client.leaveGroup("ward").catch(() => {});
+  client.joinGroup("ward").catch(() => {});
+  assert.deepEqual(second.sentOfType("join_group").pop().data, { group: "ward", since: { epoch: "g1", offset: 8 } });
+  client.close();
+});
+
+test("autoAck acknowledges user messages, at most one ack frame per ackInterval with the highest offset", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, { ackInterval: 50 });
+  const socket = await connected(client, FakeSocket);
+  const acks = () => socket.sentOfType("ack").map((frame) => frame.data);
+  for (let offset = 1; offset <= 4; offset++) {
+    socket.receive(note("e1", offset));
+  }
+  socket.receive(stored("system_broadcast", "broadcast", "b1", 9, { message: "not acked" }));
+  socket.receive({ type: "notification", data: { title: "ephemeral, not acked", message: "m" } });
+  assert.deepEqual(acks(), [], "the first ack waits an interval after the socket opened");
+  await waitFor(() => acks().length === 1, "an ack");
+  assert.deepEqual(acks(), [{ stream: "user", epoch: "e1", offset: 4 }]);
+  assert.equal(socket.sentOfType("ack")[0].id, undefined, "fire and forget");
+  await sleep(70);
+  // A message well after the last ack is acknowledged at once.
+  socket.receive(note("e1", 5));
+  assert.deepEqual(acks().pop(), { stream: "user", epoch: "e1", offset: 5 });
+  socket.receive(note("e1", 6));
+  socket.receive(note("e1", 7));
+  assert.equal(acks().length, 2, "coalesced until the interval passed");
+  await waitFor(() => acks().length === 3, "a coalesced ack");
+  assert.deepEqual(acks().pop(), { stream: "user", epoch: "e1", offset: 7 });
+  await sleep(70);
+  assert.equal(acks().length, 3);
+  client.close();
+});
+
+test("autoAck never acknowledges an offset of an epoch the stream left", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, { ackInterval: 30, backoffInitial: 1, backoffMax: 2 });
+  const first = await connected(client, FakeSocket);
+  const acksOf = (socket) => socket.sentOfType("ack").map((frame) => frame.data);
+  first.receive(note("e1", 1));
+  await waitFor(() => acksOf(first).length === 1, "an ack");
+  // Within the interval: held back; then the epoch changes before it is sent.
+  first.receive(note("e1", 2));
+  first.receive({ type: "recovery", data: { streams: { user: { epoch: "e2", offset: 0, since: 0, recovered: false, replayed: 0 } } } });
+  await sleep(60);
+  assert.deepEqual(acksOf(first), [{ stream: "user", epoch: "e1", offset: 1 }]);
+  // Across a reconnect: the held ack waits for the recovery frame, which says e2 is gone.
+  first.receive(note("e2", 1));
+  first.receive(note("e2", 2));
+  first.drop();
+  await waitFor(() => FakeSocket.instances.length === 2, "a reconnection");
+  const second = FakeSocket.instances[1];
+  second.open();
+  second.receive({ type: "recovery", data: { streams: { user: { epoch: "e3", offset: 0, since: 0, recovered: false, replayed: 0 } } } });
+  await sleep(60);
+  assert.deepEqual(acksOf(second), []);
+  assert.equal(client.ack(2, "e2"), false, "an offset of an old epoch");
+  second.receive(note("e3", 1));
+  await waitFor(() => acksOf(second).length === 1, "an ack in the new epoch");
+  assert.deepEqual(acksOf(second), [{ stream: "user", epoch: "e3", offset: 1 }]);
+  client.close();
+});
+
+test("with autoAck:false the page acknowledges with ack(offset) or ack()", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, { autoAck: false, ackInterval: 30 });
+  assert.equal(client.ack(), false, "nothing to acknowledge yet");
+  const socket = await connected(client, FakeSocket);
+  const acks = () => socket.sentOfType("ack").map((frame) => frame.data);
+  let last = null;
+  client.on("message", (frame) => {
+    last = frame;
+  });
+  for (let offset = 1; offset <= 3; offset++) {
+    socket.receive(note("e1", offset));
+  }
+  await sleep(50);
+  assert.deepEqual(acks(), [], "nothing acknowledged by itself");
+  assert.equal(client.ack(9), false, "an offset not processed yet");
+  assert.equal(client.ack(0), false);
+  assert.equal(client.ack(2, last.epoch), true);
+  assert.deepEqual(acks(), [{ stream: "user", epoch: "e1", offset: 2 }]);
+  assert.equal(client.ack(), true);
+  await waitFor(() => acks().length === 2, "the latest acknowledged");
+  assert.deepEqual(acks()[1], { stream: "user", epoch: "e1", offset: 3 });
+  client.ack(1);
+  await sleep(50);
+  assert.equal(acks().length, 2, "no ack below one already sent");
+  client.close();
+});
+
+test("positions in storage survive a reload: a new client with the same storage recovers", async () => {
+  const storage = fakeStorage();
+  const FakeSocket = fakeSocketClass();
+  const before = newClient(FakeSocket, { storage, autoAck: false });
+  const socket = await connected(before, FakeSocket);
+  socket.receive(note("e1", 1));
+  socket.receive(note("e1", 2));
+  socket.receive(stored("system_broadcast", "broadcast", "b1", 4, { message: "x" }));
+  assert.deepEqual(JSON.parse(storage.getItem("django_presence:/ws/user/")), {
+    user: { epoch: "e1", offset: 2 },
+    broadcast: { epoch: "b1", offset: 4 },
+  });
+  before.close(); // The page unloads.
+
+  const after = newClient(FakeSocket, { storage, autoAck: false });
+  assert.deepEqual(after.positions(), { user: { epoch: "e1", offset: 2 }, broadcast: { epoch: "b1", offset: 4 } });
+  const events = [];
+  after.on("recovered", (info) => events.push(info));
+  after.on("notification", (data) => events.push(data.title));
+  const reloaded = await connected(after, FakeSocket);
+  assert.equal(reloaded.url, "ws://127.0.0.1:1/ws/user/?since=user:e1:2&since=broadcast:b1:4");
+  reloaded.receive({
+    type: "recovery",
+    data: {
+      streams: {
+        user: { epoch: "e1", offset: 3, since: 2, recovered: true, replayed: 1 },
+        broadcast: { epoch: "b1", offset: 4, since: 4, recovered: true, replayed: 0 },
+      },
+    },
+  });
+  reloaded.receive(note("e1", 3, { replayed: true }));
+  assert.deepEqual(events, [
+    { stream: "user", replayed: 1, epoch: "e1" },
+    { stream: "broadcast", replayed: 0, epoch: "b1" },
+    "n3",
+  ]);
+  // Another endpoint keeps its own positions under its own key.
+  const room = newClient(FakeSocket, { storage, url: "ws://127.0.0.1:1/ws/consultation/7/" });
+  assert.deepEqual(room.positions(), {});
+  // resetPositions() forgets them, in storage too (a logout).
+  after.resetPositions();
+  assert.deepEqual(after.positions(), {});
+  assert.equal(storage.getItem("django_presence:/ws/user/"), null);
+  after.close();
+});
+
+test('storage "session" uses sessionStorage, and memory where there is none', async () => {
+  const FakeSocket = fakeSocketClass();
+  const session = fakeStorage();
+  globalThis.sessionStorage = session;
+  try {
+    const client = newClient(FakeSocket, { storage: "session", autoAck: false });
+    const socket = await connected(client, FakeSocket);
+    socket.receive(note("e1", 5));
+    assert.equal(session.getItem("django_presence:/ws/user/"), '{"user":{"epoch":"e1","offset":5}}');
+    client.close();
+  } finally {
+    delete globalThis.sessionStorage;
+  }
+  const memory = newClient(FakeSocket, { storage: "session", autoAck: false, backoffInitial: 1, backoffMax: 2 });
+  const socket = await connected(memory, FakeSocket);
+  socket.receive(note("e1", 5));
+  socket.drop();
+  await waitFor(() => FakeSocket.instances.length === 3, "a reconnection");
+  assert.ok(FakeSocket.instances[2].url.endsWith("?since=user:e1:5"));
+  memory.close();
+  assert.throws(() => newClient(FakeSocket, { storage: "sesion" }), TypeError);
+});
+
+test("a broken storage never breaks the client: it falls back to memory", async () => {
+  const failing = {
+    getItem() {
+      throw new Error("SecurityError: storage disabled");
+    },
+    setItem() {
+      throw new Error("QuotaExceededError");
+    },
+    removeItem() {
+      throw new Error("SecurityError: storage disabled");
+    },
+  };
+  const garbage = fakeStorage({ "django_presence:/ws/user/": "{not json" });
+  const mixed = fakeStorage({
+    "django_presence:/ws/user/": JSON.stringify({
+      user: { epoch: 5, offset: "x" },
+      broadcast: { epoch: "b1", offset: 2 },
+      "group:ward": null,
+    }),
+  });
+  const full = fakeStorage();
+  full.setItem = () => {
+    throw new Error("QuotaExceededError");
+  };
+  for (const [storage, expected] of [
+    [failing, {}],
+    [garbage, {}],
+    [fakeStorage({ "django_presence:/ws/user/": "[1, 2]" }), {}],
+    [mixed, { broadcast: { epoch: "b1", offset: 2 } }],
+    [full, {}],
+  ]) {
+    const FakeSocket = fakeSocketClass();
+    const client = newClient(FakeSocket, { storage, autoAck: false, backoffInitial: 1, backoffMax: 2 });
+    assert.deepEqual(client.positions(), expected);
+    const got = [];
+    client.on("notification", (data) => got.push(data.title));
+    const socket = await connected(client, FakeSocket);
+    socket.receive(note("e1", 1));
+    socket.receive(note("e1", 1));
+    assert.deepEqual(got, ["n1"]);
+    socket.drop();
+    await waitFor(() => FakeSocket.instances.length === 2, "a reconnection");
+    assert.ok(FakeSocket.instances[1].url.includes("since=user:e1:1"));
+    client.resetPositions();
+    assert.deepEqual(client.positions(), {});
+    client.close();
+  }
+});

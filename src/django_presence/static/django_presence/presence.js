@@ -14,12 +14,19 @@
  *   const client = new DjangoPresence.PresenceClient({
  *     url: "/ws/user/",
  *     getToken: () => fetch("/token/").then((r) => r.json()).then((d) => d.token),
+ *     storage: "session", // stream positions survive a reload (default: memory only)
  *   });
  *   client.on("presence", ({ user_id, is_online, last_seen }) => { ... });
- *   client.on("direct_message", (data) => { ... });
+ *   client.on("direct_message", (data) => { ... }); // once each, replayed after a reconnect
+ *   client.on("discontinuity", ({ stream }) => { ... }); // messages lost: refetch
  *   client.connect();
  *   client.subscribe([2, 3]);
  *   await client.sendDirectMessage(2, "hello");
+ *
+ * Stored messages carry stream, offset and epoch: the client keeps its position in each
+ * stream, asks for what it missed on every reconnect (since=<stream>:<epoch>:<offset> in
+ * the URL, since in join_group), drops duplicates, and acknowledges shown "user"
+ * messages (autoAck, ackInterval; or client.ack()). client.resetPositions() on logout.
  *
  * The wire protocol is documented in docs/protocol.md.
  */
@@ -61,7 +68,18 @@
     random: Math.random,
     // Called with the exception of an event listener that threw (default: reportError).
     onListenerError: null,
+    // Recoverable delivery: acknowledge each shown message of the "user" stream, at most
+    // one ack frame per ackInterval ms (autoAck: false leaves it to client.ack()).
+    autoAck: true,
+    ackInterval: 1000,
+    // Where stream positions are kept: null (memory: survive reconnects, not a reload),
+    // "session" (sessionStorage), or any {getItem, setItem, removeItem}.
+    storage: null,
   };
+
+  /** Streams whose position travels in the URL (groups send theirs with join_group). */
+  var URL_STREAMS = ["user", "broadcast"];
+  var STORAGE_PREFIX = "django_presence:";
 
   /**
    * Delay in milliseconds before reconnection attempt number `attempt` (1 for the first).
@@ -88,6 +106,63 @@
     var scheme = location.protocol === "https:" ? "wss:" : "ws:";
     var path = url.charAt(0) === "/" ? url : "/" + url;
     return scheme + "//" + location.host + path;
+  }
+
+  /** The path of a WebSocket url (absolute or relative), without query or fragment. */
+  function urlPath(url) {
+    var path = String(url).replace(/^[a-z][a-z0-9+.-]*:\/\/[^\/?#]*/i, "").replace(/[?#].*$/, "");
+    return path.charAt(0) === "/" ? path : "/" + path;
+  }
+
+  /** The url with these query parameters ([name, value] pairs) added to its query. */
+  function withQuery(url, params) {
+    if (!params.length) {
+      return url;
+    }
+    var hash = url.indexOf("#");
+    var fragment = hash >= 0 ? url.slice(hash) : "";
+    var base = hash >= 0 ? url.slice(0, hash) : url;
+    var query = params
+      .map(function (pair) {
+        return encodeURIComponent(pair[0]) + "=" + pair[1];
+      })
+      .join("&");
+    var separator = base.indexOf("?") < 0 ? "?" : /[?&]$/.test(base) ? "" : "&";
+    return base + separator + query + fragment;
+  }
+
+  function isOffset(value) {
+    return typeof value === "number" && isFinite(value) && value >= 0 && Math.floor(value) === value;
+  }
+
+  function validPosition(value) {
+    return !!value && typeof value === "object" && typeof value.epoch === "string" && value.epoch !== "" && isOffset(value.offset);
+  }
+
+  /** The storage object of the `storage` option, or null (memory only). */
+  function resolveStorage(option) {
+    if (option === null || option === undefined || option === false) {
+      return null;
+    }
+    if (option === "session") {
+      try {
+        // Reading window.sessionStorage itself throws where storage is disabled.
+        return typeof sessionStorage !== "undefined" && sessionStorage ? sessionStorage : null;
+      } catch (e) {
+        return null;
+      }
+    }
+    if (
+      typeof option === "object" &&
+      typeof option.getItem === "function" &&
+      typeof option.setItem === "function" &&
+      typeof option.removeItem === "function"
+    ) {
+      return option;
+    }
+    throw new TypeError(
+      'options.storage must be null, "session" or an object with getItem/setItem/removeItem, got ' + String(option)
+    );
   }
 
   function reportListenerError(error) {
@@ -134,7 +209,14 @@
    *   message (every frame), presence {user_id, is_online, last_seen} (local map changed),
    *   presence_state, status_changed, notification, direct_message, system_broadcast,
    *   group_message, group_joined, group_left, error (error frames without a request id),
+   *   recovery, recovered {stream, replayed, epoch} (missed messages of a stream are being
+   *   replayed after a reconnect or group re-join), discontinuity {stream, epoch, offset}
+   *   (messages of the stream were lost: refetch what the page shows from it),
    *   and any other frame type by its name.
+   *
+   * Stored messages (frames with stream, offset, epoch) are emitted once: a replayed copy
+   * of a frame already processed is dropped. positions() / resetPositions() read and
+   * forget where the client stands in each stream; ack() acknowledges "user" messages.
    */
   function PresenceClient(options) {
     this.options = {};
@@ -168,6 +250,14 @@
     // answered by the (re-)subscription that every new connection sends.
     this._subscribeWaiters = [];
     this._joinWaiters = new Map(); // group -> [{resolve, reject}]
+    // Recoverable delivery: stream name -> {epoch, offset} of the last message processed.
+    this._storage = resolveStorage(this.options.storage);
+    this._storageKey = STORAGE_PREFIX + urlPath(this.options.url);
+    this._positions = this._loadPositions();
+    this._ackPending = null; // {epoch, offset} of the "user" stream, to acknowledge
+    this._acked = null; // {epoch, offset} last acknowledged
+    this._ackSentAt = 0;
+    this._ackTimer = null;
   }
 
   PresenceClient.prototype.on = function (event, fn) {
@@ -218,6 +308,13 @@
 
   /** Close the connection for good: no reconnection, pending requests are rejected. */
   PresenceClient.prototype.close = function (code, reason) {
+    // What was shown is acknowledged before the socket goes (a page leaving, a logout).
+    if (this._ackTimer !== null) {
+      clearTimeout(this._ackTimer);
+      this._ackTimer = null;
+      this._flushAck();
+    }
+    this._ackPending = null;
     this._stopped = true;
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;
@@ -273,7 +370,7 @@
           throw new Error("No WebSocket implementation: pass options.WebSocket");
         }
         var protocols = token ? [TOKEN_SUBPROTOCOL, String(token)] : [];
-        var socket = new Ctor(resolveUrl(self.options.url), protocols);
+        var socket = new Ctor(self._socketUrl(), protocols);
         self.socket = socket;
         socket.onopen = function () {
           if (self.socket === socket) {
@@ -305,6 +402,22 @@
     });
   };
 
+  /** The url to open: options.url with a since=<stream>:<epoch>:<offset> per known stream. */
+  PresenceClient.prototype._socketUrl = function () {
+    var self = this;
+    var params = [];
+    URL_STREAMS.forEach(function (stream) {
+      var position = self._positions.get(stream);
+      if (position) {
+        params.push([
+          "since",
+          [stream, position.epoch, String(position.offset)].map(encodeURIComponent).join(":"),
+        ]);
+      }
+    });
+    return withQuery(resolveUrl(this.options.url), params);
+  };
+
   PresenceClient.prototype._detach = function () {
     if (this.socket) {
       this.socket.onopen = this.socket.onmessage = this.socket.onclose = this.socket.onerror = null;
@@ -328,7 +441,7 @@
     var joinWaiters = this._joinWaiters;
     this._joinWaiters = new Map();
     this.groups.forEach(function (_, group) {
-      var joined = self.request("join_group", { group: group });
+      var joined = self.request("join_group", self._joinData(group));
       joined.catch(function () {
         // The server refused the group (it may have become forbidden): forget it.
         self.groups.delete(group);
@@ -340,11 +453,19 @@
     outbox.forEach(function (text) {
       self.socket.send(text);
     });
+    // An ack waiting from the last connection goes one ackInterval from now, after the
+    // recovery frame said whether its epoch is still the stream's.
+    this._ackSentAt = Date.now();
+    if (this._ackPending) {
+      this._scheduleAck();
+    }
     this.emit("open", { attempt: this.attempt });
   };
 
   PresenceClient.prototype._onClose = function (code, reason) {
     var wasOpen = this.state === "open";
+    clearTimeout(this._ackTimer); // Rescheduled by the next connection's opening.
+    this._ackTimer = null;
     this._detach();
     this.state = "closed";
     this._stopHeartbeat();
@@ -480,6 +601,14 @@
       return;
     }
     var data = frame.data && typeof frame.data === "object" ? frame.data : {};
+    var stored = typeof frame.stream === "string" && typeof frame.epoch === "string" && isOffset(frame.offset);
+    if (stored) {
+      var position = this._positions.get(frame.stream);
+      if (position && position.epoch === frame.epoch && frame.offset <= position.offset) {
+        return; // A duplicate: processed on this or an earlier connection.
+      }
+      this._setPosition(frame.stream, frame.epoch, frame.offset);
+    }
     switch (frame.type) {
       case "presence_state":
         this._applySnapshot(data);
@@ -489,6 +618,12 @@
         break;
       case "group_joined":
         this._onGroupJoined(data);
+        if (data.group != null && data.stream && typeof data.stream === "object") {
+          this._onStreamRecovery("group:" + data.group, data.stream);
+        }
+        break;
+      case "recovery":
+        this._onRecovery(data);
         break;
       default:
         this._onGroupUpdate(frame.type, data);
@@ -508,6 +643,9 @@
       }
     }
     this.emit(frame.type, data);
+    if (stored && frame.stream === "user" && this.options.autoAck !== false) {
+      this._wantAck(frame.epoch, frame.offset);
+    }
   };
 
   // -- presence ------------------------------------------------------------------------
@@ -685,7 +823,7 @@
         self._joinWaiters.get(group).push({ resolve: resolve, reject: reject });
       });
     }
-    return this.request("join_group", { group: group }).catch(function (error) {
+    return this.request("join_group", this._joinData(group)).catch(function (error) {
       self.groups.delete(group);
       throw error;
     });
@@ -776,6 +914,185 @@
       }
     }
     this.emit("group_members", { group: data.group, members: this.groupMembers(data.group), count: info.count });
+  };
+
+  // -- recoverable delivery: stream positions, recovery, acks -------------------------
+
+  /** join_group's data: with since when the client has a position in the group's stream. */
+  PresenceClient.prototype._joinData = function (group) {
+    var position = this._positions.get("group:" + group);
+    var data = { group: group };
+    if (position) {
+      data.since = { epoch: position.epoch, offset: position.offset };
+    }
+    return data;
+  };
+
+  /** A copy of the positions: {stream: {epoch, offset}} (offset: last message processed). */
+  PresenceClient.prototype.positions = function () {
+    var copy = {};
+    this._positions.forEach(function (position, stream) {
+      copy[stream] = { epoch: position.epoch, offset: position.offset };
+    });
+    return copy;
+  };
+
+  /** Forget every position (in memory and in storage), e.g. on logout. */
+  PresenceClient.prototype.resetPositions = function () {
+    this._positions = new Map();
+    this._ackPending = null;
+    this._acked = null;
+    clearTimeout(this._ackTimer);
+    this._ackTimer = null;
+    if (this._storage) {
+      try {
+        this._storage.removeItem(this._storageKey);
+      } catch (e) {
+        // Storage failing never breaks the client.
+      }
+    }
+  };
+
+  PresenceClient.prototype._loadPositions = function () {
+    var positions = new Map();
+    if (!this._storage) {
+      return positions;
+    }
+    try {
+      var saved = JSON.parse(this._storage.getItem(this._storageKey));
+      if (saved && typeof saved === "object" && !Array.isArray(saved)) {
+        Object.keys(saved).forEach(function (stream) {
+          if (validPosition(saved[stream])) {
+            positions.set(stream, { epoch: saved[stream].epoch, offset: saved[stream].offset });
+          }
+        });
+      }
+    } catch (e) {
+      // Disabled storage or garbage in the key: start from nothing, in memory.
+    }
+    return positions;
+  };
+
+  PresenceClient.prototype._setPosition = function (stream, epoch, offset) {
+    this._positions.set(stream, { epoch: epoch, offset: offset });
+    if (this._storage) {
+      try {
+        this._storage.setItem(this._storageKey, JSON.stringify(this.positions()));
+      } catch (e) {
+        // Quota exceeded, storage disabled: the positions in memory still work.
+      }
+    }
+  };
+
+  PresenceClient.prototype._onRecovery = function (data) {
+    var streams = data.streams && typeof data.streams === "object" ? data.streams : {};
+    var self = this;
+    Object.keys(streams).forEach(function (stream) {
+      if (streams[stream] && typeof streams[stream] === "object") {
+        self._onStreamRecovery(stream, streams[stream]);
+      }
+    });
+  };
+
+  /**
+   * One stream's entry of a recovery frame (or a group_joined's stream): where the
+   * replayed frames that follow start, and whether anything was lost.
+   */
+  PresenceClient.prototype._onStreamRecovery = function (stream, info) {
+    if (typeof info.epoch !== "string" || info.epoch === "") {
+      return;
+    }
+    var position = this._positions.get(stream);
+    var replayed = isOffset(info.replayed) ? info.replayed : 0;
+    if (!position || position.epoch !== info.epoch) {
+      var since = isOffset(info.since)
+        ? info.since
+        : isOffset(info.offset)
+        ? Math.max(0, info.offset - replayed)
+        : 0;
+      this._setPosition(stream, info.epoch, since);
+    }
+    if (info.recovered === false) {
+      this.emit("discontinuity", {
+        stream: stream,
+        epoch: info.epoch,
+        offset: isOffset(info.offset) ? info.offset : null,
+      });
+    } else if (info.recovered === true && position) {
+      this.emit("recovered", { stream: stream, replayed: replayed, epoch: info.epoch });
+    }
+  };
+
+  /**
+   * Acknowledge the "user" stream's messages up to `offset` (default: the last one
+   * processed), in `epoch` (default: the current one). Returns false when there is
+   * nothing to acknowledge: no position, an old epoch, an offset not yet processed.
+   * At most one ack frame goes per ackInterval ms, carrying the highest offset.
+   */
+  PresenceClient.prototype.ack = function (offset, epoch) {
+    var position = this._positions.get("user");
+    if (!position) {
+      return false;
+    }
+    if (epoch != null && epoch !== position.epoch) {
+      return false; // An old epoch's offset says nothing about the current one.
+    }
+    var target = offset == null ? position.offset : offset;
+    if (!isOffset(target) || target < 1 || target > position.offset) {
+      return false;
+    }
+    this._wantAck(position.epoch, target);
+    return true;
+  };
+
+  PresenceClient.prototype._wantAck = function (epoch, offset) {
+    var pending = this._ackPending;
+    if (pending && pending.epoch === epoch && pending.offset >= offset) {
+      return;
+    }
+    this._ackPending = { epoch: epoch, offset: offset };
+    this._scheduleAck();
+  };
+
+  PresenceClient.prototype._scheduleAck = function () {
+    if (this._ackTimer !== null || this.state !== "open") {
+      return; // Already due, or sent by the next connection's opening.
+    }
+    var self = this;
+    var interval = this.options.ackInterval > 0 ? this.options.ackInterval : 0;
+    var wait = this._ackSentAt + interval - Date.now();
+    if (wait <= 0) {
+      this._flushAck();
+      return;
+    }
+    this._ackTimer = setTimeout(function () {
+      self._ackTimer = null;
+      self._flushAck();
+    }, wait);
+  };
+
+  PresenceClient.prototype._flushAck = function () {
+    var pending = this._ackPending;
+    if (!pending) {
+      return;
+    }
+    var position = this._positions.get("user");
+    var acked = this._acked;
+    if (
+      !position ||
+      position.epoch !== pending.epoch || // Never acknowledge an old epoch's offset.
+      (acked && acked.epoch === pending.epoch && pending.offset <= acked.offset)
+    ) {
+      this._ackPending = null;
+      return;
+    }
+    if (this.state !== "open" || !this.socket) {
+      return; // Kept for the next connection.
+    }
+    this._ackPending = null;
+    this._acked = pending;
+    this._ackSentAt = Date.now();
+    this._sendFrame({ type: "ack", data: { stream: "user", epoch: pending.epoch, offset: pending.offset } });
   };
 
   return {
