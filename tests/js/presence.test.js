@@ -117,7 +117,7 @@ test("the token travels as a subprotocol, never in the URL, fresh before each co
   });
   const first = await connected(client, FakeSocket);
   assert.deepEqual(first.protocols, ["access_token", "token-1"]);
-  assert.equal(first.url, "ws://127.0.0.1:1/ws/user/");
+  assert.equal(first.url, "ws://127.0.0.1:1/ws/user/?recover=1", "no token in the URL");
   first.drop(4001);
   await waitFor(() => FakeSocket.instances.length === 2, "a reconnection");
   assert.deepEqual(FakeSocket.instances[1].protocols, ["access_token", "token-2"]);
@@ -443,7 +443,7 @@ test("a reconnect asks for what it missed with since=<stream>:<epoch>:<offset>, 
     autoAck: false,
   });
   const first = await connected(client, FakeSocket);
-  assert.equal(first.url, "ws://127.0.0.1:1/ws/user/?v=2", "no since without positions");
+  assert.equal(first.url, "ws://127.0.0.1:1/ws/user/?v=2&recover=1", "no since without positions");
   first.receive(note("9f3a2c1b", 12));
   first.receive(stored("system_broadcast", "broadcast", "77aa00bc", 3, { message: "x" }));
   first.receive(stored("group_message", "group:ward", "g1", 5, { group: "ward", message: "x" }));

@@ -402,7 +402,11 @@
     });
   };
 
-  /** The url to open: options.url with a since=<stream>:<epoch>:<offset> per known stream. */
+  /**
+   * The url to open: options.url with a since=<stream>:<epoch>:<offset> per known stream,
+   * or recover=1 when none is known (so that a first connection, too, learns from the
+   * recovery frame where each stream stands).
+   */
   PresenceClient.prototype._socketUrl = function () {
     var self = this;
     var params = [];
@@ -415,7 +419,7 @@
         ]);
       }
     });
-    return withQuery(resolveUrl(this.options.url), params);
+    return withQuery(resolveUrl(this.options.url), params.length ? params : [["recover", "1"]]);
   };
 
   PresenceClient.prototype._detach = function () {
@@ -1004,7 +1008,9 @@
     }
     var position = this._positions.get(stream);
     var replayed = isOffset(info.replayed) ? info.replayed : 0;
-    if (!position || position.epoch !== info.epoch) {
+    // A new epoch, or a gap the server could not fill (trimmed history): the replayed
+    // frames that follow start after `since`.
+    if (!position || position.epoch !== info.epoch || info.recovered === false) {
       var since = isOffset(info.since)
         ? info.since
         : isOffset(info.offset)
