@@ -127,9 +127,8 @@ class StreamsMixin:
         frames to replay after it, in order. Call it under :attr:`_stream_lock`, after
         joining the streams' channel-layer groups, so nothing falls between.
         """
-        reads = await get_backend().stream_read(
-            [(s, None, None) if p is None else (s, p[1], p[0]) for s, p in requests],
-            limits=delivery.limits(),
+        reads = await self._read(
+            [(s, None, None) if p is None else (s, p[1], p[0]) for s, p in requests]
         )
         info: dict[str, dict[str, Any]] = {}
         frames: list[dict[str, Any]] = []
@@ -146,6 +145,28 @@ class StreamsMixin:
             }
             frames += replay
         return info, frames
+
+    @staticmethod
+    async def _read(requests: list[tuple[str, int | None, str | None]]) -> list[StreamRead]:
+        """Read streams; in a stream whose epoch changed, read its new epoch from the start.
+
+        A reader from another epoch gets no entries from the backend (its offset means
+        nothing in the new one); what the new epoch holds is still the client's to see.
+        """
+        backend, limits = get_backend(), delivery.limits()
+        reads = await backend.stream_read(requests, limits=limits)
+        restart = [
+            i
+            for i, ((_, since, epoch), read) in enumerate(zip(requests, reads, strict=True))
+            if since is not None and epoch != read.epoch and read.offset and not read.entries
+        ]
+        if restart:
+            again = await backend.stream_read(
+                [(reads[i].stream, 0, reads[i].epoch) for i in restart], limits=limits
+            )
+            for i, read in zip(restart, again, strict=True):
+                reads[i] = StreamRead(read.stream, read.epoch, read.offset, read.entries, False)
+        return reads
 
     @staticmethod
     def _start(read: StreamRead, since: int) -> int:
@@ -217,9 +238,8 @@ class StreamsMixin:
 
     async def _catch_up_many(self, behind: Sequence[tuple[str, Cursor]]) -> None:
         try:
-            reads = await get_backend().stream_read(
-                [(stream, cursor.offset, cursor.epoch) for stream, cursor in behind],
-                limits=delivery.limits(),
+            reads = await self._read(
+                [(stream, cursor.offset, cursor.epoch) for stream, cursor in behind]
             )
         except Exception:
             # The backend is down: the next live message or beat tries again.

@@ -115,8 +115,9 @@ async def _send(
     stream: str, layer_group: str, event: dict[str, Any], store: bool, user: str | None = None
 ) -> Delivery:
     """Store ``event`` in ``stream`` (unless ``store`` is False), then send it to the group."""
+    layer = _layer()  # a misconfiguration raises before anything is stored
     sent = await delivery.publish(stream, event, store=_check_store(store), track_user=user)
-    await _layer().group_send(layer_group, event)
+    await layer.group_send(layer_group, event)
     return sent
 
 
