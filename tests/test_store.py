@@ -174,6 +174,17 @@ def test_users_online_through_the_table_can_be_queried(table: dict[str, Any]) ->
     assert User.objects.filter(presence__last_seen__isnull=False).get() == bob
 
 
+def test_a_bad_store_at_run_time_is_logged_and_the_signals_still_go_out(
+    presence: dict[str, Any], signal_log: SignalLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = make_users("alice")[0]
+    with override_settings(DJANGO_PRESENCE={**presence, "STORE": "db"}):
+        user_online_service.add_user_connection(alice.pk)
+    assert signal_log.kinds() == ["online"]
+    assert "Could not write is_online for 1 users" in caplog.text
+    assert "DJANGO_PRESENCE['STORE']" in caplog.text
+
+
 # -- reconcile -------------------------------------------------------------------------------
 
 
@@ -306,6 +317,7 @@ def test_admin_monitor_and_reconcile_with_the_table(
     UserPresence.objects.all().delete()
     html = client.get(reverse(MONITOR)).content.decode()
     assert "alice" in html
+    assert "is_online is False in the database" in html  # no row: the copy says offline
     assert 'id="presence-reconcile"' in html
     response = client.post(reverse(RECONCILE), follow=True)
     assert "Marked 1 users online and 0 offline." in response.content.decode()

@@ -186,7 +186,7 @@ class MonitoredUser:
 
     @property
     def db_is_online(self) -> bool | None:
-        """The database copy's ``is_online``, or None when none is kept (or no row)."""
+        """The database copy's ``is_online``, or None when none is kept."""
         copy = database_copy()
         if copy is None or self.user is None:
             return None

@@ -173,7 +173,7 @@ class DatabaseCopy:
         return dict(rows)
 
     def read(self, user: models.Model) -> tuple[bool | None, datetime | None]:
-        """``(is_online, last_seen)`` of one user object; ``(None, None)`` when it has no row.
+        """``(is_online, last_seen)`` of one user object; ``(False, None)`` with no row.
 
         No query with the user store, or when the table's row was fetched with the user
         (``select_related("presence")``).
@@ -183,7 +183,7 @@ class DatabaseCopy:
             try:
                 source = getattr(user, TABLE_RELATION)
             except ObjectDoesNotExist:
-                return None, None
+                return False, None  # never connected, or the row was lost: offline
         return getattr(source, self.online, None), getattr(source, self.last_seen, None)
 
 

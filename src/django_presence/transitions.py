@@ -81,14 +81,15 @@ async def apply(transitions: Sequence[Change]) -> None:
                     "server": SERVER_ID,
                 },
             )
-    copy = database_copy()
-    if copy is not None:
-        try:
+    try:
+        copy = database_copy()
+        if copy is not None:
             await _sync_db(copy, transitions, now)
-        except Exception:
-            # Any database error (connection lost, lock timeout...): the backend's
-            # decision stands and reconcile() repairs the copy; the signals still go out.
-            logger.exception("Could not write is_online for %d users", len(transitions))
+    except Exception:
+        # Any database error (connection lost, lock timeout...) or a bad STORE: the
+        # backend's decision stands and reconcile() repairs the copy; the signals still go
+        # out.
+        logger.exception("Could not write is_online for %d users", len(transitions))
     for change in transitions:
         await _send_signal(change)
     await _notify_watchers(transitions, now)
