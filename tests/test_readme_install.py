@@ -62,6 +62,7 @@ def test_the_wheel_ships_the_package_typed_with_its_client_and_without_tests(whe
     assert "django_presence/static/django_presence/presence.js" in names
     assert "django_presence/static/django_presence/presence.mjs" in names
     assert "django_presence/templates/django_presence/admin/monitor.html" in names
+    assert "django_presence/migrations/0001_initial.py" in names  # STORE = "table"
     assert not [n for n in names if n.startswith("tests/") or "/tests/" in n]
 
 
