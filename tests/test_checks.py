@@ -61,6 +61,136 @@ def test_e001_user_model_without_the_mixin() -> None:
     assert check_user_model() == []
 
 
+def test_e001_checks_the_fields_not_the_mixin() -> None:
+    from django.contrib.auth import get_user_model
+    from django.db import models
+
+    from django_presence.store import user_field_problems
+
+    with override_settings(DJANGO_PRESENCE={"ONLINE_FIELD": "is_active"}):
+        # A project's own BooleanField passes, whatever its name.
+        assert user_field_problems(get_user_model()) == []
+    with override_settings(DJANGO_PRESENCE={"LAST_SEEN_FIELD": "last_login"}):
+        assert user_field_problems(get_user_model()) == []  # DateTimeField, null=True
+    with override_settings(DJANGO_PRESENCE={"LAST_SEEN_FIELD": "date_joined"}):
+        # Not null=True: users who never went offline have no value to hold.
+        assert user_field_problems(get_user_model()) == [
+            "has a field 'date_joined' that is not a DateTimeField with null=True"
+        ]
+
+    class Fields(models.Model):
+        online = models.BooleanField(default=False)
+        seen = models.DateTimeField(null=True)
+        name = models.CharField(max_length=10)
+
+        class Meta:
+            app_label = "testapp"
+            abstract = True
+
+    with override_settings(DJANGO_PRESENCE={"ONLINE_FIELD": "online", "LAST_SEEN_FIELD": "seen"}):
+        assert user_field_problems(Fields) == []
+    with override_settings(DJANGO_PRESENCE={"ONLINE_FIELD": "name", "LAST_SEEN_FIELD": "x"}):
+        assert user_field_problems(Fields) == [
+            "has a field 'name' that is not a BooleanField",
+            "has no field 'x'",
+        ]
+
+
+def test_e001_names_the_missing_fields_and_honours_store() -> None:
+    from django_presence.checks import check_user_model
+
+    with override_settings(DJANGO_PRESENCE={"ONLINE_FIELD": "online"}):
+        [message] = check_user_model()
+        assert message.id == "django_presence.E001"
+        assert "has no field 'online'" in message.msg
+        for store in ("table", None):
+            with override_settings(DJANGO_PRESENCE={"ONLINE_FIELD": "online", "STORE": store}):
+                assert check_user_model() == []
+    # The default user, with the package's table: nothing to add to the model.
+    with (
+        override_settings(AUTH_USER_MODEL="auth.User"),
+        override_settings(DJANGO_PRESENCE={"STORE": "table"}),
+    ):
+        assert check_user_model() == []
+
+
+@pytest.mark.parametrize(
+    ("store", "sync", "expected"),
+    [
+        ("user", False, ["django_presence.E017"]),
+        ("table", False, ["django_presence.E017"]),
+        (None, True, ["django_presence.E017"]),
+        ("user", True, []),
+        ("table", True, []),
+        (None, False, []),
+    ],
+)
+def test_e017_store_contradicts_sync_user_model(
+    store: Any, sync: bool, expected: list[str]
+) -> None:
+    assert presence_ids(STORE=store, SYNC_USER_MODEL=sync) == expected
+
+
+def test_store_succeeds_sync_user_model() -> None:
+    from django_presence.store import store_kind
+
+    def kind(**presence: Any) -> Any:
+        with override_settings(DJANGO_PRESENCE=presence):
+            return store_kind()
+
+    assert kind() == "user"
+    assert kind(SYNC_USER_MODEL=False) is None  # configured before STORE existed
+    assert kind(SYNC_USER_MODEL=True) == "user"
+    assert kind(STORE="table") == "table"
+    assert kind(STORE=None) is None
+    assert kind(STORE="table", SYNC_USER_MODEL=False) == "table"  # E017; STORE wins
+
+
+def test_w006_a_mixin_listed_before_abstractuser_takes_its_meta() -> None:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import AbstractUser
+    from django.db import models
+    from django.test.utils import isolate_apps
+
+    from django_presence.checks import meta_warnings
+    from django_presence.models import OnlineStatusMixin
+
+    with isolate_apps("tests.testapp"):
+
+        class StampMixin(models.Model):
+            stamp = models.DateTimeField(null=True)
+
+            class Meta:
+                abstract = True
+
+        class Shadowed(StampMixin, AbstractUser):  # noqa: DJ008
+            __module__ = "tests.testapp.models"
+
+        class Ordered(AbstractUser, StampMixin):  # noqa: DJ008
+            __module__ = "tests.testapp.models"
+
+        class MixinFirst(OnlineStatusMixin, AbstractUser):
+            __module__ = "tests.testapp.models"
+
+        class OwnMeta(StampMixin, AbstractUser):  # noqa: DJ008
+            __module__ = "tests.testapp.models"
+
+            class Meta(AbstractUser.Meta):
+                swappable = None
+
+    [warning] = meta_warnings(Shadowed)
+    assert warning.id == "django_presence.W006"
+    assert "StampMixin" in warning.msg
+    assert "verbose_name" in warning.msg
+    assert meta_warnings(Ordered) == []
+    assert meta_warnings(OwnMeta) == []
+    # The package's mixin leaves no Meta to inherit: either order keeps AbstractUser's.
+    assert meta_warnings(MixinFirst) == []
+    assert MixinFirst._meta.verbose_name_plural == "users"
+    assert meta_warnings(get_user_model()) == []
+    assert get_user_model()._meta.original_attrs["verbose_name"] == "user"
+
+
 @pytest.mark.parametrize(
     "backend",
     ["no.such.Backend", "nodots", "django_presence.conf.PresenceSettings", "os.path", None, 3],
@@ -162,6 +292,12 @@ BAD_VALUES: list[tuple[str, Any, list[str]]] = [
     ("SYNC_USER_MODEL", "False", ["E012"]),
     ("SYNC_USER_MODEL", 1, ["E012"]),
     ("SYNC_USER_MODEL", None, ["E012"]),
+    ("STORE", "db", ["E016"]),
+    ("STORE", True, ["E016"]),
+    ("STORE", "", ["E016"]),
+    ("ONLINE_FIELD", "", ["E013"]),
+    ("ONLINE_FIELD", "presence.is_online", ["E013"]),
+    ("LAST_SEEN_FIELD", None, ["E013"]),
     ("TRANSITION_BATCH_WINDOW", -0.1, ["E004"]),
     ("TRANSITION_BATCH_WINDOW", None, ["E004"]),
     ("CHANNEL_LAYER", "", ["E013"]),
@@ -225,6 +361,8 @@ GOOD_VALUES: list[tuple[str, Any]] = [
     ("OFFLINE_GRACE_PERIOD", 0.5),
     ("TRANSITION_BATCH_WINDOW", 0),
     ("SYNC_USER_MODEL", False),
+    ("STORE", "table"),
+    ("STORE", None),
     ("JWT_ALGORITHMS", ("HS256", "HS512")),
     ("JWT_SIGNING_KEY", b"k" * 32),
     ("JWT_VERIFYING_KEY", object()),  # a key object, as cryptography's
@@ -334,6 +472,6 @@ def test_every_id_is_documented_once_and_used() -> None:
     assert len(documented) == len(set(documented))
     assert set(documented) == used | RETIRED
     assert not used & RETIRED
-    expected = {f"django_presence.E{i:03}" for i in range(1, 16)} - RETIRED
-    expected |= {f"django_presence.W00{i}" for i in range(1, 6)}
+    expected = {f"django_presence.E{i:03}" for i in range(1, 18)} - RETIRED
+    expected |= {f"django_presence.W00{i}" for i in range(1, 7)}
     assert used == expected

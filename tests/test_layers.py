@@ -33,6 +33,7 @@ FOUNDATION = {
     "groups",
     "signals",
     "models",
+    "store",
     "metrics",
     "policies",
     "ratelimit",

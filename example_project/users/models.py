@@ -5,7 +5,7 @@ from django.contrib.auth.models import AbstractUser
 from django_presence.models import OnlineStatusMixin
 
 
-class User(OnlineStatusMixin, AbstractUser):
+class User(AbstractUser, OnlineStatusMixin):
     """A user of the platform, with ``is_online`` and ``last_seen`` kept by django_presence."""
 
     def __str__(self) -> str:

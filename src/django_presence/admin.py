@@ -14,9 +14,20 @@ class you already have::
     class MyUserAdmin(OnlineStatusAdminMixin, UserAdmin):
         pass
 
+On the default ``auth.User``, unregister Django's admin first and register yours::
+
+    from django.contrib.auth.models import User
+
+    admin.site.unregister(User)
+
+    @admin.register(User)
+    class PresenceUserAdmin(OnlineStatusAdminMixin, UserAdmin):
+        pass
+
 The changelist then gains an "online now" column and filter, which read the live presence
 backend (one round trip per page, whatever its size), next to an "online (DB)"
-column showing the ``is_online`` mirror; and a "Connection monitor" page under the changelist's URL
+column showing the database copy of ``is_online`` (the user model's field or the
+package's table, as ``STORE`` says); and a "Connection monitor" page under the changelist's URL
 (``<admin>/<app>/<user model>/presence/``) lists every online user's connections, with
 buttons to run a sweep and to disconnect a user everywhere.
 """
@@ -32,9 +43,12 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import models
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -46,6 +60,7 @@ from .backends import BasePresenceBackend, ConnectionInfo, get_backend
 from .conf import presence_settings
 from .ids import key_order, pk_or_none
 from .services import user_online_service
+from .store import STORE_TABLE, TABLE_RELATION, DatabaseCopy, database_copy
 from .transitions import syncs_user_model
 
 if TYPE_CHECKING:
@@ -59,6 +74,8 @@ logger = logging.getLogger(__name__)
 
 #: Attribute set on each user of a changelist page to the live presence read for the page.
 _ONLINE_ATTR = "_presence_online_now"
+#: Annotation of the admin's queryset: the database copy's is_online (sorts the column).
+_DB_ONLINE_ANNOTATION = "presence_online_in_db"
 
 
 def live_online_pks(model: type[models.Model]) -> list[Any]:
@@ -98,6 +115,31 @@ class OnlineNowListFilter(admin.SimpleListFilter):
         if value == "yes":
             return queryset.filter(pk__in=pks)
         return queryset.exclude(pk__in=pks)
+
+
+class OnlineInDbListFilter(admin.SimpleListFilter):
+    """Changelist filter "online (DB)": the database copy, whichever ``STORE`` holds it.
+
+    With ``STORE = "table"`` a user who never connected has no row and counts as offline
+    (a plain ``list_filter = ["presence__is_online"]`` would leave them out of "No").
+    """
+
+    title = _("online (DB)")
+    parameter_name = "online_db"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        """The two choices: online in the database copy, or not."""
+        return [("yes", _("Yes")), ("no", _("No"))]
+
+    def queryset(self, request: HttpRequest, queryset: models.QuerySet[Any]) -> Any:
+        """Keep the users whose copy says online (``yes``) or the others (``no``)."""
+        value = self.value()
+        copy = database_copy()
+        if value not in ("yes", "no") or copy is None:
+            return None
+        if value == "yes":
+            return queryset.filter(**{copy.online_lookup: True})
+        return queryset.exclude(**{copy.online_lookup: True})
 
 
 def duration(seconds: float) -> str:
@@ -144,8 +186,11 @@ class MonitoredUser:
 
     @property
     def db_is_online(self) -> bool | None:
-        """The database mirror ``is_online``, or None when the model has no such field."""
-        return getattr(self.user, "is_online", None)
+        """The database copy's ``is_online``, or None when none is kept."""
+        copy = database_copy()
+        if copy is None or self.user is None:
+            return None
+        return copy.read(self.user)[0]
 
     @property
     def connection_count(self) -> int:
@@ -167,10 +212,11 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
     It adds, to whatever the admin class already shows:
 
     - the ``online_now`` column: the live presence, read from the backend in one round trip
-      for the whole changelist page; and ``online_in_db``, the ``is_online`` mirror, beside
-      it when the user model has that field (from
-      :class:`~django_presence.models.OnlineStatusMixin`);
-    - the :class:`OnlineNowListFilter` ("online now");
+      for the whole changelist page; and ``online_in_db``, the database copy of
+      ``is_online``, beside it when one is kept (``STORE``: the user model's field, or
+      the package's table, read with the page's users in the same query);
+    - the :class:`OnlineNowListFilter` ("online now"), and with ``STORE = "table"`` the
+      :class:`OnlineInDbListFilter` ("online (DB)") too;
     - a "Connection monitor" page (view permission on the user model), with "Run a sweep
       now" and "Disconnect" buttons (change permission), linked from the changelist.
 
@@ -209,21 +255,49 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
         if self.presence_add_columns:
             if "online_now" not in fields:
                 fields.append("online_now")
-            if self._has_is_online() and not {"online_in_db", "is_online"} & set(fields):
+            copy = self._database_copy()
+            if copy is not None and not {"online_in_db", copy.online_lookup} & set(fields):
                 fields.append("online_in_db")
         return fields
 
-    @admin.display(description=_("online (DB)"), boolean=True, ordering="is_online")
+    @admin.display(description=_("online (DB)"), boolean=True, ordering=_DB_ONLINE_ANNOTATION)
     def online_in_db(self, obj: Any) -> bool | None:
-        """The ``is_online`` mirror in the database, beside the live ``online_now``."""
-        value: bool | None = getattr(obj, "is_online", None)
-        return value
+        """The database copy of ``is_online``, beside the live ``online_now``."""
+        if hasattr(obj, _DB_ONLINE_ANNOTATION):
+            value: bool | None = getattr(obj, _DB_ONLINE_ANNOTATION)
+            return value
+        copy = self._database_copy()
+        return None if copy is None else copy.read(obj)[0]
+
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet[Any]:
+        """The admin's queryset, with the database copy's ``is_online`` in the same query."""
+        queryset: models.QuerySet[Any] = super().get_queryset(request)
+        copy = self._database_copy()
+        if copy is None:
+            return queryset
+        if copy.kind == STORE_TABLE:
+            queryset = queryset.select_related(TABLE_RELATION)
+        # No row in the table (NULL) is offline, and sorts with the offline users.
+        online = Coalesce(F(copy.online_lookup), Value(False))
+        annotated: models.QuerySet[Any] = queryset.annotate(**{_DB_ONLINE_ANNOTATION: online})
+        return annotated
 
     def get_list_filter(self, request: HttpRequest) -> list[Any]:
-        """``list_filter`` plus :class:`OnlineNowListFilter` (unless already there)."""
+        """``list_filter`` plus :class:`OnlineNowListFilter` (unless already there).
+
+        With ``STORE = "table"``, :class:`OnlineInDbListFilter` too.
+        """
         filters = list(super().get_list_filter(request))
         if self.presence_add_columns and OnlineNowListFilter not in filters:
             filters.append(OnlineNowListFilter)
+        copy = self._database_copy()
+        if (
+            self.presence_add_columns
+            and copy is not None
+            and copy.kind == STORE_TABLE
+            and OnlineInDbListFilter not in filters
+        ):
+            filters.append(OnlineInDbListFilter)
         return filters
 
     def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
@@ -277,8 +351,11 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
             messages.SUCCESS,
         )
 
-    def _has_is_online(self) -> bool:
-        return any(f.name == "is_online" for f in self.model._meta.get_fields())
+    def _database_copy(self) -> DatabaseCopy | None:
+        """The database copy, when one is kept and this admin's model is the user model."""
+        if self.model is not get_user_model():
+            return None
+        return database_copy()
 
     # -- connection monitor ----------------------------------------------------------------
 
@@ -352,7 +429,11 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
             return wall_now + timedelta(seconds=backend_time - backend_now)
 
         pks = {key: pk_or_none(key) for key in keys}
-        users = self.model._default_manager.in_bulk([pk for pk in pks.values() if pk is not None])
+        users_query = self.model._default_manager.all()
+        copy = self._database_copy()
+        if copy is not None and copy.kind == STORE_TABLE:
+            users_query = users_query.select_related(TABLE_RELATION)  # db_is_online, no N+1
+        users = users_query.in_bulk([pk for pk in pks.values() if pk is not None])
         ttl = float(presence_settings.CONNECTION_TTL)
         rows = []
         for key, connections in zip(keys, per_user, strict=True):

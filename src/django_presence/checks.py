@@ -7,8 +7,9 @@ at run time; the spec names the ID below that reports a bad value.
 ========================  ==============================================================
 ID                        Problem
 ========================  ==============================================================
-django_presence.E001      ``SYNC_USER_MODEL`` is on but the user model lacks
-                          ``OnlineStatusMixin``'s fields.
+django_presence.E001      ``STORE`` is ``"user"`` but the user model lacks the fields
+                          ``ONLINE_FIELD`` (a ``BooleanField``) or ``LAST_SEEN_FIELD`` (a
+                          ``DateTimeField`` with ``null=True``).
 django_presence.E002      ``BACKEND`` cannot be imported or is not a backend class.
 django_presence.E003      Removed in 0.1.0 (redis-py is a required dependency); never reused.
 django_presence.E004      A time setting is not a number of seconds in its range.
@@ -26,6 +27,9 @@ django_presence.E013      A name (``REDIS_URL``, ``KEY_PREFIX``, ``CHANNEL_LAYER
 django_presence.E014      ``BACKEND_OPTIONS`` is not a dict of keyword arguments, or they do
                           not fit the backend's constructor.
 django_presence.E015      A JWT key, audience or issuer has the wrong type or is empty.
+django_presence.E016      ``STORE`` is not ``"user"``, ``"table"`` or ``None``.
+django_presence.E017      ``STORE`` and ``SYNC_USER_MODEL`` are both set and contradict
+                          each other.
 django_presence.W001      The in-memory backend is used with ``DEBUG = False``.
 django_presence.W002      ``HEARTBEAT_INTERVAL`` is more than half of ``CONNECTION_TTL``.
 django_presence.W003      The HMAC signing key is shorter than 32 bytes.
@@ -33,6 +37,8 @@ django_presence.W004      ``DJANGO_PRESENCE`` has a key the package does not kno
 django_presence.W005      ``POLICY`` is :class:`~django_presence.policies.OpenPolicy` (or a
                           subclass) with ``DEBUG = False``: every user may watch, message
                           and find every other.
+django_presence.W006      The user model took its ``Meta`` from a mixin listed before
+                          ``AbstractUser``, losing ``AbstractUser``'s (verbose names).
 ========================  ==============================================================
 """
 
@@ -44,7 +50,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from .conf import DEFAULTS, SETTING_NAME, SPECS, setting_key, valid_setting
+from .conf import DEFAULTS, SETTING_NAME, SPECS, setting_key
 from .exceptions import PresenceImproperlyConfigured
 
 _HMAC = {"HS256", "HS384", "HS512"}
@@ -87,7 +93,24 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
     messages += _check_times(valid)
     messages += _check_jwt(valid)
     messages += _check_policy(valid)
+    messages += _check_store()
     return messages
+
+
+def _check_store() -> list[CheckMessage]:
+    from .store import contradiction
+
+    reason = contradiction()
+    if reason is None:
+        return []
+    return [
+        Error(
+            f"{setting_key('STORE')} and {setting_key('SYNC_USER_MODEL')} contradict each "
+            f"other: {reason}.",
+            hint="Set STORE alone (it succeeds SYNC_USER_MODEL); remove SYNC_USER_MODEL.",
+            id="django_presence.E017",
+        )
+    ]
 
 
 def _check_policy(valid: dict[str, Any]) -> list[CheckMessage]:
@@ -194,28 +217,67 @@ def _check_jwt(valid: dict[str, Any]) -> list[CheckMessage]:
 
 
 def check_user_model(**kwargs: Any) -> list[CheckMessage]:
-    """Check that the user model has ``is_online`` and ``last_seen`` when they are synced."""
-    if not isinstance(getattr(settings, SETTING_NAME, {}), dict):
-        return []  # Reported as E008 by check_settings; nothing else can be read.
-    try:
-        if not valid_setting("SYNC_USER_MODEL"):
-            return []
-    except PresenceImproperlyConfigured:
-        return []  # Reported as E012 by check_settings.
+    """Check the user model: its presence fields when they hold the copy, and its Meta."""
     from django.contrib.auth import get_user_model
 
-    from .models import OnlineStatusMixin
-
     user_model = get_user_model()
-    if issubclass(user_model, OnlineStatusMixin):
+    messages = meta_warnings(user_model)
+    if not isinstance(getattr(settings, SETTING_NAME, {}), dict):
+        return messages  # Reported as E008 by check_settings; nothing else can be read.
+    from .store import STORE_USER, store_kind, user_field_problems
+
+    try:
+        if store_kind() != STORE_USER:
+            return messages
+        problems = user_field_problems(user_model)
+    except PresenceImproperlyConfigured:
+        return messages  # A bad STORE or field name: reported by check_settings.
+    if problems:
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['STORE'] is 'user', but the user model "
+                f"{user_model._meta.label} {' and '.join(problems)}.",
+                hint="Inherit django_presence.models.OnlineStatusMixin in your user model, "
+                "name your own fields in ONLINE_FIELD and LAST_SEEN_FIELD, or set STORE "
+                "to 'table' (the package's table) or None.",
+                obj=user_model,
+                id="django_presence.E001",
+            )
+        )
+    return messages
+
+
+def meta_warnings(user_model: type[Any]) -> list[CheckMessage]:
+    """W006 when ``user_model`` inherited the Meta of a mixin instead of AbstractUser's.
+
+    A model without a ``Meta`` of its own inherits the first one in its MRO: in
+    ``User(SomeMixin, AbstractUser)`` an abstract mixin's (Django keeps an abstract
+    model's ``Meta`` as a class attribute), and loses ``AbstractUser``'s verbose names.
+    """
+    from django.contrib.auth.models import AbstractUser
+
+    if not issubclass(user_model, AbstractUser) or user_model is AbstractUser:
+        return []
+    mro = user_model.__mro__
+    owner = next((base for base in mro[1:] if "Meta" in vars(base)), None)
+    if owner is None or owner is AbstractUser or mro.index(owner) > mro.index(AbstractUser):
+        return []
+    lost = [
+        name
+        for name in ("verbose_name", "verbose_name_plural")
+        if name in AbstractUser._meta.original_attrs
+        and name not in user_model._meta.original_attrs
+    ]
+    if not lost:
         return []
     return [
-        Error(
-            f"{SETTING_NAME}['SYNC_USER_MODEL'] is on, but the user model "
-            f"{user_model._meta.label} does not inherit django_presence.models."
-            "OnlineStatusMixin.",
-            hint="Inherit the mixin in your user model, or set SYNC_USER_MODEL to False.",
+        Warning(
+            f"The user model {user_model._meta.label} takes its Meta from "
+            f"{owner.__module__}.{owner.__qualname__}, listed before AbstractUser among its "
+            f"bases, and so loses AbstractUser's Meta ({', '.join(lost)}).",
+            hint="List AbstractUser first (class User(AbstractUser, Mixin)), or give the "
+            "model a Meta of its own that subclasses AbstractUser.Meta.",
             obj=user_model,
-            id="django_presence.E001",
+            id="django_presence.W006",
         )
     ]

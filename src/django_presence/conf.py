@@ -40,8 +40,15 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_INTERVAL": 15,
     # Seconds a user stays online after their last connection closes cleanly.
     "OFFLINE_GRACE_PERIOD": 5,
-    # Write is_online/last_seen on the user model on every transition.
+    # Write is_online/last_seen on the user model on every transition. Superseded by
+    # STORE; False without STORE still means STORE = None.
     "SYNC_USER_MODEL": True,
+    # Where transitions are written in the database: "user" (the user model's own fields,
+    # named by ONLINE_FIELD and LAST_SEEN_FIELD), "table" (django_presence.models.
+    # UserPresence, for the default auth.User) or None (nowhere).
+    "STORE": "user",
+    "ONLINE_FIELD": "is_online",
+    "LAST_SEEN_FIELD": "last_seen",
     # Seconds a batch of transitions waits for more before its side effects (DB write,
     # signals, status_changed) are applied together. 0: at once (batches still form under
     # load, from the transitions that arrive while one is being applied).
@@ -410,6 +417,22 @@ class Import(Spec):
         )
 
 
+@dataclass(frozen=True)
+class Choice(Spec):
+    """One of ``choices`` (compared with ``==``, so ``None`` may be one of them)."""
+
+    choices: tuple[Any, ...] = ()
+
+    @property
+    def expected(self) -> str:
+        return "one of " + ", ".join(repr(c) for c in self.choices)
+
+    def validate(self, name: str, value: Any) -> Any:
+        if isinstance(value, bool) or value not in self.choices:
+            raise self.error(name, value)
+        return value
+
+
 _SECONDS_POSITIVE = Number("django_presence.E004", unit="seconds", strict=True)
 _SECONDS = Number("django_presence.E004", unit="seconds")
 _LIMIT = "django_presence.E011"
@@ -428,6 +451,10 @@ SPECS: dict[str, Spec] = {
     "HEARTBEAT_INTERVAL": _SECONDS_POSITIVE,
     "OFFLINE_GRACE_PERIOD": _SECONDS,
     "SYNC_USER_MODEL": Flag("django_presence.E012"),
+    "STORE": Choice("django_presence.E016", choices=("user", "table", None)),
+    # A field name: no lookup separator, no dot.
+    "ONLINE_FIELD": Text("django_presence.E013", forbidden=". "),
+    "LAST_SEEN_FIELD": Text("django_presence.E013", forbidden=". "),
     "TRANSITION_BATCH_WINDOW": _SECONDS,
     "CHANNEL_LAYER": Text("django_presence.E013"),
     "JWT_ALGORITHMS": Algorithms("django_presence.E005"),

@@ -5,7 +5,7 @@ or left a client group). This module applies what follows from it, in this order
 presence transition:
 
 1. the database copy: ``is_online`` (and ``last_seen`` when going offline) on the user
-   model, when ``SYNC_USER_MODEL`` is on and the model has the fields;
+   model's fields or the package's table, as ``STORE`` says (:mod:`~django_presence.store`);
 2. the :mod:`~django_presence.signals`, sent robustly (a receiver that raises is logged
    and the others still run);
 3. ``presence.status`` to the user's watchers group, skipping groups nobody is in.
@@ -31,13 +31,13 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from . import groups, metrics, protocol, signals
 from .backends import Change, MemberChange, Transition, get_backend
 from .conf import number_setting, presence_settings
 from .ids import SERVER_ID, key_order, pk_from_key, wire_user_id
+from .store import DatabaseCopy, database_copy
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +51,11 @@ RECONCILE_BATCH = 500
 
 
 def syncs_user_model() -> bool:
-    """Whether transitions are written to the user model (``SYNC_USER_MODEL`` and fields)."""
-    if not presence_settings.SYNC_USER_MODEL:
-        return False
-    names = {f.name for f in get_user_model()._meta.get_fields()}
-    return {"is_online", "last_seen"} <= names
+    """Whether transitions are written to the database (``STORE``, and the fields exist).
+
+    The name is older than ``STORE = "table"``: True for either kind of copy.
+    """
+    return database_copy() is not None
 
 
 async def apply(transitions: Sequence[Change]) -> None:
@@ -80,13 +80,15 @@ async def apply(transitions: Sequence[Change]) -> None:
                     "server": SERVER_ID,
                 },
             )
-    if syncs_user_model():
-        try:
-            await _sync_db(transitions, now)
-        except Exception:
-            # Any database error (connection lost, lock timeout...): the backend's
-            # decision stands and reconcile() repairs the copy; the signals still go out.
-            logger.exception("Could not write is_online for %d users", len(transitions))
+    try:
+        copy = database_copy()
+        if copy is not None:
+            await _sync_db(copy, transitions, now)
+    except Exception:
+        # Any database error (connection lost, lock timeout...) or a bad STORE: the
+        # backend's decision stands and reconcile() repairs the copy; the signals still go
+        # out.
+        logger.exception("Could not write is_online for %d users", len(transitions))
     for change in transitions:
         await _send_signal(change)
     await _notify_watchers(transitions, now)
@@ -95,8 +97,8 @@ async def apply(transitions: Sequence[Change]) -> None:
 # -- the database copy ---------------------------------------------------------------------
 
 
-async def _sync_db(transitions: Sequence[Change], now: datetime) -> None:
-    """Write the transitions to the user table, then make sure no newer one was lost.
+async def _sync_db(copy: DatabaseCopy, transitions: Sequence[Change], now: datetime) -> None:
+    """Write the transitions to the database copy, then make sure no newer one was lost.
 
     Two processes may write the same user's row in the opposite order of the
     transitions they observed. Each writer therefore reads the backend again after its
@@ -105,7 +107,7 @@ async def _sync_db(transitions: Sequence[Change], now: datetime) -> None:
     """
     state = {change.user_id: change.transition is Transition.ONLINE for change in transitions}
     for _ in range(_MAX_DB_SYNC_ROUNDS):
-        await database_sync_to_async(_write_online_state)(state, now)
+        await database_sync_to_async(_write_online_state)(copy, state, now)
         actual = await get_backend().online_user_ids(state)
         state = {key: key in actual for key, online in state.items() if (key in actual) != online}
         if not state:
@@ -117,32 +119,25 @@ async def _sync_db(transitions: Sequence[Change], now: datetime) -> None:
     )
 
 
-def _write_online_state(state: dict[str, bool], now: datetime) -> None:
+def _write_online_state(copy: DatabaseCopy, state: dict[str, bool], now: datetime) -> None:
     """Set ``is_online`` of the users in ``state``; ``last_seen`` of those going offline."""
-    manager = get_user_model()._default_manager
     online = [pk_from_key(key) for key, value in state.items() if value]
     offline = [pk_from_key(key) for key, value in state.items() if not value]
-    if online:
-        manager.filter(pk__in=online, is_online=False).update(is_online=True)
-    if offline:
-        manager.filter(pk__in=offline).update(is_online=False, last_seen=now)
+    copy.write(online, offline, now)
 
 
 async def last_seen(keys: Sequence[str]) -> dict[str, str | None]:
     """``last_seen`` (ISO 8601) of users from the database copy, by key: one query.
 
-    Empty when the database copy is not kept (``syncs_user_model()`` is False).
+    Empty when no database copy is kept (``syncs_user_model()`` is False).
     """
-    if not keys or not syncs_user_model():
+    copy = database_copy() if keys else None
+    if copy is None:
         return {}
 
     def read() -> dict[str, str | None]:
-        rows = (
-            get_user_model()
-            ._default_manager.filter(pk__in=[pk_from_key(key) for key in keys])
-            .values_list("pk", "last_seen")
-        )
-        return {str(pk): seen.isoformat() if seen else None for pk, seen in rows}
+        seen = copy.last_seen_of([pk_from_key(key) for key in keys])
+        return {str(pk): when.isoformat() if when else None for pk, when in seen.items()}
 
     return await database_sync_to_async(read)()
 
@@ -320,25 +315,21 @@ async def reconcile(
     user about to be marked offline is checked again first, so one who came online
     meanwhile is left alone. ``progress(done, total)`` is called after every batch.
 
-    Does nothing when the database copy is not kept (``syncs_user_model()`` is False).
+    Does nothing when no database copy is kept (``syncs_user_model()`` is False).
     """
     result = ReconcileResult()
-    if not syncs_user_model():
+    copy = database_copy()
+    if copy is None:
         return result
     backend = get_backend()
-    manager = get_user_model()._default_manager
     online = sorted(await backend.all_online_user_ids(), key=key_order)
     result.online_in_backend = len(online)
-    db_online = await database_sync_to_async(
-        lambda: [str(pk) for pk in manager.filter(is_online=True).values_list("pk", flat=True)]
-    )()
+    db_online = await database_sync_to_async(lambda: [str(pk) for pk in copy.online_pks()])()
     online_set = set(online)
     total, done = len(online) + len(db_online), 0
 
     def rows_offline(keys: list[str]) -> list[str]:
-        pks = [pk_from_key(key) for key in keys]
-        rows = manager.filter(pk__in=pks, is_online=False).values_list("pk", flat=True)
-        return [str(pk) for pk in rows]
+        return [str(pk) for pk in copy.not_online([pk_from_key(key) for key in keys])]
 
     for start in range(0, len(online), batch_size):
         batch = online[start : start + batch_size]

@@ -233,8 +233,8 @@ class UserOnlineService:
         ``status_changed``) as if the backend had just decided it. ``manage.py presence
         reconcile``, the admin's connection monitor and the runtime (after the backend
         lost data) all call this. ``progress(done, total)`` is called after each batch of
-        ``batch_size`` users. Does nothing without a database copy (``SYNC_USER_MODEL``
-        off, or a user model without the fields).
+        ``batch_size`` users. Does nothing without a database copy (``STORE = None``,
+        ``SYNC_USER_MODEL`` off, or a user model without the fields).
         """
         return await transitions.reconcile(batch_size=batch_size, progress=progress)
 

@@ -122,8 +122,9 @@ class Command(BaseCommand):
         """
         if not syncs_user_model():
             raise CommandError(
-                "DJANGO_PRESENCE['SYNC_USER_MODEL'] is off, or the user model has no "
-                "is_online and last_seen fields: there is nothing to reconcile."
+                "No database copy of presence is kept (DJANGO_PRESENCE['STORE'] is None, "
+                "SYNC_USER_MODEL is off, or the user model lacks the fields ONLINE_FIELD and "
+                "LAST_SEEN_FIELD name): there is nothing to reconcile."
             )
         verbosity = int(options.get("verbosity", 1))
         progress: Progress | None = None
