@@ -351,6 +351,13 @@ BAD_VALUES: list[tuple[str, Any, list[str]]] = [
     ("MAX_CONNECTIONS_PER_USER", 2.5, ["E011"]),
     ("MAX_CONNECTIONS_PER_PROCESS", "10000", ["E011"]),
     ("GROUP_PRESENCE_MAX_MEMBERS", -1, ["E011"]),
+    ("HISTORY_SIZE", -1, ["E011"]),
+    ("HISTORY_SIZE", 2.5, ["E011"]),
+    ("HISTORY_SIZE", None, ["E011"]),
+    ("HISTORY_TTL", 0, ["E004"]),
+    ("HISTORY_META_TTL", "week", ["E004"]),
+    ("UNDELIVERED_AFTER", 0, ["E011"]),
+    ("UNDELIVERED_AFTER", True, ["E011"]),
     ("METRICS_HOOK", "no.such.hook", ["E009"]),
 ]
 
@@ -385,6 +392,10 @@ GOOD_VALUES: list[tuple[str, Any]] = [
     ("MAX_CONNECTIONS_PER_USER", None),
     ("MAX_CONNECTIONS_PER_PROCESS", 1),
     ("GROUP_PRESENCE_MAX_MEMBERS", 0),
+    ("HISTORY_SIZE", 0),
+    ("HISTORY_TTL", 0.5),
+    ("UNDELIVERED_AFTER", None),
+    ("UNDELIVERED_AFTER", 0.2),
     ("METRICS_HOOK", print),
 ]
 
