@@ -83,9 +83,9 @@ class MemoryBackend(BasePresenceBackend):
         self._room_users: dict[str, dict[str, int]] = {}
         self._room_versions: dict[str, int] = {}
         # Streams: name -> its epoch, history and users' cursors; tracked publications as
-        # a heap of (deadline, tie-breaker, stream, user id, epoch, offset).
+        # a heap of (deadline, tie-breaker, stream, user id, epoch, offset, publish time).
         self._streams: dict[str, _Stream] = {}
-        self._due: list[tuple[float, int, str, str, str, int]] = []
+        self._due: list[tuple[float, int, str, str, str, int, float]] = []
         self._due_ids = itertools.count()
 
     def _transition(self, user_id: str, transition: Transition, count: int) -> Change:
@@ -376,7 +376,15 @@ class MemoryBackend(BasePresenceBackend):
                 user_id, delay = track
                 heapq.heappush(
                     self._due,
-                    (now + delay, next(self._due_ids), stream, user_id, found.epoch, found.offset),
+                    (
+                        now + delay,
+                        next(self._due_ids),
+                        stream,
+                        user_id,
+                        found.epoch,
+                        found.offset,
+                        now,
+                    ),
                 )
             return StreamPosition(found.epoch, found.offset)
 
@@ -442,7 +450,7 @@ class MemoryBackend(BasePresenceBackend):
         with self._lock:
             now = self._clock()
             while self._due and self._due[0][0] <= now and len(due) < limit:
-                _, _, name, user_id, epoch, offset = heapq.heappop(self._due)
+                _, _, name, user_id, epoch, offset, published = heapq.heappop(self._due)
                 stream = self._stream(name, now, create_ttl=None)
                 if stream is not None and stream.epoch == epoch:
                     if stream.cursors.get(user_id, (0, 0))[1] >= offset:
@@ -450,16 +458,8 @@ class MemoryBackend(BasePresenceBackend):
                     entry = next((e for e in stream.entries if e.offset == offset), None)
                 else:
                     entry = None
-                due.append(
-                    Undelivered(
-                        name,
-                        user_id,
-                        epoch,
-                        offset,
-                        None if entry is None else entry.payload,
-                        now if entry is None else entry.time,
-                    )
-                )
+                payload = None if entry is None else entry.payload
+                due.append(Undelivered(name, user_id, epoch, offset, payload, published))
             self._forget_streams(now, limit)
         return due
 
