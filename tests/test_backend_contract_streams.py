@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from django_presence.backends import BasePresenceBackend
 from django_presence.backends.base import (
@@ -21,6 +25,8 @@ from django_presence.backends.base import (
     StreamRead,
     Undelivered,
 )
+from django_presence.backends.memory import MemoryBackend
+from django_presence.backends.redis import RedisBackend
 
 from .test_backend_contract import eventually
 from .test_backend_contract_rooms import ODD_IDS
@@ -495,6 +501,145 @@ async def test_odd_stream_names_and_user_ids(backend: BasePresenceBackend, name:
             (name, user, 2, '{"n": 2}'),
             (name, user, 3, '{"n": 3}'),
         ]
+    )
+
+
+# -- both backends alike -------------------------------------------------------------------
+
+
+def test_both_backends_keep_the_same_streams(redis_url: str) -> None:
+    """Random operation sequences give the same answers on memory and on Redis.
+
+    Epochs are random strings, so each backend's are numbered in order of appearance and
+    compared by number; a reader may send the current epoch, an older one, a wrong one or
+    none.
+    """
+    small = StreamLimits(size=2, ttl=60, meta_ttl=120)
+    names = ["a", "ü"]
+    streams = st.sampled_from(names)
+    users = st.sampled_from(["1", "2"])
+    epochs = st.sampled_from(["current", "first", "wrong", "none"])
+    offsets_ = st.integers(-1, 6)
+
+    class SameStreams(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.loop = asyncio.new_event_loop()
+            self.memory = MemoryBackend()
+            self.redis = RedisBackend(url=redis_url, key_prefix=f"sdiff-{uuid.uuid4().hex[:8]}")
+            # Per backend: stream -> the epochs seen, in order.
+            self.seen: tuple[dict[str, list[str]], dict[str, list[str]]] = ({}, {})
+            self.published = 0
+
+        def both(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            async def run(backend: BasePresenceBackend, i: int) -> Any:
+                call_args = [a(i) if callable(a) else a for a in args]
+                return await getattr(backend, name)(*call_args, **kwargs)
+
+            return (
+                self.loop.run_until_complete(run(self.memory, 0)),
+                self.loop.run_until_complete(run(self.redis, 1)),
+            )
+
+        def number(self, i: int, stream: str, epoch: str) -> int:
+            seen = self.seen[i].setdefault(stream, [])
+            if epoch not in seen:
+                seen.append(epoch)
+            return seen.index(epoch)
+
+        def epoch(self, i: int, stream: str, which: str) -> str | None:
+            seen = self.seen[i].get(stream)
+            if which == "none" or (not seen and which != "wrong"):
+                return None
+            if which == "wrong":
+                return "not-an-epoch"
+            return seen[-1] if which == "current" else seen[0]  # type: ignore[index]
+
+        @rule(stream=streams, tracked=st.booleans(), user=users)
+        def publish(self, stream: str, tracked: bool, user: str) -> None:
+            self.published += 1
+            track = (user, 0) if tracked else None
+            results = self.both(
+                "stream_publish", stream, f"p{self.published}", limits=small, track=track
+            )
+            m, r = ((self.number(i, stream, p.epoch), p.offset) for i, p in enumerate(results))
+            assert m == r
+
+        @rule(stream=streams, since=st.none() | offsets_, which=epochs)
+        def read(self, stream: str, since: int | None, which: str) -> None:
+            results = self.both(
+                "stream_read",
+                lambda i: [(stream, since, self.epoch(i, stream, which))],
+                limits=small,
+            )
+            m, r = (
+                (
+                    self.number(i, stream, res.epoch),
+                    res.offset,
+                    [(e.offset, e.payload) for e in res.entries],
+                    res.recovered,
+                )
+                for i, [res] in enumerate(results)
+            )
+            assert m == r
+
+        @rule(stream=streams, user=users, which=epochs, delivered=offsets_, acked=offsets_)
+        def ack(self, stream: str, user: str, which: str, delivered: int, acked: int) -> None:
+            self.both(
+                "stream_ack",
+                lambda i: [(stream, user, self.epoch(i, stream, which) or "", delivered, acked)],
+                limits=small,
+            )
+
+        @rule()
+        def due(self) -> None:
+            results = self.both("stream_due")
+            m, r = (
+                sorted(
+                    (d.stream, d.user_id, self.number(i, d.stream, d.epoch), d.offset, d.payload)
+                    for d in res
+                )
+                for i, res in enumerate(results)
+            )
+            assert m == r
+
+        @rule()
+        def clear(self) -> None:
+            self.both("clear")
+
+        @invariant()
+        def same_positions_and_cursors(self) -> None:
+            m, r = (
+                [
+                    None if p is None else (self.number(i, n, p.epoch), p.offset)
+                    for n, p in res.items()
+                ]
+                for i, res in enumerate(self.both("stream_positions", names))
+            )
+            assert m == r
+            for name in names:
+                for user in ("1", "2"):
+                    m, r = (
+                        None
+                        if c is None
+                        else (self.number(i, name, c.epoch), c.offset, c.delivered, c.acked)
+                        for i, c in enumerate(self.both("stream_cursor", name, user))
+                    )
+                    assert m == r
+
+        def teardown(self) -> None:
+            self.loop.run_until_complete(self.redis.clear())
+            self.loop.run_until_complete(self.redis.aclose())
+            self.loop.close()
+
+    run_state_machine_as_test(
+        SameStreams,
+        settings=settings(
+            max_examples=40,
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
     )
 
 
