@@ -1117,7 +1117,7 @@ class RedisBackend(BasePresenceBackend):
         limits: StreamLimits,
         track: tuple[str, float] | None = None,
     ) -> StreamPosition:
-        user_id, delay = track if track is not None else ("", -1)
+        user_id, delay = track if track is not None else ("", 0)
         args = [
             payload,
             max(0, limits.size),
@@ -1126,7 +1126,7 @@ class RedisBackend(BasePresenceBackend):
             secrets.token_hex(4),
             stream,
             user_id,
-            -1 if delay < 0 else _ms(delay),
+            -1 if track is None else _ms(delay),  # a negative delay: due at once
         ]
         epoch, offset = await self._eval(
             "stream_publish", _STREAM_PUBLISH, args, [*self._stream_keys(stream), self._due_key]
