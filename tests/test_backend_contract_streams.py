@@ -432,6 +432,24 @@ async def test_a_publication_trimmed_before_its_deadline_is_due_without_payload(
     assert before - 0.002 <= due.time <= before + DELAY  # when it was published
 
 
+async def test_a_publication_older_than_the_ttl_at_its_deadline_is_due_without_payload(
+    backend: BasePresenceBackend,
+) -> None:
+    short = StreamLimits(size=50, ttl=0.1, meta_ttl=60)
+    await publish(backend, 1, stream="quiet", limits=short, track=("7", 0.3))
+    await publish(backend, 1, stream="busy", limits=short, track=("7", 0.3))
+    for _ in range(3):  # keeps the busy stream's history alive past the deadline
+        await asyncio.sleep(0.08)
+        await publish(backend, 1, stream="busy", limits=short)
+
+    due = await due_until(backend, 2)
+
+    assert sorted((d.stream, d.offset, d.payload) for d in due) == [
+        ("busy", 1, None),
+        ("quiet", 1, None),
+    ]
+
+
 async def test_due_publications_come_oldest_deadline_first_up_to_the_limit(
     backend: BasePresenceBackend,
 ) -> None:

@@ -45,6 +45,8 @@ class _Stream:
     epoch: str
     expires_at: float
     offset: int = 0
+    # The history's ttl as last published: stream_due() skips older entries, as reads do.
+    ttl: float = 0.0
     entries: deque[StreamEntry] = field(default_factory=deque)
     # user id -> (delivered, acked)
     cursors: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -370,6 +372,7 @@ class MemoryBackend(BasePresenceBackend):
             assert found is not None
             found.offset += 1
             found.expires_at = now + limits.meta_ttl
+            found.ttl = limits.ttl
             found.entries.append(StreamEntry(found.offset, payload, now))
             self._trim(found, now, limits)
             if track is not None:
@@ -455,7 +458,14 @@ class MemoryBackend(BasePresenceBackend):
                 if stream is not None and stream.epoch == epoch:
                     if stream.cursors.get(user_id, (0, 0))[1] >= offset:
                         continue
-                    entry = next((e for e in stream.entries if e.offset == offset), None)
+                    entry = next(
+                        (
+                            e
+                            for e in stream.entries
+                            if e.offset == offset and e.time > now - stream.ttl
+                        ),
+                        None,
+                    )
                 else:
                     entry = None
                 payload = None if entry is None else entry.payload

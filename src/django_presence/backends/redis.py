@@ -19,7 +19,8 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
   ``<len(uid)>:<uid><member id>``, score = lease expiry, ms), ``{P}:room:<group>:u`` hash:
   user id -> memberships, ``{P}:room:<group>:v`` the group's version. They expire two
   leases after the last join or refresh, and go as soon as the group is empty.
-- ``{P}:s:<stream>:m`` hash: the stream's epoch ``e`` and latest offset ``o``; expires
+- ``{P}:s:<stream>:m`` hash: the stream's epoch ``e``, latest offset ``o`` and history
+  ``ttl`` ``t`` (ms, as last published, for ``stream_due``); expires
   ``meta_ttl`` after the last publication (or after the read that created the epoch).
 - ``{P}:s:<stream>:l`` the history, a list of ``<offset>:<publish ms>:<payload>`` (why a
   list: see ``_STREAM_COMMON``): trimmed to ``size`` entries by each publication, expiring
@@ -487,6 +488,7 @@ if not e then
   new_epoch(KM, KL, KA, e, ARGV[4])
 end
 local o = redis.call('HINCRBY', KM, 'o', 1)
+redis.call('HSET', KM, 't', ARGV[3])
 redis.call('RPUSH', KL, o .. ':' .. now .. ':' .. ARGV[1])
 local size = tonumber(ARGV[2])
 if size > 0 then
@@ -620,7 +622,7 @@ while n < limit and examined < limit * 10 do
     local off, t = tonumber(string.sub(rest, 1, sep - 1)), string.sub(rest, sep + 1)
     local base = SP .. s
     local keep, payload = true, false
-    local meta = redis.call('HMGET', base .. ':m', 'e', 'o')
+    local meta = redis.call('HMGET', base .. ':m', 'e', 'o', 't')
     if meta[1] == epoch then
       local _, acked = cursor(redis.call('HGET', base .. ':a', uid))
       if acked >= off then
@@ -628,8 +630,9 @@ while n < limit and examined < limit * 10 do
       else
         local v = redis.call('LINDEX', base .. ':l', off - tonumber(meta[2]) - 1)
         if v then
-          local found, _, p = entry(v)
-          if found == off then payload = p end
+          -- Older than the history's ttl: gone for readers, so gone here too.
+          local found, at, p = entry(v)
+          if found == off and tonumber(at) > now - tonumber(meta[3] or 0) then payload = p end
         end
       end
     end
