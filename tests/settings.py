@@ -30,9 +30,7 @@ AUTH_USER_MODEL = "testapp.User"
 ROOT_URLCONF = "tests.urls"
 ASGI_APPLICATION = "tests.asgi.application"
 
-DATABASES = {
-    "default": dj_database_url.parse(os.environ.get("DATABASE_URL", "sqlite://:memory:"))
-}
+DATABASES = {"default": dj_database_url.parse(os.environ.get("DATABASE_URL", "sqlite://:memory:"))}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": os.environ.get("SQLITE_TEST_NAME", "")}
 

@@ -142,10 +142,14 @@ async def test_direct_messages_cannot_probe_which_ids_exist(
     for target in (bob.pk, 999_999):  # a real user, and an id nobody has
         await request(tab, "direct_message", {"target_user_id": target, "message": "x"}, id=1)
         replies.append((await receive_type(tab, "error"))["data"])
-    assert replies[0] == replies[1] == {
-        "code": "forbidden",
-        "message": "You may not message this user.",
-    }
+    assert (
+        replies[0]
+        == replies[1]
+        == {
+            "code": "forbidden",
+            "message": "You may not message this user.",
+        }
+    )
     await tab.disconnect()
 
 
