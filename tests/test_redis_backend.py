@@ -18,12 +18,15 @@ from django.test import override_settings
 from redis import asyncio as aioredis
 from redis.crc import key_slot
 
+from django_presence.backends.base import StreamLimits
 from django_presence.backends.redis import RedisBackend
 from django_presence.exceptions import BackendUnavailable
 from django_presence.runtime import Runtime
 
 from .conftest import SignalLog, presence_settings_for
 from .servers import RedisProcess, free_port
+
+LIMITS = StreamLimits(size=10, ttl=60, meta_ttl=120)
 
 
 def make_backend(url: str, **options: Any) -> RedisBackend:
@@ -71,6 +74,10 @@ async def test_every_key_carries_the_hash_tag(redis_url: str, redis_client: redi
     for group in ("room", "{braces}", "g:1"):
         await backend.room_join(group, "1", "a", ttl=30)
     await backend.room_refresh([("room", "1", "a"), ("g:1", "1", "a")], ttl=30)
+    for stream in ("st", "{braces}", "ü:1"):
+        position = await backend.stream_publish(stream, "{}", limits=LIMITS, track=("1", 30))
+        await backend.stream_ack([(stream, "1", position.epoch, 1, 0)], limits=LIMITS)
+    await backend.stream_read([("new", None, None)], limits=LIMITS)
 
     keys = [k.decode() for k in redis_client.scan_iter(count=1000) if prefix.encode() in k]
 
@@ -87,9 +94,49 @@ async def test_every_key_carries_the_hash_tag(redis_url: str, redis_client: redi
         "room:room:c",
         "room:room:u",
         "room:room:v",
+        "s:st:m",
+        "s:st:l",
+        "s:st:a",
+        "s:new:m",
+        "due",
     }
     await backend.clear()
     assert not [k for k in redis_client.scan_iter(count=1000) if prefix.encode() in k]
+    await backend.aclose()
+
+
+@pytest.mark.parametrize("streams", [1, 900, 2500])
+async def test_stream_calls_are_one_round_trip_whatever_the_number_of_streams(
+    command_counter: Any, private_redis: str, streams: int
+) -> None:
+    """One EVALSHA per call (per 1000 streams, pipelined in one round trip)."""
+    backend = make_backend(private_redis)
+    names = [f"s:{i}" for i in range(streams)]
+    position = await backend.stream_publish(names[0], "{}", limits=LIMITS, track=("1", 0))
+    calls = {
+        "read": lambda: backend.stream_read(
+            [(n, 0, position.epoch) for n in names], limits=LIMITS
+        ),
+        "positions": lambda: backend.stream_positions(names),
+        "ack": lambda: backend.stream_ack(
+            [(n, "1", position.epoch, 1, 1) for n in names], limits=LIMITS
+        ),
+        "cursor": lambda: backend.stream_cursor(names[0], "1"),
+        "due": lambda: backend.stream_due(),
+        "publish": lambda: backend.stream_publish(names[0], "{}", limits=LIMITS),
+    }
+    for call in calls.values():
+        await call()  # loads the scripts
+    chunks = -(-streams // 1000)
+    expected = {"read": chunks, "positions": chunks, "ack": chunks}
+
+    for name, call in calls.items():
+        command_counter.reset()
+        await call()
+        assert command_counter.counts(backend.key_prefix) == {"evalsha": expected.get(name, 1)}, (
+            name
+        )
+    await backend.clear()
     await backend.aclose()
 
 

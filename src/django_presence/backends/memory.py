@@ -45,6 +45,8 @@ class _Stream:
     epoch: str
     expires_at: float
     offset: int = 0
+    # The history's ttl as last published: stream_due() skips older entries, as reads do.
+    ttl: float = 0.0
     entries: deque[StreamEntry] = field(default_factory=deque)
     # user id -> (delivered, acked)
     cursors: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -83,9 +85,9 @@ class MemoryBackend(BasePresenceBackend):
         self._room_users: dict[str, dict[str, int]] = {}
         self._room_versions: dict[str, int] = {}
         # Streams: name -> its epoch, history and users' cursors; tracked publications as
-        # a heap of (deadline, tie-breaker, stream, user id, epoch, offset).
+        # a heap of (deadline, tie-breaker, stream, user id, epoch, offset, publish time).
         self._streams: dict[str, _Stream] = {}
-        self._due: list[tuple[float, int, str, str, str, int]] = []
+        self._due: list[tuple[float, int, str, str, str, int, float]] = []
         self._due_ids = itertools.count()
 
     def _transition(self, user_id: str, transition: Transition, count: int) -> Change:
@@ -370,13 +372,22 @@ class MemoryBackend(BasePresenceBackend):
             assert found is not None
             found.offset += 1
             found.expires_at = now + limits.meta_ttl
+            found.ttl = limits.ttl
             found.entries.append(StreamEntry(found.offset, payload, now))
             self._trim(found, now, limits)
             if track is not None:
                 user_id, delay = track
                 heapq.heappush(
                     self._due,
-                    (now + delay, next(self._due_ids), stream, user_id, found.epoch, found.offset),
+                    (
+                        now + delay,
+                        next(self._due_ids),
+                        stream,
+                        user_id,
+                        found.epoch,
+                        found.offset,
+                        now,
+                    ),
                 )
             return StreamPosition(found.epoch, found.offset)
 
@@ -442,24 +453,23 @@ class MemoryBackend(BasePresenceBackend):
         with self._lock:
             now = self._clock()
             while self._due and self._due[0][0] <= now and len(due) < limit:
-                _, _, name, user_id, epoch, offset = heapq.heappop(self._due)
+                _, _, name, user_id, epoch, offset, published = heapq.heappop(self._due)
                 stream = self._stream(name, now, create_ttl=None)
                 if stream is not None and stream.epoch == epoch:
                     if stream.cursors.get(user_id, (0, 0))[1] >= offset:
                         continue
-                    entry = next((e for e in stream.entries if e.offset == offset), None)
+                    entry = next(
+                        (
+                            e
+                            for e in stream.entries
+                            if e.offset == offset and e.time > now - stream.ttl
+                        ),
+                        None,
+                    )
                 else:
                     entry = None
-                due.append(
-                    Undelivered(
-                        name,
-                        user_id,
-                        epoch,
-                        offset,
-                        None if entry is None else entry.payload,
-                        now if entry is None else entry.time,
-                    )
-                )
+                payload = None if entry is None else entry.payload
+                due.append(Undelivered(name, user_id, epoch, offset, payload, published))
             self._forget_streams(now, limit)
         return due
 
