@@ -213,6 +213,11 @@ async def test_a_rejoined_group_replays_what_it_missed_after_the_reply(alice: An
         "missed",
         2,
     )
+    # Joining again replays nothing: the connection follows the stream already.
+    await request(tab, "join_group", {"group": "ward-3", "since": position}, id="again")
+    (again,) = await frames(tab, 1)
+    assert (again["type"], "stream" in again["data"]) == ("group_joined", False)
+    assert await tab.receive_nothing(timeout=0.2)
     await request(tab, "join_group", {"group": "ward-3", "since": "yesterday"}, id="bad")
     (error,) = await frames(tab, 1)
     assert (error["type"], error["data"]["code"]) == ("error", "invalid_payload")

@@ -121,7 +121,13 @@ class GroupsMixin(StreamsMixin, LayerGroupsMixin):
             )
         reply = await self._group_snapshot(name)
         stream = delivery.group_stream(name)
-        if delivery.limits().size and (since is not None or self.wants_recovery):
+        # Only when this connection does not follow the stream yet: joining again is no
+        # way to have the history sent over and over.
+        if (
+            delivery.limits().size
+            and stream not in self.cursors
+            and (since is not None or self.wants_recovery)
+        ):
             async with self._stream_lock:
                 info, self._after_reply = await self.follow_streams([(stream, since)])
             reply["stream"] = info[delivery.wire_name(stream)]
