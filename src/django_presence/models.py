@@ -60,13 +60,14 @@ class OnlineStatusMixin(models.Model):
 del OnlineStatusMixin.Meta
 
 
-class UserPresence(models.Model):
+class UserPresence(OnlineStatusMixin):
     """One row per user who has ever connected: the database copy for ``STORE = "table"``.
 
     Written on every transition (an upsert of the batch's users); read from the user model
     through the reverse relation: ``User.objects.filter(presence__is_online=True)``.
     Users who never connected have no row (``presence__is_online=False`` leaves them out;
-    ``exclude(presence__is_online=True)`` counts them offline).
+    ``exclude(presence__is_online=True)`` counts them offline). Its ``is_online`` and
+    ``last_seen`` are :class:`OnlineStatusMixin`'s.
     """
 
     user = models.OneToOneField(
@@ -75,18 +76,6 @@ class UserPresence(models.Model):
         primary_key=True,
         related_name="presence",
         verbose_name=_("user"),
-    )
-    is_online = models.BooleanField(
-        _("online"),
-        default=False,
-        db_index=True,
-        help_text=_("Whether the user has at least one open connection."),
-    )
-    last_seen = models.DateTimeField(
-        _("last seen"),
-        null=True,
-        blank=True,
-        help_text=_("When the user last went offline."),
     )
 
     class Meta:

@@ -82,11 +82,16 @@ def since_field(data: Mapping[str, Any]) -> tuple[str, int] | None:
         return None
     if not isinstance(value, dict):
         raise RequestError(protocol.INVALID_PAYLOAD, "data.since must be {epoch, offset}.")
+    return position_field(value, "data.since must be")
+
+
+def position_field(value: Mapping[str, Any], what: str) -> tuple[str, int]:
+    """The ``(epoch, offset)`` in ``value``; RequestError starting with ``what`` if bad."""
     position = _position(value.get("epoch"), value.get("offset"))
     if position is None:
         raise RequestError(
             protocol.INVALID_PAYLOAD,
-            "data.since must be {epoch: a short string, offset: an integer >= 0}.",
+            f"{what} {{epoch: a short string, offset: an integer >= 0}}.",
         )
     return position
 
@@ -296,12 +301,7 @@ class StreamsMixin:
         """``ack {stream: "user", epoch, offset}``: the client has shown up to ``offset``."""
         if data.get("stream", protocol.STREAM_USER) != protocol.STREAM_USER:
             raise RequestError(protocol.INVALID_PAYLOAD, 'Only the "user" stream is acked.')
-        position = _position(data.get("epoch"), data.get("offset"))
-        if position is None:
-            raise RequestError(
-                protocol.INVALID_PAYLOAD,
-                "ack needs data.epoch (a short string) and data.offset (an integer >= 0).",
-            )
+        position = position_field(data, "ack's data must be")
         stream = delivery.user_stream(self.user_key)
         cursor = self.cursors.get(stream)
         epoch, offset = position
