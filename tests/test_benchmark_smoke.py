@@ -112,3 +112,62 @@ def test_the_delivery_benchmark_runs_and_replays_exactly(tmp_path: Path) -> None
     assert report["notify"]["raw_wall_us"] > 0
     assert report["broadcast"]["sockets"] == 100
     assert report["memory"]["bytes_per_message"] > report["memory"]["payload_bytes"] / 2
+
+
+def test_the_scale_simulation_loads_what_it_was_asked(tmp_path: Path) -> None:
+    """``benchmarks/scale.py --scale 0.002``: 2,000 connections of 600 users, 50 processes.
+
+    Checks the report's structure and that Redis held exactly what was asked; timing and
+    memory are reported, never asserted.
+    """
+    out = tmp_path / "scale.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "scale.py"),
+            "--scale",
+            "0.002",
+            "--budget",
+            "60",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    report = json.loads(out.read_text())
+    params, loaded = report["parameters"], report["loaded"]
+    assert (params["connections"], params["users"], params["processes"]) == (2000, 600, 50)
+    assert loaded["connections"] == params["connections"]
+    assert loaded["users"] == params["users"]
+    assert loaded["processes"] == params["processes"]
+    assert report["load"]["stored"] == params["connections"]
+    assert report["load"]["went_online"] == params["users"]
+    # One hash per online user, and the four shared keys (leases, online, seq, tseq).
+    assert loaded["keys"] == params["users"] + 4
+    assert report["memory"]["delta"] > 0
+    assert report["memory"]["bytes_per_connection"] > 0
+    assert isinstance(report["memory"]["target_met"], bool)
+    beat = report["beat"]
+    assert beat["connections"] == params["connections_per_process"] == 40
+    assert beat["restored"] == 0  # every lease was there: the beat only renewed them
+    assert beat["requests"] == 1
+    assert beat["inner_by_command"]["zadd"] == beat["connections"]
+    assert set(beat["sizes"]) == {"10", "2000"}  # 10,000 and 100,000 capped at N
+    assert beat["sizes"]["10"]["requests"] == 1
+    dead = report["dead_sweep"]
+    assert dead["removed"] == dead["connections"] == 40
+    assert dead["complete"] is True
+    assert dead["leases_left"] == params["connections"] - 40
+    reads = report["reads"]
+    assert reads["online_user_ids"]["ids"] == 10_000
+    assert reads["online_user_ids"]["online"] == min(5000, params["users"])
+    assert reads["presence_snapshot"]["ids"] == 600
+    assert reads["all_online_user_ids"]["online"] == params["users"]
+    for name in ("online_user_ids", "presence_snapshot", "all_online_user_ids"):
+        assert reads[name]["wall_ms_median"] > 0
+    assert report["versions"]["redis-server"]
+    assert len(report["machine"]["loadavg_end"]) == 3
