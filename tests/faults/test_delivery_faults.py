@@ -132,6 +132,10 @@ async def test_thousand_notifications_arrive_once_in_order_across_drops_and_a_cr
     )
     for line in reconnects:
         print(f"  {line}")
+    print(
+        f"  frames marked replayed: {sum(1 for f in received if f.get('replayed'))}, "
+        f"of which after a reconnect: {sum(r['replayed'] for r in reconnects)}"
+    )
 
     counters = [int(f["data"]["message"]) for f in received]
     duplicates = [c for c, n in Counter(counters).items() if n > 1]
@@ -142,7 +146,10 @@ async def test_thousand_notifications_arrive_once_in_order_across_drops_and_a_cr
     assert all(f["stream"] == "user" for f in received)
     assert [e for e in recoveries(client) if not e["recovered"]] == []
     assert len(recoveries(client)) == 4  # the first connect and three reconnects
-    assert sum(1 for f in received if f.get("replayed")) == sum(r["replayed"] for r in reconnects)
+    # Replayed frames also come from a connection's own catch-up (its beat saw a stored
+    # message whose live copy was still on its way, which is then dropped as sent).
+    replayed = sum(1 for f in received if f.get("replayed"))
+    assert replayed >= sum(r["replayed"] for r in reconnects)
     assert all(r["replayed"] > 0 for r in reconnects), "a reconnect had nothing to replay"
     assert b.alive()
     assert not a.alive()
@@ -277,7 +284,10 @@ async def test_offline_user_gets_one_undelivered_signal_per_message_across_two_s
     assert sorted((e["user_id"], e["seq"]) for e in events) == [
         (offline, n) for n in range(1, count + 1)
     ], events
+    # Documented: between UNDELIVERED_AFTER and UNDELIVERED_AFTER + HEARTBEAT_INTERVAL
+    # (measured from the first send: the last one went out a few milliseconds later).
     assert min(delays) >= stack.undelivered_after - 0.05  # type: ignore[operator]
+    assert max(delays) <= bound + MARGIN
     assert sorted(e["message"] for e in events) == [f"o{i}" for i in range(count)]
     assert {e["pid"] for e in events} <= {a.pid, b.pid}
     assert not [e for e in events if e["user_id"] == returning]
