@@ -5,8 +5,9 @@ notifications from this process through the same Redis, configured like the serv
 (:meth:`Stack.messaging`). The clients keep their stream positions and recover on every
 reconnect as presence.js does (:class:`RecoveringClient`). What is checked is what
 docs/delivery.md promises: every stored message once and in order across reconnects and
-servers, a ``recovery`` frame with ``recovered: false`` when Redis lost the history, and
-one ``message_undelivered`` per message nobody acknowledged, across all servers.
+servers, a ``recovery`` frame with ``recovered: false`` when Redis lost the history, one
+``message_undelivered`` per message nobody acknowledged, across all servers, and a message
+the channel layer dropped sent from the stream anyway.
 
 Measured times are printed (``pytest -s`` shows them).
 """
@@ -294,3 +295,47 @@ async def test_offline_user_gets_one_undelivered_signal_per_message_across_two_s
     assert len(pending) == count  # still pending: the fallback does not acknowledge
     assert all(s.alive() for s in (a, b))
     await asyncio.gather(back.close(), *(c.close() for c in bystanders))
+
+
+# -- 4. a message the channel layer dropped ------------------------------------------------
+
+
+async def test_messages_the_channel_layer_dropped_come_from_the_stream(
+    make_stack: Any, fault_db: FaultDatabase
+) -> None:
+    """Stored but never sent (as if the layer dropped it): the servers send it anyway."""
+    from django_presence import delivery, protocol
+
+    stack: Stack = make_stack(ttl=3, heartbeat=1)
+    a = stack.start_server("a")
+    user = fault_db.user_ids[7]
+    client = RecoveringClient(user, a.url)
+    await client.reconnect(a.url)
+
+    def stored_only(message: str) -> Any:
+        event = {"type": protocol.EVENT_NOTIFICATION, "title": "x", "message": message}
+        return delivery.publish(delivery.user_stream(str(user)), {**event, "extra": {}})
+
+    async with stack.messaging() as service:
+        await service.send_notification_to_user(user, "x", "m1")
+        await await_until(lambda: len(notifications(client)) == 1, 10, what="m1")
+        await stored_only("m2")  # the last message: the next beat finds it
+        last_took = await await_until(
+            lambda: len(notifications(client)) == 2, stack.heartbeat + MARGIN, what="m2"
+        )
+        await stored_only("m3")  # a gap: filled before the next live message
+        started = time.monotonic()
+        await service.send_notification_to_user(user, "x", "m4")
+        await await_until(lambda: len(notifications(client)) == 4, 5, what="m3 and m4")
+        gap_took = time.monotonic() - started
+    print(
+        f"\n[layer drop] last message sent from the stream after {last_took:.2f} s "
+        f"(bound {stack.heartbeat:.1f} s + {MARGIN:.1f} s); gap filled {gap_took:.3f} s "
+        "after the next send"
+    )
+    received = notifications(client)
+    assert [f["data"]["message"] for f in received] == ["m1", "m2", "m3", "m4"]
+    assert [f["offset"] for f in received] == [1, 2, 3, 4]
+    await asyncio.sleep(stack.heartbeat)  # a beat later, still no duplicate
+    assert len(notifications(client)) == 4
+    await client.close()
