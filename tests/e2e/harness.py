@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..servers import free_port, start_process, stop_process, wait_for_port
+from ..servers import free_port, kill_process, start_process, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLE_DIR = ROOT / "example_project"
@@ -143,6 +143,11 @@ class ExampleServer:
     def stop(self) -> None:
         """Stop the server the way an orchestrator does (SIGTERM), then SIGKILL if stuck."""
         stop_process(self.process, timeout=15)
+        self.process = None
+
+    def kill(self) -> None:
+        """Crash the server (SIGKILL): its sockets drop with no close handshake."""
+        kill_process(self.process, timeout=15)
         self.process = None
 
     def log_tail(self, chars: int = 6000) -> str:

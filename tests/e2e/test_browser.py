@@ -1,4 +1,4 @@
-"""The example project in a real browser: presence, messaging, signalling, restarts.
+"""The example project in a real browser: presence, messaging, signalling, restarts, replay.
 
 Two (or three) browser contexts are separate people with their own cookies, logged in as
 the demo users against the example project served by uvicorn (``manage.py demo``). The
@@ -281,3 +281,111 @@ def test_groups_show_who_is_in_them_and_carry_messages(
     # Leaving shows at once in the other member's list.
     patient.click('article[data-group="cardiology"] .leave')
     doctor.wait_for_function(f"document.querySelector('{members}').textContent === 'doctor'")
+
+
+def notifications_shown(page: Any) -> list[str]:
+    """The notifications the dashboard lists, oldest first."""
+    return [text for text in activity(page) if text.startswith("Notification · ")]
+
+
+def send_notification(admin: Any, user_id: int, message: str) -> None:
+    """Send a notification from the staff page (``admin`` is on /notifications/)."""
+    admin.select_option("select[name=user_id]", str(user_id))
+    admin.fill("input[name=title]", "Lab")
+    admin.fill("#notify-text", message)
+    admin.click("#send-notification")
+    admin.wait_for_selector(".flash li.success")
+
+
+def test_notifications_sent_while_the_page_is_cut_off_show_once_in_order(
+    fresh_contexts: Any, tmp_path: Path, redis_url: str
+) -> None:
+    """The patient's server is killed; 5 notifications go out through the other one."""
+    prefix = f"e2e-{uuid.uuid4().hex[:10]}"
+    database = tmp_path / "shared.sqlite3"
+    first = ExampleServer(
+        tmp_path, name="first", database=database, redis_url=redis_url, prefix=prefix
+    )
+    second = ExampleServer(
+        tmp_path, name="second", database=database, redis_url=redis_url, prefix=prefix
+    )
+    first.start()
+    try:
+        second.start()
+        try:
+            patient = log_in(fresh_contexts, first, "patient")
+            wait_connected(patient)
+            patient.evaluate(
+                "window.closes = 0; window.recovered = []; window.lost = [];"
+                "presenceClient.on('close', () => window.closes++);"
+                "presenceClient.on('recovered', (e) => window.recovered.push(e));"
+                "presenceClient.on('discontinuity', (e) => window.lost.push(e)); 0"
+            )
+            admin = log_in(fresh_contexts, second, "admin")
+            admin.goto(second.url + "/notifications/")
+            send_notification(admin, PATIENT, "before the cut")
+            patient.wait_for_selector("#activity li.notification")
+
+            first.kill()
+            cut_at = time.monotonic()
+            patient.wait_for_function("window.closes > 0")
+            for i in range(1, 6):
+                send_notification(admin, PATIENT, f"result {i}")
+            assert notifications_shown(patient) == ["Notification · Lab: before the cut"]
+            first.start()
+            restarted_at = time.monotonic()
+            wait_connected(patient)
+            expected = ["Notification · Lab: before the cut"] + [
+                f"Notification · Lab: result {i}" for i in range(1, 6)
+            ]
+            patient.wait_for_function(
+                "document.querySelectorAll('#activity li.notification').length >= 6"
+            )
+            shown_after, since_restart = time.monotonic() - cut_at, time.monotonic() - restarted_at
+            # A few heartbeats more: no duplicate comes late.
+            time.sleep(4 * HEARTBEAT_INTERVAL)
+            assert notifications_shown(patient) == expected
+            recovered = patient.evaluate("window.recovered")
+            assert {"stream": "user", "replayed": 5} in [
+                {"stream": r["stream"], "replayed": r["replayed"]} for r in recovered
+            ], recovered
+            assert patient.evaluate("window.lost") == []
+            assert patient.is_hidden("#delivery-notice")
+            print(
+                f"\n[cut off] all 6 shown {shown_after:.2f} s after the kill, "
+                f"{since_restart:.2f} s after the server listened again (page backoff included)"
+            )
+        finally:
+            second.stop()
+            print(f"--- second log ---\n{second.log_tail()}")
+    finally:
+        first.stop()
+        print(f"--- first log ---\n{first.log_tail()}")
+
+
+def test_the_page_says_when_messages_were_lost(
+    fresh_contexts: Any, example_server: ExampleServer
+) -> None:
+    """The memory backend loses the history with the server: the page shows a notice."""
+    patient = log_in(fresh_contexts, example_server, "patient")
+    wait_connected(patient)
+    admin = log_in(fresh_contexts, example_server, "admin")
+    admin.goto(example_server.url + "/notifications/")
+    send_notification(admin, PATIENT, "seen")
+    patient.wait_for_selector("#activity li.notification")
+    assert patient.is_hidden("#delivery-notice")
+
+    patient.evaluate(
+        "window.closes = 0; window.lost = [];"
+        "presenceClient.on('close', () => window.closes++);"
+        "presenceClient.on('discontinuity', (e) => window.lost.push(e.stream)); 0"
+    )
+    example_server.stop()
+    patient.wait_for_function("window.closes > 0")
+    example_server.start()
+    wait_connected(patient)
+    patient.wait_for_selector("#delivery-notice", state="visible")
+    assert "Some messages were lost" in patient.text_content("#delivery-notice")
+    # Both of the page's streams lived in the old server's memory.
+    assert sorted(patient.evaluate("window.lost")) == ["broadcast", "user"]
+    assert notifications_shown(patient) == ["Notification · Lab: seen"]

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +197,9 @@ class Stack:
     ttl: float = 3.0
     heartbeat: float = 1.0
     grace: float = 0.0
+    #: ``HISTORY_SIZE`` and ``UNDELIVERED_AFTER`` (None: the fallback off) of the servers.
+    history_size: int = 300
+    undelivered_after: float | None = 30.0
     key_prefix: str = field(default_factory=lambda: f"faults-{uuid.uuid4().hex[:8]}")
     servers: list[ServerProcess] = field(default_factory=list)
 
@@ -216,6 +219,10 @@ class Stack:
             FAULTS_TTL=str(self.ttl),
             FAULTS_HEARTBEAT=str(self.heartbeat),
             FAULTS_GRACE=str(self.grace),
+            FAULTS_HISTORY_SIZE=str(self.history_size),
+            FAULTS_UNDELIVERED_AFTER=(
+                "off" if self.undelivered_after is None else str(self.undelivered_after)
+            ),
             FAULTS_EVENTS_FILE=str(self.events_file),
             # FAULTS_SRC_OVERRIDE: a patched copy of src/ to try a fix against this suite.
             PYTHONPATH=os.pathsep.join(
@@ -236,6 +243,36 @@ class Stack:
         """Kill every server process still running."""
         for server in self.servers:
             server.kill()
+
+    @contextlib.asynccontextmanager
+    async def messaging(self) -> AsyncIterator[Any]:
+        """``user_messaging_service`` of this process, configured like the servers.
+
+        The same Redis (presence backend and channel layer) and the same delivery settings,
+        so what it sends is stored, numbered and delivered as if a server had sent it. Its
+        backend and channel-layer connections are closed on the way out.
+        """
+        from channels.layers import channel_layers as layers
+        from django.test import override_settings
+
+        from django_presence import backends
+        from django_presence.services import user_messaging_service
+
+        from .config import channel_layers, presence_settings
+
+        with override_settings(
+            DJANGO_PRESENCE=presence_settings(self.env()),
+            CHANNEL_LAYERS=channel_layers(self.redis.url),
+        ):
+            try:
+                yield user_messaging_service
+            finally:
+                await backends.get_backend().aclose()
+                layer = layers.backends.get("default")
+                if layer is not None:
+                    await layer.close_pools()
+        backends.reset_backend()
+        layers.backends.clear()
 
     # -- observations ----------------------------------------------------------------------
 
@@ -415,6 +452,46 @@ class Client:
         if found.get("type") != reply_type:
             raise AssertionError(f"{frame} was answered with {found}, not {reply_type}")
         return found
+
+
+class RecoveringClient(Client):
+    """A client that keeps its stream positions and recovers on reconnect, as presence.js.
+
+    Per stream, the ``{epoch, offset}`` of the last stored frame received, or of a
+    ``recovery`` frame's entry (``{epoch, since}``) when its epoch differs from the one
+    known or it says ``recovered: false``. Every :meth:`connect` names the positions in the
+    URL (``?since=user:<epoch>:<offset>&since=broadcast:...``), or ``?recover=1``.
+    """
+
+    def positions(self) -> dict[str, tuple[str, int]]:
+        """Stream -> ``(epoch, offset)`` from every frame received so far, in order."""
+        positions: dict[str, tuple[str, int]] = {}
+        for _, frame in self.frames:
+            if frame.get("type") == "recovery":
+                for stream, info in frame["data"]["streams"].items():
+                    known = positions.get(stream)
+                    if known is None or known[0] != info["epoch"] or not info["recovered"]:
+                        positions[stream] = (info["epoch"], int(info["since"]))
+            elif isinstance(frame.get("stream"), str) and isinstance(frame.get("offset"), int):
+                known = positions.get(frame["stream"])
+                if known is None or known[0] != frame["epoch"] or frame["offset"] > known[1]:
+                    positions[frame["stream"]] = (frame["epoch"], frame["offset"])
+        return positions
+
+    def recovery_url(self, base: str) -> str:
+        """``base`` with this client's positions (only ``user`` and ``broadcast``)."""
+        positions = self.positions()
+        params = [
+            f"since={stream}:{epoch}:{offset}"
+            for stream, (epoch, offset) in positions.items()
+            if stream in ("user", "broadcast")
+        ]
+        return base + "?" + ("&".join(params) if params else "recover=1")
+
+    async def reconnect(self, base: str, timeout: float = 20) -> RecoveringClient:
+        """Connect to ``base`` (a server's URL) from the positions reached so far."""
+        await self.connect(self.recovery_url(base), timeout)
+        return self
 
 
 class Subscriber(Client):

@@ -6,12 +6,16 @@ and these variables set (see :mod:`tests.faults.harness`):
 - ``FAULTS_DATABASE_URL``: a database the suite created (PostgreSQL, or a SQLite file).
 - ``FAULTS_REDIS_URL``: the suite's own Redis (presence backend and channel layer).
 - ``FAULTS_KEY_PREFIX``, ``FAULTS_TTL``, ``FAULTS_HEARTBEAT``, ``FAULTS_GRACE``: presence.
-- ``FAULTS_EVENTS_FILE``: where :mod:`tests.faults.asgi` appends every presence signal.
+- ``FAULTS_HISTORY_SIZE``, ``FAULTS_UNDELIVERED_AFTER`` (seconds, or ``off``): delivery.
+- ``FAULTS_EVENTS_FILE``: where :mod:`tests.faults.asgi` appends every presence and
+  ``message_undelivered`` signal.
 """
 
 import os
 
 import dj_database_url
+
+from tests.faults.config import channel_layers, presence_settings
 
 SECRET_KEY = "faults-secret-key-that-is-long-enough-for-hs256-signatures-0123456789"
 DEBUG = False
@@ -37,26 +41,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 REDIS_URL = os.environ["FAULTS_REDIS_URL"]
 
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        # redis-py 8 defaults socket_timeout to 5 s, which makes channels_redis's idle
-        # blocking receive raise (django/channels_redis#422): give it more than its timeout.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 1000},
-    }
-}
+CHANNEL_LAYERS = channel_layers(REDIS_URL)
 
-DJANGO_PRESENCE = {
-    "BACKEND": "django_presence.backends.redis.RedisBackend",
-    "REDIS_URL": REDIS_URL,
-    "KEY_PREFIX": os.environ.get("FAULTS_KEY_PREFIX", "faults"),
-    "CONNECTION_TTL": float(os.environ.get("FAULTS_TTL", "3")),
-    "HEARTBEAT_INTERVAL": float(os.environ.get("FAULTS_HEARTBEAT", "1")),
-    "OFFLINE_GRACE_PERIOD": float(os.environ.get("FAULTS_GRACE", "0")),
-    # Most tests were written against an open policy; tests/test_security.py covers the
-    # private default.
-    "POLICY": "django_presence.policies.OpenPolicy",
-}
+DJANGO_PRESENCE = presence_settings(os.environ)
 
 LOGGING = {
     "version": 1,

@@ -54,6 +54,16 @@
     indicator.textContent = info.reconnecting ? "reconnecting in " + (info.delay / 1000).toFixed(1) + " s" : "disconnected";
   });
   client.on("reconnecting", function () { indicator.dataset.state = "connecting"; });
+  // Messages sent while the page was away are replayed on reconnect, once and in order.
+  // When some are lost for good (the server lost its history), say so instead of
+  // showing a list with a silent gap.
+  var notice = document.getElementById("delivery-notice");
+  client.on("discontinuity", function () {
+    if (!notice) return;
+    notice.textContent =
+      "Some messages were lost while this page was disconnected: the lists below may be incomplete.";
+    notice.hidden = false;
+  });
 
   var activity =
     document.getElementById("activity") ||
