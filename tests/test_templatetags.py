@@ -134,3 +134,20 @@ def test_two_lines_in_a_real_template_with_the_context_processors(alice: Any) ->
 def test_the_script_follows_static_url(alice: Any) -> None:
     html = render("{% presence_script %}", request=request_for(alice))
     assert 'src="https://cdn.example.com/s/django_presence/presence.js"' in html
+
+
+def test_the_view_may_give_the_state_of_many_dots_at_once(alice: Any) -> None:
+    online_ids = {alice.pk}
+    source = "{% for u in users %}{% presence_dot u online=online_ids %}{% endfor %}"
+    html = render(source, users=[alice, 424242], online_ids=online_ids)
+    assert re.findall(r'data-online="([^"]*)"', html) == ["true", "false"]
+    assert dot_state(render("{% presence_dot user online=False %}", user=alice)) == "false"
+    assert dot_state(render("{% presence_dot user online=True %}", user=alice)) == "true"
+
+
+async def test_in_an_async_view_a_dot_without_its_state_is_unknown(alice: Any) -> None:
+    # Rendering in the event loop must not block it on the backend: the dot waits for
+    # presence.js instead.
+    html = render("{% presence_dot user %}", user=alice)
+    assert dot_state(html) == ""
+    assert dot_state(render("{% presence_dot user online=True %}", user=alice)) == "true"
