@@ -484,5 +484,106 @@ def test_every_id_is_documented_once_and_used() -> None:
     assert set(documented) == used | RETIRED
     assert not used & RETIRED
     expected = {f"django_presence.E{i:03}" for i in range(1, 18)} - RETIRED
-    expected |= {f"django_presence.W00{i}" for i in range(1, 7)}
+    expected |= {f"django_presence.W00{i}" for i in range(1, 8)}
     assert used == expected
+
+
+# -- W007: a route that swallows ws/user/ ------------------------------------------------------
+
+
+def _routers() -> dict[str, Any]:
+    from channels.auth import AuthMiddlewareStack
+    from channels.generic.websocket import AsyncWebsocketConsumer
+    from channels.routing import ProtocolTypeRouter, URLRouter
+    from channels.security.websocket import AllowedHostsOriginValidator
+    from django.urls import path, re_path
+
+    from django_presence.middleware import JWTAuthMiddlewareStack
+    from django_presence.routing import presence_urlpatterns, websocket_urlpatterns
+
+    class RoomConsumer(AsyncWebsocketConsumer):
+        pass
+
+    room = path("ws/<str:room>/", RoomConsumer.as_asgi())
+
+    def project(routes: list[Any]) -> Any:
+        return ProtocolTypeRouter(
+            {"websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(routes)))}
+        )
+
+    return {
+        "CATCH_ALL_FIRST": project([room, *websocket_urlpatterns]),
+        "CATCH_ALL_AFTER": project([*websocket_urlpatterns, room]),
+        "OTHER_ROUTES_FIRST": project(
+            [path("ws/chat/<int:pk>/", RoomConsumer.as_asgi()), *websocket_urlpatterns, room]
+        ),
+        "NESTED_CATCH_ALL_FIRST": JWTAuthMiddlewareStack(
+            URLRouter(
+                [
+                    path(
+                        "realtime/",
+                        URLRouter(
+                            [
+                                re_path(r"^(?P<room>.+)/$", RoomConsumer.as_asgi()),
+                                *presence_urlpatterns(""),
+                            ]
+                        ),
+                    )
+                ]
+            )
+        ),
+        "NESTED_FINE": URLRouter(
+            [path("realtime/", URLRouter(presence_urlpatterns(""))), room],
+        ),
+    }
+
+
+ROUTERS: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    # The routers are built on first use: pytest imports this module before Django is set up.
+    if not ROUTERS:
+        ROUTERS.update(_routers())
+    try:
+        return ROUTERS[name]
+    except KeyError:
+        raise AttributeError(name) from None
+
+
+def route_warnings(application: str) -> list[Any]:
+    from django_presence.checks import check_routes
+
+    with override_settings(ASGI_APPLICATION=f"{__name__}.{application}"):
+        return check_routes()
+
+
+@pytest.mark.parametrize(
+    ("application", "path"),
+    [("CATCH_ALL_FIRST", "ws/user/"), ("NESTED_CATCH_ALL_FIRST", "realtime/user/")],
+)
+def test_w007_a_catch_all_before_the_package_route(application: str, path: str) -> None:
+    [message] = route_warnings(application)
+    assert message.id == "django_presence.W007"
+    assert f"route {path!r}" in message.msg
+    assert "RoomConsumer" in message.msg
+    assert "reconnects forever" in message.msg
+
+
+@pytest.mark.parametrize("application", ["CATCH_ALL_AFTER", "OTHER_ROUTES_FIRST", "NESTED_FINE"])
+def test_w007_routes_that_leave_ws_user_alone(application: str) -> None:
+    assert route_warnings(application) == []
+
+
+def test_w007_runs_with_the_other_checks() -> None:
+    with override_settings(ASGI_APPLICATION=f"{__name__}.CATCH_ALL_FIRST"):
+        assert ids() == ["django_presence.W007"]
+    assert ids() == []  # tests.asgi lists ws/user/ first
+
+
+@pytest.mark.parametrize("value", [None, "", "tests.nowhere.application", 42])
+def test_w007_says_nothing_without_a_readable_application(value: Any) -> None:
+    from django_presence.checks import check_routes
+
+    with override_settings(ASGI_APPLICATION=value):
+        assert check_routes() == []

@@ -260,3 +260,118 @@ async def test_a_refused_handshake_says_why_where_a_developer_looks(
     [record] = [r for r in caplog.records if r.getMessage().startswith("Rejected a WebSocket")]
     assert record.levelno == level
     assert "DecodeError" in record.getMessage()
+
+
+# -- OriginValidator: refuses like Channels' AllowedHostsOriginValidator, and says why -----
+
+
+def who() -> Any:
+    return JWTAuthMiddlewareStack(WhoAmIConsumer.as_asgi())
+
+
+def origin_app(validator: Any = None) -> Any:
+    from django_presence.middleware import AllowedHostsOriginValidator
+
+    return (validator or AllowedHostsOriginValidator)(who())
+
+
+async def handshake(app: Any, origin: bytes | None) -> tuple[bool, Any]:
+    headers = [(b"origin", origin)] if origin is not None else []
+    communicator = WebsocketCommunicator(app, "/ws/who/", headers=headers)
+    connected, code = await communicator.connect(timeout=5)
+    await communicator.disconnect()
+    return connected, code
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        (b"https://example.com", True),
+        (b"https://www.example.com", True),  # ".example.com" allows subdomains
+        (b"http://example.com:8000", True),
+        (b"https://evil.example.org", False),
+        (b"null", False),
+        (None, False),
+    ],
+)
+async def test_origin_validator_allows_what_channels_allows(
+    origin: bytes | None, allowed: bool
+) -> None:
+    from channels.security.websocket import AllowedHostsOriginValidator as Channels
+
+    with override_settings(ALLOWED_HOSTS=[".example.com"]):
+        ours = await handshake(origin_app(), origin)
+        theirs = await handshake(Channels(who()), origin)
+    assert ours[0] is allowed
+    assert ours == theirs
+
+
+@pytest.mark.parametrize(("debug", "level"), [(True, "WARNING"), (False, "DEBUG")])
+async def test_origin_validator_logs_the_refused_origin(
+    caplog: pytest.LogCaptureFixture, debug: bool, level: str
+) -> None:
+    from django_presence import metrics
+
+    metrics.reset()
+    caplog.set_level("DEBUG", logger="django_presence.middleware")
+    with override_settings(DEBUG=debug, ALLOWED_HOSTS=["example.com"]):
+        assert await handshake(origin_app(), b"http://localhost:3000") == (False, 1000)
+    [record] = caplog.records
+    assert record.levelname == level
+    message = record.getMessage()
+    assert "/ws/who/" in message
+    assert "'http://localhost:3000'" in message
+    assert "ALLOWED_HOSTS ('example.com')" in message
+    assert record.origin == "http://localhost:3000"  # type: ignore[attr-defined]
+    assert metrics.snapshot()["origins_refused"] == 1
+
+
+async def test_origin_validator_with_its_own_list_and_no_origin(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django_presence.middleware import OriginValidator
+
+    caplog.set_level("DEBUG", logger="django_presence.middleware")
+    app = OriginValidator(who(), ["https://app.example.com"])
+    with override_settings(ALLOWED_HOSTS=["*"]):
+        assert (await handshake(app, b"https://app.example.com"))[0]
+        assert not (await handshake(app, b"https://example.com"))[0]
+        assert not (await handshake(app, None))[0]
+    messages = [r.getMessage() for r in caplog.records]
+    assert "allowed_origins ('https://app.example.com')" in messages[0]
+    assert "a handshake without Origin" in messages[1]
+
+
+async def test_origin_validator_reads_allowed_hosts_at_each_handshake() -> None:
+    app = origin_app()
+    with override_settings(ALLOWED_HOSTS=["one.example"]):
+        assert (await handshake(app, b"https://one.example"))[0]
+    with override_settings(ALLOWED_HOSTS=["two.example"]):
+        assert not (await handshake(app, b"https://one.example"))[0]
+    with override_settings(ALLOWED_HOSTS=[], DEBUG=True):
+        assert (await handshake(app, b"http://localhost:8000"))[0]
+
+
+async def test_origin_validator_refuses_without_the_channel_layer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import channels.consumer
+    from channels.security.websocket import AllowedHostsOriginValidator as Channels
+
+    layers: list[str] = []
+
+    def get_channel_layer(alias: str = "default") -> None:
+        layers.append(alias)
+        return None
+
+    monkeypatch.setattr(channels.consumer, "get_channel_layer", get_channel_layer)
+    with override_settings(ALLOWED_HOSTS=["example.com"]):
+        await handshake(origin_app(), b"https://evil.example")
+        assert layers == []  # ours: a plain ASGI close
+        await handshake(Channels(origin_app()), b"https://evil.example")
+        assert layers == ["default"]  # Channels' WebsocketDenier is a consumer
+
+
+async def test_origin_validator_refuses_other_scope_types() -> None:
+    with pytest.raises(ValueError, match="non-WebSocket"):
+        await origin_app()({"type": "http"}, None, None)

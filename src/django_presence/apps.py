@@ -23,4 +23,5 @@ class DjangoPresenceConfig(AppConfig):
 
         checks.register(presence_checks.check_settings)
         checks.register(presence_checks.check_user_model, checks.Tags.models)
+        checks.register(presence_checks.check_routes, checks.Tags.urls)
         receivers.connect()

@@ -39,6 +39,9 @@ django_presence.W005      ``POLICY`` is :class:`~django_presence.policies.OpenPo
                           and find every other.
 django_presence.W006      The user model took its ``Meta`` from a mixin listed before
                           ``AbstractUser``, losing ``AbstractUser``'s (verbose names).
+django_presence.W007      A WebSocket route of ``ASGI_APPLICATION`` placed before the
+                          package's ``ws/user/`` route matches its path and takes its
+                          connections (a catch-all ``ws/<str:room>/`` listed first).
 ========================  ==============================================================
 """
 
@@ -281,3 +284,127 @@ def meta_warnings(user_model: type[Any]) -> list[CheckMessage]:
             id="django_presence.W006",
         )
     ]
+
+
+#: How deep :func:`_websocket_router` unwraps middleware before giving up.
+_MAX_WRAPPERS = 32
+
+
+def check_routes(**kwargs: Any) -> list[CheckMessage]:
+    """W007: a WebSocket route listed before the package's ``ws/user/`` route swallows it.
+
+    Reads the project's application from ``settings.ASGI_APPLICATION``, takes its
+    ``websocket`` application (``ProtocolTypeRouter``), unwraps middleware (their
+    ``inner`` or ``application`` attribute) down to the ``URLRouter``, and resolves the
+    path of each of the package's routes the way ``URLRouter`` does: first match wins. A
+    project without ``ASGI_APPLICATION``, or whose application cannot be imported or read,
+    gets no message: the check cannot tell, and must never break ``manage.py check``.
+    """
+    dotted = getattr(settings, "ASGI_APPLICATION", None)
+    if not isinstance(dotted, str) or not dotted:
+        return []
+    try:
+        from django.utils.module_loading import import_string
+
+        router = _websocket_router(import_string(dotted))
+        if router is None:
+            return []
+        messages: list[CheckMessage] = []
+        for path, route in _presence_routes(router, ""):
+            taker = _resolve(router, path)
+            if taker is None or taker is route:
+                continue
+            messages.append(
+                Warning(
+                    f"The WebSocket route {str(taker.pattern)!r} ({_describe(taker)}) of "
+                    f"{dotted} comes before the package's route {path!r} and matches its "
+                    f"path: {path!r} connections reach the wrong consumer, and the "
+                    "presence.js client reconnects forever.",
+                    hint=f"List the package's routes first: URLRouter([*presence_routes, "
+                    f"...your routes]), or give {str(taker.pattern)!r} a path that "
+                    f"does not match {path!r}. See docs/adopting.md.",
+                    id="django_presence.W007",
+                )
+            )
+        return messages
+    except Exception:  # A project's ASGI module can do anything when imported.
+        return []
+
+
+def _unwrap(application: Any) -> Any:
+    """``application`` without its middleware: a ``URLRouter``, or a leaf application."""
+    from channels.routing import ProtocolTypeRouter, URLRouter
+
+    for _ in range(_MAX_WRAPPERS):
+        if isinstance(application, URLRouter):
+            return application
+        if isinstance(application, ProtocolTypeRouter):
+            application = application.application_mapping.get("websocket")
+        elif getattr(application, "inner", None) is not None:
+            application = application.inner
+        elif getattr(application, "application", None) is not None:
+            application = application.application
+        else:
+            return application
+    return None
+
+
+def _websocket_router(application: Any) -> Any:
+    from channels.routing import URLRouter
+
+    router = _unwrap(application)
+    return router if isinstance(router, URLRouter) else None
+
+
+def _is_presence_route(route: Any) -> bool:
+    from .consumers import UserConsumer
+
+    consumer = getattr(route.callback, "consumer_class", None)
+    return (isinstance(consumer, type) and issubclass(consumer, UserConsumer)) or (
+        getattr(route, "name", None) == "django_presence_user"
+    )
+
+
+def _presence_routes(router: Any, prefix: str) -> list[tuple[str, Any]]:
+    """The package's routes under ``router``, each with the path a client connects to.
+
+    Only routes whose path (with the prefixes of nested routers) has no converter or
+    regular expression can be named as one path; others are left out.
+    """
+    from channels.routing import URLRouter
+    from django.urls.resolvers import RoutePattern
+
+    found = []
+    for route in router.routes:
+        if not isinstance(route.pattern, RoutePattern) or "<" in str(route.pattern):
+            continue
+        path = prefix + str(route.pattern)
+        inner = _unwrap(route.callback)
+        if isinstance(inner, URLRouter):
+            found += _presence_routes(inner, path)
+        elif _is_presence_route(route):
+            found.append((path, route))
+    return found
+
+
+def _resolve(router: Any, path: str) -> Any:
+    """The leaf route ``router`` gives ``path`` to, as ``URLRouter`` would, or None."""
+    from channels.routing import URLRouter
+
+    for route in router.routes:
+        match = route.pattern.match(path)
+        if not match:
+            continue
+        inner = _unwrap(route.callback)
+        if isinstance(inner, URLRouter):
+            found = _resolve(inner, match[0])
+            if found is not None:
+                return found
+            continue
+        return route
+    return None
+
+
+def _describe(route: Any) -> str:
+    consumer = getattr(route.callback, "consumer_class", None) or route.callback
+    return f"{getattr(consumer, '__module__', '?')}.{getattr(consumer, '__qualname__', consumer)}"

@@ -122,6 +122,10 @@ COUNTERS: dict[str, CounterSpec] = {
         label="reason",
         values=("expired", "invalid", "not_access", "unknown_user", "inactive_user"),
     ),
+    "origins_refused": CounterSpec(
+        "WebSocket handshakes refused (HTTP 403) by django_presence.middleware."
+        "OriginValidator because their Origin is not allowed."
+    ),
     "channel_layer_failures": CounterSpec(
         "Failed channel-layer receives of ws/user/ connections (each is retried with "
         "backoff, up to 5 s apart). Alert on a rate above zero."

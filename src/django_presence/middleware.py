@@ -1,4 +1,4 @@
-"""JSON Web Token authentication for WebSocket connections.
+"""JSON Web Token authentication, and origin validation that says why it refused.
 
 The token is read from the ``Sec-WebSocket-Protocol`` header, where a browser puts it with
 ``new WebSocket(url, ["access_token", token])`` so that it never appears in a URL (and so in
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import ParseResult, parse_qs, urlparse
 
 import jwt
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
+from channels.security.websocket import OriginValidator as ChannelsOriginValidator
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
@@ -161,3 +162,78 @@ async def _reject(receive: Any, send: Any) -> None:
 def JWTAuthMiddlewareStack(inner: Any) -> Any:
     """Wrap ``inner`` in :class:`JWTAuthMiddleware` (like Channels' ``AuthMiddlewareStack``)."""
     return JWTAuthMiddleware(inner)
+
+
+class OriginValidator(ChannelsOriginValidator):
+    """Channels' ``OriginValidator``, which says in the log why it refused a handshake.
+
+    Channels' ``AllowedHostsOriginValidator`` refuses a handshake whose ``Origin`` is not
+    allowed with a bare HTTP 403 and not a word in any log: the developer sees a client
+    that cannot connect, and nothing else. This one accepts and refuses exactly the same
+    origins (the same matching rules, which it inherits), and logs each refusal on the
+    ``django_presence.middleware`` logger with the path, the origin and the allowed list
+    (at WARNING when ``DEBUG``, else DEBUG: :func:`refusal_log_level`); the
+    ``origins_refused`` counter gives the rate. Its refusal is a plain ASGI close before
+    accept, with no consumer and no channel layer (Channels' ``WebsocketDenier`` is a
+    consumer that waits on the layer, which can hold up a server's shutdown).
+
+    ``allowed_origins`` is a list of patterns as for Channels' ``OriginValidator``; None
+    (the default) means ``settings.ALLOWED_HOSTS``, read at each handshake, with
+    ``AllowedHostsOriginValidator``'s fallback to ``localhost``, ``127.0.0.1`` and ``[::1]``
+    when it is empty and ``DEBUG`` is on.
+    """
+
+    def __init__(self, application: Any, allowed_origins: list[str] | None = None) -> None:
+        self.application = application
+        self._allowed_origins = None if allowed_origins is None else list(allowed_origins)
+
+    @property
+    def allowed_origins(self) -> list[str]:  # type: ignore[override]
+        """The patterns a handshake's ``Origin`` is matched against, now."""
+        if self._allowed_origins is not None:
+            return self._allowed_origins
+        allowed = list(settings.ALLOWED_HOSTS)
+        if settings.DEBUG and not allowed:
+            allowed = ["localhost", "127.0.0.1", "[::1]"]
+        return allowed
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        if scope["type"] != "websocket":
+            raise ValueError("You cannot use OriginValidator on a non-WebSocket connection")
+        origin: str | None = None
+        parsed: ParseResult | None = None
+        for name, value in scope.get("headers", []):
+            if name == b"origin":
+                origin = value.decode("latin1")
+                try:
+                    parsed = urlparse(origin)
+                except ValueError:
+                    parsed = None
+        if self.valid_origin(parsed):
+            application: Any = self.application
+            return await application(scope, receive, send)
+        metrics.increment("origins_refused")
+        allowed = self.allowed_origins
+        logger.log(
+            refusal_log_level(),
+            "Refused a WebSocket handshake to %s: %s is not allowed by %s (%s); the "
+            "client sees HTTP 403",
+            scope.get("path"),
+            f"origin {origin!r}" if origin is not None else "a handshake without Origin",
+            "ALLOWED_HOSTS" if self._allowed_origins is None else "allowed_origins",
+            ", ".join(map(repr, allowed)) or "empty",
+            extra={"origin": origin, "path": scope.get("path")},
+        )
+        return await _deny(receive, send)
+
+
+def AllowedHostsOriginValidator(application: Any) -> OriginValidator:
+    """A drop-in for Channels' ``AllowedHostsOriginValidator`` that logs its refusals."""
+    return OriginValidator(application)
+
+
+async def _deny(receive: Any, send: Any) -> None:
+    """Refuse a handshake (HTTP 403) in plain ASGI: no consumer, no channel layer."""
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close"})

@@ -25,6 +25,13 @@ group: one line for a demo or an internal tool (``"POLICY":
 "django_presence.policies.OpenPolicy"``). The system check ``django_presence.W005`` warns
 when it is used with ``DEBUG = False``.
 
+:class:`PresenceOnlyPolicy` serves live presence and nothing else: any authenticated user
+may watch anyone (narrow it with :meth:`~DefaultPolicy.are_related`), and nobody may send
+a direct message, a broadcast or a group message, or join a client group. It is the policy
+of a site that shows who is online next to names and has no use for the messaging
+(``"POLICY": "django_presence.policies.PresenceOnlyPolicy"``, or
+``presence_urlpatterns(policy=PresenceOnlyPolicy)`` for one route).
+
 Each method may be a coroutine or a plain function returning a bool. A consumer subclass
 may also set :attr:`~django_presence.consumers.UserConsumer.policy_class`, or override the
 consumer's own ``can_*`` methods, to decide per endpoint.
@@ -97,6 +104,36 @@ class OpenPolicy(DefaultPolicy):
     async def can_join_group(self, user: Any, group: str) -> bool:
         """Any group may be joined."""
         return True
+
+
+class PresenceOnlyPolicy(DefaultPolicy):
+    """Live presence only: watching is open, messages, broadcasts and groups are closed.
+
+    Any authenticated user may subscribe to anyone's online status and ``last_seen``
+    (override :meth:`are_related` to narrow who sees whom); ``direct_message``,
+    ``broadcast``, ``join_group`` and ``group_message`` are ``forbidden`` for everyone,
+    staff included. For pages that show who is online and have no use for the messaging.
+    """
+
+    async def are_related(self, user: Any, target_id: Any) -> bool:
+        """Everyone may see everyone's presence."""
+        return True
+
+    async def can_message(self, user: Any, target_id: Any) -> bool:
+        """No direct messages."""
+        return False
+
+    async def can_join_group(self, user: Any, group: str) -> bool:
+        """No client groups."""
+        return False
+
+    async def can_send_to_group(self, user: Any, group: str) -> bool:
+        """No group messages (no one can be a member anyway)."""
+        return False
+
+    async def can_broadcast(self, user: Any) -> bool:
+        """No broadcasts, staff included."""
+        return False
 
 
 def get_policy_class() -> type[Any]:

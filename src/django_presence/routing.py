@@ -18,13 +18,18 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import URLPattern, path
+from django.utils.module_loading import import_string
 
 
-def presence_urlpatterns(prefix: str = "ws/", consumer: Any = None) -> list[URLPattern]:
+def presence_urlpatterns(
+    prefix: str = "ws/", consumer: Any = None, policy: Any = None
+) -> list[URLPattern]:
     """The package's WebSocket routes under ``prefix`` (``"ws/"`` gives ``ws/user/``).
 
     ``consumer`` replaces :class:`~django_presence.consumers.UserConsumer`, for a project
-    that subclasses it.
+    that subclasses it. ``policy`` (a policy class or its dotted path) decides what this
+    route's clients may do, in place of ``DJANGO_PRESENCE["POLICY"]``:
+    ``policy=PresenceOnlyPolicy`` serves live presence with no messaging.
     """
     if (
         not isinstance(prefix, str)
@@ -38,6 +43,12 @@ def presence_urlpatterns(prefix: str = "ws/", consumer: Any = None) -> list[URLP
         from .consumers import UserConsumer
 
         consumer = UserConsumer
+    if policy is not None:
+        if isinstance(policy, str):
+            policy = import_string(policy)
+        if not isinstance(policy, type):
+            raise TypeError(f"policy must be a policy class or its dotted path, got {policy!r}.")
+        consumer = type(consumer.__name__, (consumer,), {"policy_class": policy})
     return [path(f"{prefix}user/", consumer.as_asgi(), name="django_presence_user")]
 
 

@@ -5,7 +5,7 @@
  *                   then window.DjangoPresence.PresenceClient
  * ES module:        import "/static/django_presence/presence.js";
  *                   const { PresenceClient } = globalThis.DjangoPresence;
- * CommonJS (Node):  const { PresenceClient } = require(".../presence.js");
+ * CommonJS (Node):  const { PresenceClient } = require("django-user-presence"); // npm
  *
  * The file is a plain script that works in all three: it assigns globalThis.DjangoPresence
  * (and module.exports where CommonJS exists) and has no `export` statement, so a classic
