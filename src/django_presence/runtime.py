@@ -11,6 +11,9 @@ A server process serves its sockets from one event loop, and that loop has exact
   transitions (:mod:`~django_presence.transitions`) in the backend's order, a batch at
   a time (group commit): a :class:`~django_presence.batcher.Batcher`, reached through
   :meth:`Runtime.hold` and :meth:`Runtime.submit`;
+- the **grace sweeps** (:mod:`~django_presence.grace_sweeps`): after a clean close left
+  a user's last lease closing, one sweep when it expires, so that the user goes offline
+  at the end of ``OFFLINE_GRACE_PERIOD`` rather than at the next beat;
 - **one timer task**. Every ``HEARTBEAT_INTERVAL`` (at a fixed rate) it renews this
   process's connection leases and sweeps everybody's expired ones, in one backend round
   trip; renews the group memberships and sweeps the expired ones of its groups; and
@@ -35,6 +38,7 @@ from . import delivery, metrics, protocol, transitions
 from .backends import Change, get_backend
 from .batcher import Batcher
 from .conf import number_setting
+from .grace_sweeps import GraceSweeps, kept_closing_lease
 from .ids import SERVER_ID
 
 logger = logging.getLogger(__name__)
@@ -171,6 +175,10 @@ class Runtime:
         self.layer_outage = LayerOutage()
         #: The per-user locks and the batcher of transitions' side effects.
         self.batcher = Batcher()
+        #: The sweeps scheduled for when closing leases expire (prompt offline).
+        self.grace_sweeps = GraceSweeps(
+            self.submit, limit=SWEEP_LIMIT, max_sweeps=MAX_SWEEPS_PER_BEAT
+        )
         self._timer: asyncio.Task[None] | None = None
         self._reconcile_task: asyncio.Task[None] | None = None
         #: ``(stream, user key)`` -> ``(epoch, offset)`` delivered since the last beat.
@@ -231,6 +239,16 @@ class Runtime:
         """Queue transitions for their side effects (see :meth:`Batcher.submit`)."""
         return self.batcher.submit(changes)
 
+    def connection_removed(self, change: Change, grace: float) -> None:
+        """Note what ``remove_connection(..., grace=grace)`` returned.
+
+        When it kept a closing lease, sweep just after that lease expires, so that the
+        user goes offline about ``grace`` seconds after the close rather than at the
+        next beat (see :mod:`~django_presence.grace_sweeps`).
+        """
+        if kept_closing_lease(change, grace):
+            self.grace_sweeps.schedule(change.user_id, grace)
+
     # -- the timer ------------------------------------------------------------------------------
 
     def _start_timer(self) -> None:
@@ -250,7 +268,7 @@ class Runtime:
         return self._timer is not None and not self._timer.done()
 
     async def stop(self, *, forget: bool = True) -> None:
-        """Stop the timer task; with ``forget``, forget every connection and membership.
+        """Stop the timer tasks; with ``forget``, forget every connection and membership.
 
         What a process that stops serving does (and what tests use to play a crash: the
         leases are left in the backend to expire).
@@ -259,6 +277,7 @@ class Runtime:
             self.connections.clear()
             self._consumers.clear()
             self.memberships.clear()
+        await self.grace_sweeps.stop()
         for task in (self._timer, self._reconcile_task):
             if task is not None and not task.done():
                 task.cancel()
@@ -325,13 +344,12 @@ class Runtime:
         # A connection closed while the heartbeat was under way was stored again: undo.
         for connection_id, change in restored:
             if connection_id not in self.connections:
-                changes.append(
-                    await backend.remove_connection(
-                        change.user_id,
-                        connection_id,
-                        grace=number_setting("OFFLINE_GRACE_PERIOD"),
-                    )
+                grace = number_setting("OFFLINE_GRACE_PERIOD")
+                undone = await backend.remove_connection(
+                    change.user_id, connection_id, grace=grace
                 )
+                self.connection_removed(undone, grace)
+                changes.append(undone)
         await self.submit(changes)
         if lost:
             await self._after_data_loss()
