@@ -91,11 +91,18 @@ class Batcher:
         self._pending.append((pending, done, nested))
         if self._applier is None or self._applier.done():
             self._applier = loop.create_task(self._apply_pending(), name="presence side effects")
+            # The task refers to its loop: once it ends, let go of it, so that a finished
+            # loop and its runtime can be freed.
+            self._applier.add_done_callback(self._forget_applier)
         if nested:
             # A signal receiver of the batch being applied (or code it started): its
             # transitions join that batch; waiting for it would wait for ourselves.
             return _nothing()
         return done
+
+    def _forget_applier(self, task: asyncio.Task[None]) -> None:
+        if self._applier is task:
+            self._applier = None
 
     async def _apply_pending(self) -> None:
         _applying.set(True)
