@@ -176,8 +176,10 @@ class Runtime:
         #: The per-user locks and the batcher of transitions' side effects.
         self.batcher = Batcher()
         #: The sweeps scheduled for when closing leases expire (prompt offline).
+        # Given the batcher's submit, not this runtime's: no reference cycle, so that a
+        # finished loop frees its runtime without waiting for the garbage collector.
         self.grace_sweeps = GraceSweeps(
-            self.submit, limit=SWEEP_LIMIT, max_sweeps=MAX_SWEEPS_PER_BEAT
+            self.batcher.submit, limit=SWEEP_LIMIT, max_sweeps=MAX_SWEEPS_PER_BEAT
         )
         self._timer: asyncio.Task[None] | None = None
         self._reconcile_task: asyncio.Task[None] | None = None
