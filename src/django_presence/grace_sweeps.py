@@ -116,12 +116,14 @@ class GraceSweeps:
         del self._timers[bucket]
         users = self._users.pop(bucket, set())
         try:
-            users -= await self._sweep()
+            # Shielded: once the backend removed leases, their OFFLINE changes must reach
+            # the batcher even if stop() cancels this task meanwhile.
+            users -= await asyncio.shield(self._sweep())
             if users:
                 # Not expired yet on the backend's clock, or taken offline elsewhere (by
                 # another server's sweep, or a reconnect): look once more.
                 await asyncio.sleep(RETRY_AFTER)
-                await self._sweep()
+                await asyncio.shield(self._sweep())
         except Exception:
             # The backend or the DB is down: the beat sweeps these leases when it can.
             logger.exception(
