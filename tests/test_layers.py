@@ -49,7 +49,7 @@ def layer_of(module: str) -> str:
         return "backends"
     if first in ("transitions", "delivery"):
         return "engine"
-    if first == "runtime":
+    if first in ("runtime", "batcher", "grace_sweeps"):
         return "runtime"
     if first == "services":
         return "services"

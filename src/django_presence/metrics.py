@@ -82,7 +82,8 @@ COUNTERS: dict[str, CounterSpec] = {
     ),
     "sweeps": CounterSpec(
         "Sweeps of expired leases this process ran (a server's beat sweeps only while it "
-        "holds the sweep lock, so the sum over servers is about one per interval)."
+        "holds the sweep lock, so the sum over servers is about one per interval; a clean "
+        "close adds a sweep at the end of its grace period, shared per 0.25 s of expiries)."
     ),
     "connections_swept": CounterSpec(
         "Expired leases removed by this process's sweeps: connections of crashed "

@@ -9,7 +9,11 @@ A server process serves its sockets from one event loop, and that loop has exact
 - the **group memberships** its ``ws/user/`` connections hold in client groups;
 - the **per-user locks** and the **batcher** that apply the side effects of
   transitions (:mod:`~django_presence.transitions`) in the backend's order, a batch at
-  a time (group commit);
+  a time (group commit): a :class:`~django_presence.batcher.Batcher`, reached through
+  :meth:`Runtime.hold` and :meth:`Runtime.submit`;
+- the **grace sweeps** (:mod:`~django_presence.grace_sweeps`): after a clean close left
+  a user's last lease closing, one sweep when it expires, so that the user goes offline
+  at the end of ``OFFLINE_GRACE_PERIOD`` rather than at the next beat;
 - **one timer task**. Every ``HEARTBEAT_INTERVAL`` (at a fixed rate) it renews this
   process's connection leases and sweeps everybody's expired ones, in one backend round
   trip; renews the group memberships and sweeps the expired ones of its groups; and
@@ -24,17 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Mapping
 from typing import Any, Protocol
 
 from . import delivery, metrics, protocol, transitions
 from .backends import Change, get_backend
+from .batcher import Batcher
 from .conf import number_setting
-from .exceptions import PresenceImproperlyConfigured
+from .grace_sweeps import GraceSweeps, kept_closing_lease
 from .ids import SERVER_ID
 
 logger = logging.getLogger(__name__)
@@ -127,17 +131,6 @@ class _Connections(dict[str, str]):
         return super().setdefault(key, default)
 
 
-# The user keys whose lock the current task (or whatever it started) holds: a signal
-# receiver that changes the same user's presence must not wait for its own caller.
-_held: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
-    "django_presence_user_locks_held", default=frozenset()
-)
-# True in the task applying a batch, and in whatever its signal receivers call.
-_applying: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "django_presence_applying", default=False
-)
-
-
 class LayerOutage:
     """How many of this loop's connections are retrying the channel layer now.
 
@@ -180,9 +173,14 @@ class Runtime:
         self.memberships: dict[tuple[str, str], str] = {}
         #: The channel layer's outage, as this loop's connections see it.
         self.layer_outage = LayerOutage()
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._pending: list[tuple[Sequence[Change], asyncio.Future[None], bool]] = []
-        self._applier: asyncio.Task[None] | None = None
+        #: The per-user locks and the batcher of transitions' side effects.
+        self.batcher = Batcher()
+        #: The sweeps scheduled for when closing leases expire (prompt offline).
+        # Given the batcher's submit, not this runtime's: no reference cycle, so that a
+        # finished loop frees its runtime without waiting for the garbage collector.
+        self.grace_sweeps = GraceSweeps(
+            self.batcher.submit, limit=SWEEP_LIMIT, max_sweeps=MAX_SWEEPS_PER_BEAT
+        )
         self._timer: asyncio.Task[None] | None = None
         self._reconcile_task: asyncio.Task[None] | None = None
         #: ``(stream, user key)`` -> ``(epoch, offset)`` delivered since the last beat.
@@ -235,93 +233,23 @@ class Runtime:
 
     # -- transitions ----------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def hold(self, user_key: str) -> AsyncIterator[None]:
-        """Hold ``user_key``'s lock, so this loop applies the user's transitions in order.
-
-        Held from the backend call until the transition is queued, it makes this loop
-        deliver a user's signals and watcher messages in the order the backend decided
-        them (a page reload without grace period is an OFFLINE and an ONLINE a few
-        milliseconds apart). Other processes are ordered by ``seq`` only. Code running on
-        behalf of a holder (a signal receiver, in any task or thread it started) does not
-        wait for the lock, which would never be released.
-        """
-        held = _held.get()
-        if user_key in held:
-            yield
-            return
-        lock, users = self._locks.get(user_key) or (asyncio.Lock(), 0)
-        self._locks[user_key] = (lock, users + 1)
-        try:
-            async with lock:
-                token = _held.set(held | {user_key})
-                try:
-                    yield
-                finally:
-                    _held.reset(token)
-        finally:
-            lock, users = self._locks[user_key]
-            if users == 1:
-                del self._locks[user_key]
-            else:
-                self._locks[user_key] = (lock, users - 1)
+    def hold(self, user_key: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold ``user_key``'s lock while calling the backend (see :meth:`Batcher.hold`)."""
+        return self.batcher.hold(user_key)
 
     def submit(self, changes: Iterable[Change]) -> Awaitable[None]:
-        """Queue the transitions among ``changes``; return an awaitable of their side effects.
+        """Queue transitions for their side effects (see :meth:`Batcher.submit`)."""
+        return self.batcher.submit(changes)
 
-        Queued synchronously, so the queue holds this loop's transitions in the order
-        their backend calls returned (a user's calls are serialised by :meth:`hold`).
-        Concurrent submissions are applied together (group commit): one thread hop and at
-        most two ``UPDATE`` statements per batch. A batch is cut
-        ``TRANSITION_BATCH_WINDOW`` seconds after its first transition arrived, or at once
-        when that is 0. A cancelled caller stops waiting; its transitions are applied all
-        the same.
+    def connection_removed(self, change: Change, grace: float) -> None:
+        """Note what ``remove_connection(..., grace=grace)`` returned.
+
+        When it kept a closing lease, sweep just after that lease expires, so that the
+        user goes offline about ``grace`` seconds after the close rather than at the
+        next beat (see :mod:`~django_presence.grace_sweeps`).
         """
-        pending = [change for change in changes if change.changed]
-        if not pending:
-            return _nothing()
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        nested = _applying.get()
-        self._pending.append((pending, done, nested))
-        if self._applier is None or self._applier.done():
-            self._applier = loop.create_task(self._apply_pending(), name="presence side effects")
-        if nested:
-            # A signal receiver of the batch being applied (or code it started): its
-            # transitions join that batch; waiting for it would wait for ourselves.
-            return _nothing()
-        return done
-
-    async def _apply_pending(self) -> None:
-        _applying.set(True)
-        while self._pending:
-            try:
-                window = number_setting("TRANSITION_BATCH_WINDOW")
-            except PresenceImproperlyConfigured:  # reported by a system check at startup
-                window = 0
-            # Let the callers that are ready now join this batch, and wait for more when
-            # a window is set.
-            await asyncio.sleep(window)
-            applied: list[asyncio.Future[None]] = []
-            batch, self._pending = self._pending, []
-            try:
-                while batch:
-                    await transitions.apply([c for changes, _, _ in batch for c in changes])
-                    applied += [done for _, done, _ in batch]
-                    # Transitions that this batch's signal receivers caused are part of
-                    # it: its callers return when those were applied too.
-                    batch = []
-                    if any(nested for _, _, nested in self._pending):
-                        batch, self._pending = self._pending, []
-            except BaseException:
-                for done in applied + [done for _, done, _ in batch + self._pending]:
-                    if not done.done():
-                        done.cancel()
-                self._pending = []
-                raise
-            for done in applied:
-                if not done.done():
-                    done.set_result(None)
+        if kept_closing_lease(change, grace):
+            self.grace_sweeps.schedule(change.user_id, grace)
 
     # -- the timer ------------------------------------------------------------------------------
 
@@ -342,7 +270,7 @@ class Runtime:
         return self._timer is not None and not self._timer.done()
 
     async def stop(self, *, forget: bool = True) -> None:
-        """Stop the timer task; with ``forget``, forget every connection and membership.
+        """Stop the timer tasks; with ``forget``, forget every connection and membership.
 
         What a process that stops serving does (and what tests use to play a crash: the
         leases are left in the backend to expire).
@@ -351,6 +279,7 @@ class Runtime:
             self.connections.clear()
             self._consumers.clear()
             self.memberships.clear()
+        await self.grace_sweeps.stop()
         for task in (self._timer, self._reconcile_task):
             if task is not None and not task.done():
                 task.cancel()
@@ -417,13 +346,12 @@ class Runtime:
         # A connection closed while the heartbeat was under way was stored again: undo.
         for connection_id, change in restored:
             if connection_id not in self.connections:
-                changes.append(
-                    await backend.remove_connection(
-                        change.user_id,
-                        connection_id,
-                        grace=number_setting("OFFLINE_GRACE_PERIOD"),
-                    )
+                grace = number_setting("OFFLINE_GRACE_PERIOD")
+                undone = await backend.remove_connection(
+                    change.user_id, connection_id, grace=grace
                 )
+                self.connection_removed(undone, grace)
+                changes.append(undone)
         await self.submit(changes)
         if lost:
             await self._after_data_loss()
@@ -499,10 +427,6 @@ class Runtime:
                 "Could not reconcile is_online after the backend lost data",
                 extra={"server": SERVER_ID},
             )
-
-
-async def _nothing() -> None:
-    return None
 
 
 _runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = (

@@ -116,7 +116,9 @@ class UserOnlineService:
         """Remove a connection. The user goes offline when it was their last one.
 
         ``grace`` defaults to ``OFFLINE_GRACE_PERIOD``: the user then stays online that
-        long, and a reconnect within it causes no transition at all.
+        long, and a reconnect within it causes no transition at all; otherwise this event
+        loop's runtime sweeps the closing lease when it expires, so the user goes offline
+        within about a second after the grace period.
         """
         key = user_key(user_id)
         check_connection_id(connection_id)
@@ -126,6 +128,8 @@ class UserOnlineService:
         async with runtime.hold(key):
             change = await get_backend().remove_connection(key, connection_id, grace=grace)
             applied = runtime.submit([change])
+        # A closing lease kept: this loop sweeps it when it expires (prompt offline).
+        runtime.connection_removed(change, grace)
         await applied
 
     async def ais_user_online(self, user_id: Any) -> bool:
