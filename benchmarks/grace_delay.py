@@ -84,8 +84,8 @@ async def main(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     await asyncio.gather(*(close(u, rng.uniform(0, 2 * args.interval)) for u in users))
     deadline = time.monotonic() + args.grace + 2 * args.interval + 5
-    while len(offline_at) < len(users) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    while len(offline_at) < len(users) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)  # polls a dict filled by a signal receiver
     await asyncio.sleep(0.5)  # any duplicate signal
     await runtime.stop()
     await get_backend().clear()

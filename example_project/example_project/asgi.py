@@ -1,8 +1,9 @@
 """The example project's ASGI application, served by uvicorn (``manage.py demo``).
 
 HTTP goes to Django (static files included, so that no other server is needed);
-WebSockets go through origin validation (which logs the origins it refuses) and JWT authentication to the package's
-``ws/user/`` consumer and the project's own consultation consumer.
+WebSockets go through origin validation (which logs the origins it refuses) and JWT
+authentication to the package's ``ws/user/`` consumer and the project's own consultation
+consumer.
 """
 
 import os
