@@ -11,6 +11,8 @@ presence backend and channels_redis:
 - ``notify``: ``send_notification_to_user`` to a user with 4 tabs (4 channels in the
   user's group) against a raw ``group_send`` of the same event to the same group, in
   interleaved blocks; wall time and CPU time per send (medians over rounds).
+- ``notify_delivered``: the same, end to end, with 4 open ``ws/user/`` sockets served in
+  this process: until each received the frame; the CPU time is the server's whole cost.
 - ``broadcast``: ``broadcast_system_message`` against a raw ``group_send`` to a group of
   1,000 channels.
 - ``replay``: a ``ws/user/`` connection that reconnects having missed 300 messages: the
@@ -165,6 +167,49 @@ async def notify(count: int, rounds: int, client: Any) -> dict[str, Any]:
     return await compare("notify, 4 tabs", service, raw, count, rounds, client)
 
 
+async def notify_delivered(count: int, rounds: int, client: Any) -> dict[str, Any]:
+    """The same comparison, end to end: until all 4 open ``ws/user/`` sockets received it.
+
+    The consumers run in this process, so the CPU time is the server's whole cost of the
+    notification: sending, the channel layer, each consumer's handling (the cursor
+    check for stored messages) and the socket send.
+    """
+    from channels.layers import get_channel_layer
+    from channels.testing import WebsocketCommunicator
+
+    from django_presence import groups, protocol
+    from django_presence.consumers import UserConsumer
+    from django_presence.services import user_messaging_service
+
+    user = _User(3)
+    tabs = []
+    for _ in range(4):
+        tab = WebsocketCommunicator(UserConsumer.as_asgi(), "/ws/user/")
+        tab.scope["user"] = user
+        assert (await tab.connect(timeout=30))[0]
+        tabs.append(tab)
+    layer = get_channel_layer()
+    event = {"type": protocol.EVENT_NOTIFICATION, "title": "t", "message": "m" * 100, "extra": {}}
+
+    async def received() -> None:
+        frames = await asyncio.gather(*(t.receive_json_from(timeout=30) for t in tabs))
+        assert all(f["type"] == "notification" for f in frames)
+
+    async def service() -> None:
+        await user_messaging_service.send_notification_to_user(user.pk, "t", "m" * 100)
+        await received()
+
+    async def raw() -> None:
+        await layer.group_send(groups.user_group(user.pk), dict(event))
+        await received()
+
+    try:
+        return await compare("notify, 4 tabs, until received", service, raw, count, rounds, client)
+    finally:
+        for tab in tabs:
+            await tab.disconnect()
+
+
 async def broadcast(count: int, rounds: int, sockets: int, client: Any) -> dict[str, Any]:
     from channels.layers import get_channel_layer
 
@@ -267,6 +312,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         report = {
             "notify": await notify(50 if smoke else 1000, 2 if smoke else 5, client),
+            "notify_delivered": await notify_delivered(
+                20 if smoke else 300, 2 if smoke else 5, client
+            ),
             "broadcast": await broadcast(
                 5 if smoke else 50, 2 if smoke else 5, 100 if smoke else 1000, client
             ),
