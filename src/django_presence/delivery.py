@@ -20,6 +20,7 @@ epochs and takes due messages, the messaging service publishes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -259,15 +260,28 @@ async def beat(
         for follower in following:
             streams.update(follower.presence_streams())
         positions = await backend.stream_positions(sorted(streams))
+        loop = asyncio.get_running_loop()
         for follower in following:
             mine = {s: positions.get(s) for s in follower.presence_streams()}
-            try:
-                await follower.presence_check_streams(mine)
-            except Exception:
-                # One connection's failure (its socket closed meanwhile) is not the others'.
-                logger.exception("Could not check a connection's streams")
+            # Each connection catches up in a task of its own: a client that reads
+            # slowly (its socket's send waits) must not hold up the beat for the others.
+            task = loop.create_task(_check(follower, mine))
+            _checks.add(task)
+            task.add_done_callback(_checks.discard)
     if hand_over:
         await hand_over_undelivered()
+
+
+# The catch-up tasks under way (a task nobody refers to may be garbage-collected).
+_checks: set[asyncio.Task[None]] = set()
+
+
+async def _check(follower: StreamFollower, positions: Mapping[str, StreamPosition | None]) -> None:
+    try:
+        await follower.presence_check_streams(positions)
+    except Exception:
+        # One connection's failure (its socket closed meanwhile) is not the others'.
+        logger.exception("Could not check a connection's streams")
 
 
 async def pending(user_key: str, *, unacknowledged: bool = False) -> list[dict[str, Any]]:
