@@ -12,6 +12,11 @@ See docs/performance.md for what each number means. Variants (``--variants``):
 - ``peer``: django-channels-presence 1.0 from PyPI, as its README uses it (needs the
   benchmark's virtualenv, see docs/performance.md).
 - ``original``: the original app's design: SADD, then SCARD, then a DB write.
+- ``bare-cheap``: the bare consumer behind a cheap authentication (the user id in the
+  ``Sec-WebSocket-Protocol`` header, one indexed SELECT, no JWT decode): the yardstick of
+  the ``-cheap`` variants, so that the package's own work is not hidden behind a JWT decode.
+- ``package-cheap``: ``bare-cheap`` plus the mixin, with one ``user_online``/``user_offline``
+  receiver doing a ``group_send`` (issue 17).
 
 Each round runs every variant on a fresh uvicorn (one worker), the same Redis and the same
 PostgreSQL database, in an order rotated per round; the table shows medians over rounds,
@@ -47,7 +52,7 @@ SECRET_KEY = "bench-secret-key-that-is-long-enough-for-hs256-signatures-01234567
 RESULTS = procs.BENCH_DIR / "results"
 PHASE_TIMEOUT = 300.0
 STUCK_AFTER = 10.0
-ALL_VARIANTS = ("bare", "package", "user", "peer", "original")
+ALL_VARIANTS = ("bare", "package", "user", "peer", "original", "bare-cheap", "package-cheap")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,8 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.variants) - set(ALL_VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose among {ALL_VARIANTS}")
-    if "bare" not in args.variants:
-        parser.error("the 'bare' variant is the yardstick and must be included")
+    for variant in args.variants:
+        if yardstick(variant) not in args.variants:
+            parser.error(f"{variant!r} needs its yardstick {yardstick(variant)!r} in --variants")
     for name in ("rounds", "users", "tabs", "batch", "cycles", "in_flight"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -119,6 +125,16 @@ def postgres_reachable(url: str) -> bool:
             return True
     except Exception:
         return False
+
+
+def yardstick(variant: str) -> str:
+    """The bare variant ``variant`` is compared with: ``bare-cheap`` for the cheap-auth ones."""
+    return "bare-cheap" if variant.endswith("-cheap") else "bare"
+
+
+def is_bare(variant: str) -> bool:
+    """Whether ``variant`` is a yardstick (no presence events to count)."""
+    return variant in ("bare", "bare-cheap")
 
 
 def token(user_id: int) -> str:
@@ -229,7 +245,10 @@ class Run:
         if out.returncode != 0:
             raise RuntimeError(f"Database setup failed:\n{out.stderr[-3000:]}")
         self.user_ids = json.loads(out.stdout.strip().splitlines()[-1])
-        self.tokens_by_id = {uid: token(uid) for uid in self.user_ids}
+        self.jwt_tokens_by_id = {uid: token(uid) for uid in self.user_ids}
+        # The cheap-auth variants read the user id where the JWT ones read the token.
+        self.cheap_tokens_by_id = {uid: str(uid) for uid in self.user_ids}
+        self.tokens_by_id = self.jwt_tokens_by_id
         self.database.connect()
 
     def teardown(self) -> None:
@@ -248,6 +267,8 @@ class Run:
         self, variant: str, ws_ping_interval: float | None = None, **env: str
     ) -> procs.Server:
         self.fresh_state()
+        cheap = variant.endswith("-cheap")
+        self.tokens_by_id = self.cheap_tokens_by_id if cheap else self.jwt_tokens_by_id
         if self.args.server_patch:
             env["BENCH_SERVER_PATCH"] = str(self.args.server_patch.resolve())
         return procs.Server(
@@ -365,7 +386,7 @@ async def measure_variant(run: Run, variant: str, profile: bool = False) -> dict
         # Warm up code paths, pools and the DB connection; then forget it.
         warm = await load.churn(url, [run.tokens_by_id[u] for u in run.warmup_users], 10)
         stats, stuck = await _settle(server, 0)
-        if variant != "bare":
+        if not is_bare(variant):
             await _settled_events(server, stats, "offline", run.warmup_users)
         if warm.failures:
             raise RuntimeError(f"{variant}: warmup failed: {warm.failures[:3]}")
@@ -385,7 +406,7 @@ async def measure_variant(run: Run, variant: str, profile: bool = False) -> dict
             server, lambda s: s["connected"] >= len(opened.sockets), "ramp connects done"
         )
         seconds = _phase_end(opened.done_at, stats["last_connected_at"]) - start
-        if variant != "bare":
+        if not is_bare(variant):
             stats = await _settled_events(server, stats, "online", run.ramp_users)
         cpu = meter.elapsed()
         result["open"] = {
@@ -413,7 +434,7 @@ async def measure_variant(run: Run, variant: str, profile: bool = False) -> dict
         stats, stuck_close = await _settle(server, stuck)
         result["stuck_close"], stuck = stuck_close - stuck, stuck_close
         seconds = _phase_end(closed_at, stats["last_finished_at"]) - start
-        if variant != "bare":
+        if not is_bare(variant):
             stats = await _settled_events(server, stats, "offline", run.ramp_users)
         cpu = meter.elapsed()
         result["close"] = {
@@ -438,7 +459,7 @@ async def measure_variant(run: Run, variant: str, profile: bool = False) -> dict
         stats, stuck_churn = await _settle(server, stuck)
         result["stuck_churn"], stuck = stuck_churn - stuck, stuck_churn
         seconds = _phase_end(churned.done_at, stats["last_finished_at"]) - start
-        if variant != "bare":
+        if not is_bare(variant):
             stats = await _settled_events(server, stats, "offline", run.churn_users)
         cpu = meter.elapsed()
         if spy is not None:
@@ -709,8 +730,8 @@ def summarise(
             else:
                 med, low, high = median_of(runs, path)
             table[label][variant] = {"median": med, "min": low, "max": high}
-        bare = table[label]["bare"]["median"]
         for variant in results:
+            bare = table[label][yardstick(variant)]["median"]
             cell = table[label][variant]
             cell["ratio"] = cell["median"] / bare if bare else None
     return table
@@ -758,7 +779,7 @@ def targets(
 ) -> list[tuple[str, str, bool | None]]:
     """The issue's targets for the package variant: (target, measured, met)."""
     if "package" not in results:
-        return []
+        return cheap_targets(table, results, args)
 
     def ratio(label: str, variant: str = "package") -> float:
         return float(table[label][variant]["ratio"])
@@ -786,6 +807,7 @@ def targets(
     rows.append(
         ("one online + one offline per transition, 0 lost, 0 dup", "yes" if ok else "NO", ok)
     )
+    rows += cheap_targets(table, results, args)
     idle = extras.get("idle", {}).get("package")
     if idle and len(idle["levels"]) >= 2:
         low, high = idle["levels"][0], idle["levels"][-1]
@@ -856,6 +878,31 @@ def targets(
     return rows
 
 
+def cheap_targets(
+    table: dict[str, Any], results: dict[str, Any], args: argparse.Namespace
+) -> list[tuple[str, str, bool | None]]:
+    """Issue 17's targets for ``package-cheap`` against ``bare-cheap``: (target, measured, met)."""
+    if "package-cheap" not in results:
+        return []
+
+    def ratio(label: str) -> float:
+        return float(table[label]["package-cheap"]["ratio"])
+
+    rows: list[tuple[str, str, bool | None]] = []
+    for label, name, limit, most in (
+        ("stack CPU per cycle (server+Redis+PG), ms", "cheap auth: CPU per cycle", 1.8, True),
+        ("churn, cycles/s", "cheap auth: churn", 0.55, False),
+        ("ramp open, conn/s", "cheap auth: ramp open", 0.85, False),
+        ("ramp close, conn/s", "cheap auth: ramp close", 0.5, False),
+    ):
+        r = ratio(label)
+        met = r <= limit if most else r >= limit
+        rows.append((f"{name} {'<=' if most else '>='} {limit}x bare", f"{r:.2f}x", met))
+    ok = all(exact(run, args.users, args.cycles) for run in results["package-cheap"])
+    rows.append(("cheap auth: one event per transition, DB agrees", "yes" if ok else "NO", ok))
+    return rows
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as text (markdown tables)."""
     args = report["parameters"]
@@ -866,6 +913,8 @@ def render(report: dict[str, Any]) -> str:
         "user": "this package (ws/user/)",
         "peer": "django-channels-presence 1.0",
         "original": "the original app's design",
+        "bare-cheap": "bare, cheap auth",
+        "package-cheap": "this package (mixin), cheap auth",
     }
     out = [
         f"## Presence benchmark ({args['rounds']} rounds, medians; ratio to bare; spread min-max)",
@@ -883,7 +932,7 @@ def render(report: dict[str, Any]) -> str:
             c = report["table"][label][v]
             f = "{:.2f}" if fmt == "cycle" else fmt
             text = f.format(c["median"])
-            if v != "bare" and c["ratio"] is not None:
+            if not is_bare(v) and c["ratio"] is not None:
                 text += f" ({c['ratio']:.2f}x)"
             text += f" [{f.format(c['min'])}-{f.format(c['max'])}]"
             cells.append(text)
@@ -893,7 +942,7 @@ def render(report: dict[str, Any]) -> str:
         runs = report["results"][v]
         on = "/".join(str(r["events_open"]["total"]) for r in runs)
         off = "/".join(str(r["events_close"]["total"]) for r in runs)
-        cells.append("-" if v == "bare" else f"{on} on, {off} off")
+        cells.append("-" if is_bare(v) else f"{on} on, {off} off")
     out.append(
         f"| online/offline events in the ramp ({args['users']} users) | "
         + " | ".join(cells)
@@ -904,7 +953,7 @@ def render(report: dict[str, Any]) -> str:
         runs = report["results"][v]
         cells.append(
             "-"
-            if v == "bare"
+            if is_bare(v)
             else ("yes" if all(exact(r, args["users"], args["cycles"]) for r in runs) else "no")
         )
     out.append("| exactly one event per user transition, DB agrees | " + " | ".join(cells) + " |")

@@ -299,3 +299,29 @@ def test_configuration_errors_are_not_run_time_errors() -> None:
     assert not issubclass(PresenceImproperlyInstalled, PresenceError)
     assert issubclass(BackendUnavailable, PresenceError)
     assert issubclass(InvalidToken, PresenceError)
+
+
+def test_validated_settings_and_database_copy_follow_override_settings() -> None:
+    """The hot path validates each setting once; a settings change is seen at once."""
+    from django_presence.conf import number_setting, valid_setting
+    from django_presence.store import STORE_TABLE, STORE_USER, database_copy
+
+    base = dict(settings.DJANGO_PRESENCE)
+    with override_settings(DJANGO_PRESENCE={**base, "CONNECTION_TTL": 7, "STORE": "user"}):
+        assert number_setting("CONNECTION_TTL", allow_zero=False) == 7.0
+        assert number_setting("CONNECTION_TTL", allow_zero=False) == 7.0
+        assert valid_setting("STORE") == STORE_USER
+        copy = database_copy()
+        assert copy is not None
+        assert copy.kind == STORE_USER
+        assert database_copy() is copy
+    with override_settings(DJANGO_PRESENCE={**base, "CONNECTION_TTL": 9, "STORE": "table"}):
+        assert number_setting("CONNECTION_TTL", allow_zero=False) == 9.0
+        assert valid_setting("STORE") == STORE_TABLE
+        copy = database_copy()
+        assert copy is not None
+        assert copy.kind == STORE_TABLE
+    with override_settings(DJANGO_PRESENCE={**base, "CONNECTION_TTL": -1}):
+        for _ in range(2):  # a bad value raises each time, never cached
+            with pytest.raises(ImproperlyConfigured):
+                number_setting("CONNECTION_TTL", allow_zero=False)

@@ -36,10 +36,9 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from django_presence import groups  # noqa: E402
-from django_presence.middleware import JWTAuthMiddlewareStack  # noqa: E402
 
 from . import stats  # noqa: E402
-from .consumers import consumer_for  # noqa: E402
+from .consumers import auth_for, consumer_for  # noqa: E402
 
 
 class CountSockets:
@@ -125,7 +124,7 @@ application = ProtocolTypeRouter(
         "http": control,
         "lifespan": control,
         "websocket": CountSockets(
-            JWTAuthMiddlewareStack(
+            auth_for(settings.BENCH_VARIANT)(
                 URLRouter([path("ws/bench/", consumer_for(settings.BENCH_VARIANT).as_asgi())])
             )
         ),

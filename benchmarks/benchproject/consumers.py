@@ -1,4 +1,8 @@
-"""One consumer per variant; all sit behind the same JWT middleware (one indexed SELECT)."""
+"""One consumer per variant; all sit behind the same JWT middleware (one indexed SELECT).
+
+The ``-cheap`` variants reuse the bare and package consumers behind
+:class:`CheapAuthMiddleware` instead.
+"""
 
 from __future__ import annotations
 
@@ -126,6 +130,48 @@ class OriginalDesignConsumer(AsyncWebsocketConsumer):
             stats.record("offline", user_id)
 
 
+# -- cheap authentication (issue 17): the package's cost without a JWT decode to hide it ------
+
+
+@database_sync_to_async
+def _user_by_id(pk: int) -> Any:
+    return get_user_model()._default_manager.filter(pk=pk).first()
+
+
+class CheapAuthMiddleware:
+    """The user whose id follows ``access_token`` in the subprotocols: one indexed SELECT.
+
+    No signature, no expiry: for the benchmark only. Sets ``presence_token_subprotocol`` so
+    that the mixin answers the subprotocol, as it does behind the JWT middleware.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        subprotocols = list(scope.get("subprotocols") or ())
+        user = None
+        if SUBPROTOCOL in subprotocols and subprotocols[-1] != SUBPROTOCOL:
+            raw = subprotocols[subprotocols.index(SUBPROTOCOL) + 1]
+            user = await _user_by_id(int(raw)) if raw.isdigit() else None
+        if user is None:
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": 4003})
+            return None
+        scope = {**scope, "user": user, "presence_token_subprotocol": True}
+        return await self.inner(scope, receive, send)
+
+
+def auth_for(variant: str) -> Any:
+    """The authentication middleware of ``variant``."""
+    if variant.endswith("-cheap"):
+        return CheapAuthMiddleware
+    from django_presence.middleware import JWTAuthMiddlewareStack
+
+    return JWTAuthMiddlewareStack
+
+
 def consumer_for(variant: str) -> Any:
     """The consumer class of ``variant``."""
     if variant == "user":
@@ -142,6 +188,8 @@ def consumer_for(variant: str) -> Any:
     return {
         "bare": BareConsumer,
         "package": PackageConsumer,
+        "bare-cheap": BareConsumer,
+        "package-cheap": PackageConsumer,
         "peer": PeerConsumer,
         "original": OriginalDesignConsumer,
     }[variant]

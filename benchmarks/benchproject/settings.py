@@ -1,6 +1,7 @@
 """Settings of the benchmark's servers; the environment picks the variant and the services.
 
-``BENCH_VARIANT``: ``bare``, ``package``, ``user``, ``peer`` or ``original``.
+``BENCH_VARIANT``: ``bare``, ``package``, ``user``, ``peer``, ``original``, ``bare-cheap``
+or ``package-cheap``.
 ``BENCH_DATABASE_URL`` and ``BENCH_REDIS_URL`` are set by ``benchmarks/run.py``.
 """
 

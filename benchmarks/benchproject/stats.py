@@ -76,7 +76,27 @@ def connect_receivers() -> None:
     from django.conf import settings
 
     variant = settings.BENCH_VARIANT
-    if variant in ("package", "user"):
+    if variant == "package-cheap":
+        from channels.layers import get_channel_layer
+
+        from django_presence.signals import user_offline, user_online
+
+        # Issue 17's receiver: one group_send per transition, as an app would notify.
+        async def notify(kind: str, user_id: Any) -> None:
+            record(kind, user_id)
+            await get_channel_layer().group_send(
+                "bench-watchers", {"type": "bench.status", "user_id": user_id, "kind": kind}
+            )
+
+        async def cheap_online(sender: Any, user_id: Any, **kwargs: Any) -> None:
+            await notify("online", user_id)
+
+        async def cheap_offline(sender: Any, user_id: Any, **kwargs: Any) -> None:
+            await notify("offline", user_id)
+
+        user_online.connect(cheap_online, weak=False)
+        user_offline.connect(cheap_offline, weak=False)
+    elif variant in ("package", "user"):
         from django_presence.signals import user_offline, user_online
 
         # Async receivers: a sync one would cost the package a thread hop per event.

@@ -120,6 +120,9 @@ class PresenceSettings:
 
     def __init__(self) -> None:
         self._cache: dict[str, Any] = {}
+        #: What :func:`valid_setting` and :func:`number_setting` made of the current
+        #: values, so that the hot path validates each setting once, not once per call.
+        self._validated: dict[Any, Any] = {}
 
     @property
     def user_settings(self) -> dict[str, Any]:
@@ -151,6 +154,7 @@ class PresenceSettings:
     def reload(self) -> None:
         """Forget cached values; called whenever Django's settings change."""
         self._cache.clear()
+        self._validated.clear()
 
 
 #: The settings object every module of the package reads from.
@@ -501,9 +505,16 @@ def valid_setting(name: str, value: Any = _CURRENT) -> Any:
     Returns what the spec makes of it (the class a dotted path names, a float...); raises
     :class:`~django_presence.exceptions.PresenceImproperlyConfigured` for a bad value.
     """
-    return SPECS[name].validate(
-        name, getattr(presence_settings, name) if value is _CURRENT else value
-    )
+    if value is not _CURRENT:
+        return SPECS[name].validate(name, value)
+    validated = presence_settings._validated
+    try:
+        return validated[name]
+    except KeyError:
+        pass
+    # A bad value raises each time, and is not cached.
+    result = validated[name] = SPECS[name].validate(name, getattr(presence_settings, name))
+    return result
 
 
 def number_setting(name: str, *, minimum: float = 0, allow_zero: bool = True) -> float:
@@ -513,6 +524,12 @@ def number_setting(name: str, *, minimum: float = 0, allow_zero: bool = True) ->
     ``manage.py check`` applies too, must guarantee it: a caller asking for more is a bug
     in the package, reported as ``TypeError`` whatever the value.
     """
+    key = (name, minimum, allow_zero)
+    validated = presence_settings._validated
+    try:
+        return cast(float, validated[key])
+    except KeyError:
+        pass
     spec = SPECS[name]
     if (
         not isinstance(spec, Number)
@@ -525,7 +542,10 @@ def number_setting(name: str, *, minimum: float = 0, allow_zero: bool = True) ->
             f"on more than SPECS[{name!r}] checks ({spec.expected}); make the spec stricter."
         )
     # Not None: optional specs were refused above.
-    return float(cast(float, spec.validate(name, getattr(presence_settings, name))))
+    result = validated[key] = float(
+        cast(float, spec.validate(name, getattr(presence_settings, name)))
+    )
+    return result
 
 
 @receiver(setting_changed)

@@ -25,9 +25,11 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist
+from django.core.signals import setting_changed
 from django.db import IntegrityError, models, router, transaction
+from django.dispatch import receiver
 
-from .conf import presence_settings, valid_setting
+from .conf import SETTING_NAME, presence_settings, valid_setting
 
 STORE_USER = "user"
 STORE_TABLE = "table"
@@ -187,12 +189,31 @@ class DatabaseCopy:
         return getattr(source, self.online, None), getattr(source, self.last_seen, None)
 
 
+#: What :func:`database_copy` found for the current settings (a list: unset when empty).
+_copy: list[DatabaseCopy | None] = []
+
+
+@receiver(setting_changed)
+def _forget_copy(*, setting: str, **kwargs: Any) -> None:
+    if setting in (SETTING_NAME, "AUTH_USER_MODEL"):
+        _copy.clear()
+
+
 def database_copy() -> DatabaseCopy | None:
     """The database copy the settings choose, or None when none is kept.
 
     None too with ``STORE = "user"`` when the user model lacks the fields
-    (``django_presence.E001`` reports it).
+    (``django_presence.E001`` reports it). Worked out once per settings (every transition
+    asks), and again when Django's settings change.
     """
+    if _copy:
+        return _copy[0]
+    copy = _database_copy()
+    _copy.append(copy)
+    return copy
+
+
+def _database_copy() -> DatabaseCopy | None:
     kind = store_kind()
     if kind is None:
         return None
