@@ -90,7 +90,9 @@ def data_dict(data: ConnectionData) -> dict[str, Any]:
 def check_status(status: Any, text: Any = "") -> tuple[str, str]:
     """``(status, text)`` if ``status`` is one of ``STATUSES`` and ``text`` fits, else raise."""
     if status not in STATUSES:
-        raise AvailabilityError(f"status must be one of {', '.join(STATUSES)}, got {status!r:.40}.")
+        raise AvailabilityError(
+            f"status must be one of {', '.join(STATUSES)}, got {status!r:.40}."
+        )
     limit = int(number_setting("STATUS_TEXT_MAX_LENGTH"))
     return status, _short_text(text, "text", limit)
 

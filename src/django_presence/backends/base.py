@@ -398,9 +398,7 @@ class BasePresenceBackend:
         """
         raise self._not_implemented("set_connection_data")
 
-    async def touch(
-        self, activity: Sequence[tuple[str, float]], *, idle: float
-    ) -> list[Change]:
+    async def touch(self, activity: Sequence[tuple[str, float]], *, idle: float) -> list[Change]:
         """Record user activity: ``(user_id, seconds since their last activity)`` pairs.
 
         For each online user, ``last_active`` becomes ``now - ago`` unless it is already
@@ -431,7 +429,10 @@ class BasePresenceBackend:
         snapshot = await self.presence_snapshot(list(user_ids))
         return {
             uid: Availability(
-                uid, online, seq, PublicPresence("online") if online else OFFLINE,
+                uid,
+                online,
+                seq,
+                PublicPresence("online") if online else OFFLINE,
                 "online" if online else "offline",
             )
             for uid, (online, seq) in snapshot.items()

@@ -70,8 +70,8 @@ class AvailabilityMixin:
         unknown = sorted(set(data) - set(PRESENCE_FIELDS))
         if unknown:
             raise RequestError(
-                protocol.INVALID_PAYLOAD, f"set_presence takes {', '.join(PRESENCE_FIELDS)}; "
-                f"got {unknown[0][:40]!r}."
+                protocol.INVALID_PAYLOAD,
+                f"set_presence takes {', '.join(PRESENCE_FIELDS)}; got {unknown[0][:40]!r}.",
             )
         fields = {**self.presence_fields, **data}
         try:

@@ -70,9 +70,7 @@ class Subscriptions:
         self._online[key] = online
         return True
 
-    def resync(
-        self, snapshot: Mapping[str, tuple[Any, int]]
-    ) -> Iterable[tuple[str, Any, int]]:
+    def resync(self, snapshot: Mapping[str, tuple[Any, int]]) -> Iterable[tuple[str, Any, int]]:
         """The ``(key, online, seq)`` the client must be told of, after a backend read.
 
         A transition newer than the last one sent is reported only when two reads in a

@@ -27,15 +27,16 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from .. import delivery, groups, metrics, protocol
-from ..conf import number_setting, presence_settings
 from ..availability import presence_fields, seen_as
 from ..backends import PublicPresence
+from ..conf import number_setting, presence_settings
 from ..ids import wire_user_id
 from ..policies import get_policy_class
 from ..ratelimit import FloodDetector, TokenBucket, flood_setting, rate_setting, user_buckets
 from ..services.messaging import send_group_message, user_messaging_service
 from ..services.online import user_online_service
 from ..transitions import syncs_user_model
+from .availability import AvailabilityMixin
 from .frames import (
     MAX_ID_LENGTH,
     REQUEST_TYPE,
@@ -47,7 +48,6 @@ from .frames import (
     user_ids_field,
     valid_request_id,
 )
-from .availability import AvailabilityMixin
 from .groups import GroupsMixin
 from .mixins import UserOnlineStatusMixin
 from .streams import parse_since

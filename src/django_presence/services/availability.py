@@ -14,7 +14,8 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -196,9 +197,7 @@ class AvailabilityService:
             applied = runtime.submit([change])
         await applied
 
-    async def aget_presence(
-        self, user_ids: Any, *, viewer: Any = None
-    ) -> dict[Any, Presence]:
+    async def aget_presence(self, user_ids: Any, *, viewer: Any = None) -> dict[Any, Presence]:
         """The :class:`Presence` of each user, by primary key, in one backend round trip.
 
         ``viewer`` None is server code, which sees everything. With a viewer (a user),
@@ -332,9 +331,7 @@ def _as_seen(
         last_active=None if invisible else _time(a.last_active, offset),
         last_seen=None if invisible else last_seen,
         seq=a.seq,
-        connections={}
-        if invisible
-        else {cid: data_dict(d) for cid, d in a.connections.items()},
+        connections={} if invisible else {cid: data_dict(d) for cid, d in a.connections.items()},
     )
 
 
@@ -357,6 +354,4 @@ async def _tell_own_connections(
             },
         )
     except Exception:  # at-most-once like every layer message; the reply says it too
-        logger.warning(
-            "Could not tell user %s's connections of their status", key, exc_info=True
-        )
+        logger.warning("Could not tell user %s's connections of their status", key, exc_info=True)
