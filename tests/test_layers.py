@@ -47,7 +47,7 @@ def layer_of(module: str) -> str:
         return "foundation"
     if first == "backends":
         return "backends"
-    if first in ("transitions", "delivery"):
+    if first in ("transitions", "delivery", "availability"):
         return "engine"
     if first in ("runtime", "batcher", "grace_sweeps"):
         return "runtime"
