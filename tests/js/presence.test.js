@@ -378,7 +378,17 @@ test("the snapshot's last_seen fills in each offline user's status", async () =>
     },
   });
   await subscribed;
-  assert.deepEqual(client.getStatus(1), { user_id: 1, is_online: true, last_seen: null });
+  // A server without availability (no states map): the state follows is_online.
+  assert.deepEqual(client.getStatus(1), {
+    user_id: 1,
+    is_online: true,
+    last_seen: null,
+    state: "online",
+    devices: [],
+    activities: [],
+    statusText: "",
+  });
+  assert.equal(client.getStatus(2).state, "offline");
   assert.equal(client.getStatus(2).last_seen, "2026-11-28T08:00:05+00:00");
   assert.equal(client.getStatus(2).is_online, false);
   assert.equal(client.getStatus(3).last_seen, null);
