@@ -12,7 +12,8 @@ Environment variables (all optional):
 - ``EXAMPLE_SECRET_KEY``: the secret key (a fixed demo key otherwise: never deploy it).
 - ``EXAMPLE_DEBUG``: ``0`` to turn DEBUG off.
 - ``PRESENCE_OFFLINE_GRACE_PERIOD``, ``PRESENCE_HEARTBEAT_INTERVAL``,
-  ``PRESENCE_CONNECTION_TTL``: the package's timings in seconds (the e2e tests shorten them).
+  ``PRESENCE_CONNECTION_TTL``, ``PRESENCE_IDLE_AFTER``, ``PRESENCE_ACTIVITY_WRITE_INTERVAL``:
+  the package's timings in seconds (the e2e tests shorten them).
 - ``PRESENCE_KEY_PREFIX``: the Redis key prefix (to share one Redis between demos).
 """
 
@@ -84,6 +85,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "users.context_processors.people_names",
+                "users.context_processors.presence_client_options",
             ]
         },
     }
@@ -120,12 +122,19 @@ EXAMPLE_TOKEN_LIFETIME = _seconds("EXAMPLE_TOKEN_LIFETIME", 300)
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
 DJANGO_PRESENCE = {
-    # A demo: every user may see and message every other (one line). A real platform
-    # subclasses DefaultPolicy, which is private, and relates doctors to their patients.
-    "POLICY": "django_presence.policies.OpenPolicy",
+    # A demo: every user may see and message every other, and only a consultation's
+    # participants (and staff) see each other's devices, activities and status text
+    # (consultations/presence.py). A real platform subclasses DefaultPolicy, which is
+    # private, and relates doctors to their patients.
+    "POLICY": "consultations.presence.CarePolicy",
     "OFFLINE_GRACE_PERIOD": _seconds("PRESENCE_OFFLINE_GRACE_PERIOD", 5),
     "HEARTBEAT_INTERVAL": _seconds("PRESENCE_HEARTBEAT_INTERVAL", 15),
     "CONNECTION_TTL": _seconds("PRESENCE_CONNECTION_TTL", 60),
+    # Away after a minute without input (the package's default is 5 minutes): short
+    # enough to watch it happen in the demo. The pages report activity at most every
+    # IDLE_AFTER / 4 seconds (users/context_processors.py).
+    "IDLE_AFTER": _seconds("PRESENCE_IDLE_AFTER", 60),
+    "ACTIVITY_WRITE_INTERVAL": _seconds("PRESENCE_ACTIVITY_WRITE_INTERVAL", 10),
 }
 
 if REDIS_URL:
