@@ -14,7 +14,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from django_presence.services import user_messaging_service
+from django_presence.conf import presence_settings
+from django_presence.services import user_messaging_service, user_online_service
 
 from .tokens import issue_access_token
 
@@ -50,6 +51,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         {
             "people": _people(request),
             "consultations": consultations.select_related("doctor", "patient"),
+            # The user's own status as the backend keeps it (it outlives connections);
+            # the page follows the ``status`` frames from then on.
+            "me": user_online_service.get_presence([user.pk])[user.pk],
+            "idle_after": round(presence_settings.IDLE_AFTER),
         },
     )
 

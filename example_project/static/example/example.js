@@ -41,8 +41,17 @@
   }
 
   // -- the ws/user/ connection, on every page -------------------------------------------
-  // A demo reconnects within 8 s at most; the library's default cap is 30 s.
-  var client = new DjangoPresence.PresenceClient({ url: "/ws/user/", getToken: fetchToken, backoffMax: 8000 });
+  // A demo reconnects within 8 s at most; the library's default cap is 30 s. The device
+  // goes on the URL, so watchers never see this connection without it; activity (input,
+  // focus, a visible page) is reported at most every activityInterval ms, which the
+  // server derives from its IDLE_AFTER (users/context_processors.py).
+  var client = new DjangoPresence.PresenceClient({
+    url: "/ws/user/",
+    getToken: fetchToken,
+    backoffMax: 8000,
+    device: "web",
+    activityInterval: Number(body.dataset.activityInterval) || 30000,
+  });
   window.presenceClient = client;
   var indicator = document.getElementById("connection");
   client.on("open", function () {
@@ -82,16 +91,81 @@
     log(document.getElementById("dm-log") || activity, "From " + nameOf(data.from_user_id) + ": " + data.message, "dm");
   });
 
+  // A user's state: offline, online, away (no input for IDLE_AFTER) or busy.
+  function stateOf(entry) {
+    return entry.state || (entry.is_online ? "online" : "offline");
+  }
+  // The devices, activities and status text: empty unless the policy shows them to us.
+  function detailsOf(entry) {
+    var parts = [];
+    if (entry.devices && entry.devices.length) parts.push(entry.devices.join(", "));
+    if (entry.activities && entry.activities.length) parts.push(entry.activities.join(", "));
+    if (entry.statusText) parts.push("\u201c" + entry.statusText + "\u201d");
+    return parts.join(" · ");
+  }
   function showPresence(node, entry) {
     if (!node) return;
     node.dataset.online = entry.is_online ? "true" : "false";
+    node.dataset.state = stateOf(entry);
     var status = node.querySelector(".status");
-    if (status) status.textContent = entry.is_online ? "online" : "offline";
+    if (status) status.textContent = stateOf(entry);
+    var details = node.querySelector(".details");
+    if (details) details.textContent = detailsOf(entry);
     var seen = node.querySelector(".last-seen");
     if (seen) {
       if (entry.is_online) seen.textContent = "now";
       else if (entry.last_seen) { seen.dataset.lastSeen = entry.last_seen; seen.textContent = time(entry.last_seen); }
     }
+  }
+
+  //: What the waiting room says of the doctor (consultations/views.py has the same table).
+  var DOCTOR_LABELS = {
+    in_call: "Doctor in a consultation",
+    online: "Doctor available",
+    away: "Doctor away",
+    busy: "Doctor busy",
+    offline: "Doctor offline",
+  };
+
+  // The dashboard's "Your availability" card: the manual status, set with setStatus()
+  // and shown from the status frames (this tab's reply, or a change made elsewhere).
+  function availability() {
+    var card = document.getElementById("availability");
+    if (!card) return;
+    var mine = document.getElementById("my-status");
+    var details = document.getElementById("my-status-details");
+    var form = document.getElementById("status-form");
+    var expiry = null;
+    var labels = { available: "available", busy: "busy", invisible: "invisible (others see you offline)" };
+    function show(status, text, expiresAt) {
+      clearTimeout(expiry);
+      mine.dataset.status = status;
+      mine.textContent = labels[status] || status;
+      var parts = [];
+      if (text) parts.push("\u201c" + text + "\u201d");
+      if (expiresAt) parts.push("until " + time(expiresAt.toISOString()));
+      details.textContent = parts.length ? " · " + parts.join(" · ") : "";
+      if (expiresAt) {
+        // The server turns the status back to available then; so does this line.
+        expiry = setTimeout(function () { show("available", "", null); }, Math.max(0, expiresAt - Date.now()));
+      }
+    }
+    client.on("status", function (data) {
+      var expiresAt = data.expires_in ? new Date(Date.now() + data.expires_in * 1000) : null;
+      show(data.status, data.text, expiresAt);
+    });
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var minutes = Number(document.getElementById("status-minutes").value);
+      var options = { text: document.getElementById("status-text").value };
+      if (minutes > 0) options.expiresIn = minutes * 60000;
+      client.setStatus(document.getElementById("status-choice").value, options).catch(function (error) {
+        toast("Status not set (" + error.code + "): " + error.message);
+      });
+    });
+    document.getElementById("status-choice").value = card.dataset.status;
+    var initialExpiry = card.dataset.expiresAt ? new Date(card.dataset.expiresAt) : null;
+    show(card.dataset.status, card.dataset.text, initialExpiry);
   }
 
   var pages = {
@@ -100,10 +174,43 @@
       client.on("presence", function (entry) {
         showPresence(document.querySelector('tr.person[data-user-id="' + entry.user_id + '"]'), entry);
       });
+      // The log says what changed: online and offline as before, and the state between.
+      var states = {};
+      client.on("presence_state", function (data) {
+        Object.keys(data.states || {}).forEach(function (id) { states[id] = data.states[id].state; });
+      });
       client.on("status_changed", function (data) {
-        log(activity, nameOf(data.user_id) + (data.is_online ? " came online" : " went offline"), "presence");
+        var id = String(data.user_id);
+        var before = states[id] || "offline";
+        var now = stateOf(data);
+        states[id] = now;
+        if (now === before) return; // a change of details only
+        var text = before === "offline" ? " came online" : now === "offline" ? " went offline" : " is " + now;
+        log(activity, nameOf(data.user_id) + text, "presence");
       });
       client.subscribe(rows.map(function (row) { return Number(row.dataset.userId); })).catch(function () {});
+      availability();
+    },
+
+    waiting: function () {
+      // The patient's waiting room: one line about the doctor, from their status_changed.
+      var section = document.getElementById("waiting-room");
+      var doctorId = Number(section.dataset.doctorId);
+      var line = document.getElementById("doctor-availability");
+      var statusText = document.getElementById("doctor-status-text");
+      client.on("presence", function (entry) {
+        if (Number(entry.user_id) !== doctorId) return;
+        var state = stateOf(entry);
+        // The policy lets a patient see their doctor's activities (consultations/presence.py).
+        var key = state !== "offline" && (entry.activities || []).indexOf("in_call") >= 0 ? "in_call" : state;
+        line.dataset.availability = key;
+        line.querySelector(".label").textContent = DOCTOR_LABELS[key] || "Doctor " + state;
+        statusText.textContent = entry.statusText || "";
+        statusText.hidden = !entry.statusText;
+      });
+      client.subscribe([doctorId]).catch(function () {});
+      // What the doctor (and staff) see of this connection: the patient is waiting.
+      client.setPresence({ activity: "waiting_room" }).catch(function () {});
     },
 
     messages: function () {
@@ -198,6 +305,8 @@
         getToken: fetchToken,
         backoffMax: 8000,
         pingInterval: 0,
+        // Activity goes to ws/user/ (the page's client); this consumer knows no such frame.
+        trackActivity: false,
       });
       window.roomClient = room;
       var peerHere = false;
@@ -235,7 +344,25 @@
           queuedCandidates.splice(0).forEach(function (candidate) { pc.addIceCandidate(candidate).catch(function () {}); });
         });
       }
+      // In a consultation: this page's ws/user/ connection says so (set_presence), which
+      // the patient's waiting room shows, and which keeps the doctor from turning away.
+      var inCallToggle = document.getElementById("in-call-toggle");
+      function setInCall(inCall) {
+        if (inCallToggle) {
+          inCallToggle.dataset.inCall = inCall ? "true" : "false";
+          inCallToggle.textContent = inCall ? "End the consultation" : "Mark me in a consultation";
+        }
+        return client.setPresence({ activity: inCall ? "in_call" : null }).catch(function (error) {
+          log(list, "Could not set the activity (" + error.code + ")", "error");
+        });
+      }
+      if (inCallToggle) {
+        inCallToggle.addEventListener("click", function () {
+          setInCall(inCallToggle.dataset.inCall !== "true");
+        });
+      }
       startButton.addEventListener("click", function () {
+        setInCall(true);
         startButton.disabled = true;
         signalling.textContent = "offer sent";
         pc = newPeerConnection();
@@ -254,6 +381,7 @@
         }).catch(function (error) { log(list, "Could not create an offer: " + error, "error"); });
       });
       room.on("offer", function (data) {
+        setInCall(true);
         log(list, "Received an offer from " + nameOf(data.from_user_id), "signal");
         signalling.textContent = "offer received";
         pc = newPeerConnection();
