@@ -78,6 +78,7 @@ class ExampleServer:
         database: Path | None = None,
         redis_url: str | None = None,
         prefix: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.name = name
@@ -86,6 +87,8 @@ class ExampleServer:
         self.database = database or tmp_path / "example.sqlite3"
         self.redis_url = redis_url
         self.prefix = prefix or f"e2e-{uuid.uuid4().hex[:10]}"
+        #: More environment variables (other timings: ``PRESENCE_IDLE_AFTER``...).
+        self.extra_env = dict(extra_env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
@@ -110,6 +113,7 @@ class ExampleServer:
                 PRESENCE_KEY_PREFIX=self.prefix,
                 EXAMPLE_CHANNELS_PREFIX=self.prefix,
             )
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 60.0) -> ExampleServer:
