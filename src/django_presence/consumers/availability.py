@@ -18,6 +18,7 @@ longer one).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -46,6 +47,7 @@ class AvailabilityMixin:
         super().__init__(*args, **kwargs)
         #: This connection's device, activity and data, as last set by its client.
         self.presence_fields: dict[str, Any] = {"device": "", "activity": "", "data": None}
+        self._presence_seeded = False
         self._presence_bucket: TokenBucket | None = None
         self._presence_flush: asyncio.TimerHandle | None = None
         self._presence_dirty = False
@@ -73,7 +75,7 @@ class AvailabilityMixin:
                 protocol.INVALID_PAYLOAD,
                 f"set_presence takes {', '.join(PRESENCE_FIELDS)}; got {unknown[0][:40]!r}.",
             )
-        fields = {**self.presence_fields, **data}
+        fields = {**self._held_presence_fields(), **data}
         try:
             connection_data(**fields)
         except AvailabilityError as e:
@@ -86,6 +88,24 @@ class AvailabilityMixin:
             return protocol.ACK, {"request": "set_presence", "deferred": False}
         self._schedule_presence_flush()
         return protocol.ACK, {"request": "set_presence", "deferred": True}
+
+    def _held_presence_fields(self) -> dict[str, Any]:
+        """The fields the connection holds: its connect-time data until a first update.
+
+        An omitted field keeps its value, and the connection may have been given one
+        when it connected (``?device=web``): without this, the first ``set_presence``
+        that names only an activity would clear the device.
+        """
+        if not self._presence_seeded:
+            self._presence_seeded = True
+            initial = self.get_presence_connection_data()  # type: ignore[attr-defined]
+            if initial is not None:
+                self.presence_fields = {
+                    "device": initial.device,
+                    "activity": initial.activity,
+                    "data": json.loads(initial.data) if initial.data else None,
+                }
+        return self.presence_fields
 
     def _schedule_presence_flush(self) -> None:
         if self._presence_flush is not None:
