@@ -23,6 +23,14 @@
  *   client.subscribe([2, 3]);
  *   await client.sendDirectMessage(2, "hello");
  *
+ * Availability: the client sends "activity" on the page's input (trackActivity, at most
+ * once per activityInterval), so that the server can tell online from away; the presence
+ * event carries state (offline/online/away/busy), devices, activities and statusText.
+ *
+ *   new DjangoPresence.PresenceClient({ url: "/ws/user/", device: "web" }); // ?device=web
+ *   client.setPresence({ activity: "in_call" }); // this connection's, kept across reconnects
+ *   client.setStatus("busy", { text: "In surgery", expiresIn: 60 * 60 * 1000 }); // ms
+ *
  * Stored messages carry stream, offset and epoch: the client keeps its position in each
  * stream, asks for what it missed on every reconnect (since=<stream>:<epoch>:<offset> in
  * the URL, since in join_group), drops duplicates, and acknowledges shown "user"
