@@ -49,6 +49,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  {username:<8} / {password}{'   (staff)' if staff else ''}")
         self.stdout.write(f"Open {url} and log in as two users in two windows (one private).")
         self.stdout.write(f"Consultation room: {url}consultations/{consultation.pk}/")
+        self.stdout.write(
+            f"Waiting room (the patient's): {url}consultations/{consultation.pk}/waiting-room/"
+        )
         if options["no_serve"]:
             return
         import uvicorn
