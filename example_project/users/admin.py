@@ -33,7 +33,9 @@ class PlatformUserAdmin(OnlineStatusAdminMixin, UserAdmin):
         rows = (context or {}).get("rows") or []
         if rows:
             # Server code (no viewer) sees everything, invisible users included.
-            presence = user_online_service.get_presence([row.pk for row in rows if row.pk])
+            presence = user_online_service.get_presence(
+                [row.pk for row in rows if row.pk is not None]
+            )
             context["availability_rows"] = [_availability_row(row, presence) for row in rows]
         return response
 
