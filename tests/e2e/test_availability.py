@@ -112,6 +112,8 @@ def test_the_waiting_room_sees_the_doctor_turn_away_and_come_back_after_input(
     assert doctor_line(patient) == "Doctor away"
     assert away_after >= IDLE_AFTER * 0.75, away_after  # not at once: after idling
     assert doctor.is_visible("#connection[data-state=open]")  # still connected
+    # The doctor's own dashboard says what others see of them.
+    doctor.wait_for_selector('#my-state[data-state="away"]', timeout=5000)
 
     # Input in the doctor's page: back at once (an away user's activity is written now).
     doctor.mouse.click(300, 40)
@@ -119,6 +121,7 @@ def test_the_waiting_room_sees_the_doctor_turn_away_and_come_back_after_input(
     clicked_at = time.monotonic()
     wait_doctor(patient, "online", timeout=5)
     assert time.monotonic() - clicked_at < IDLE_AFTER, "came back late: not from the input"
+    doctor.wait_for_selector('#my-state[data-state="online"]', timeout=5000)
     assert doctor_line(patient) == "Doctor available"
 
     # Input every 0.3 s keeps the doctor present for twice IDLE_AFTER.
@@ -189,6 +192,7 @@ def test_busy_with_a_text_and_an_expiry_set_by_the_doctor_shows_in_the_waiting_r
     assert "In theatre" in doctor.text_content("#my-status-details")
     wait_doctor(patient, "busy", timeout=5)
     assert doctor_line(patient) == "Doctor busy"
+    doctor.wait_for_selector('#my-state[data-state="busy"]', timeout=5000)
     assert patient.text_content("#doctor-status-text") == "In theatre"
     assert patient.is_visible("#doctor-status-text")
 
@@ -227,6 +231,8 @@ def test_an_invisible_doctor_shows_offline_yet_stays_connected_and_notified(
     set_status(doctor, "invisible")
     wait_doctor(patient, "offline", timeout=5)
     assert doctor_line(patient) == "Doctor offline"
+    # Others see the doctor offline, and the doctor's page says so.
+    doctor.wait_for_selector('#my-state[data-state="offline"]', timeout=5000)
     assert patient.evaluate(f"presenceClient.isOnline({DOCTOR})") is False
     hidden_from = len(patient.evaluate("window.doctorStates"))
 

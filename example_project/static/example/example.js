@@ -127,6 +127,15 @@
     offline: "Doctor offline",
   };
 
+  // What others see of this user (their own row's state: away after IDLE_AFTER, offline
+  // while invisible), beside the status they chose.
+  function showOwnState(state) {
+    var node = document.getElementById("my-state");
+    if (!node) return;
+    node.dataset.state = state;
+    node.textContent = " · others see you " + state;
+  }
+
   // The dashboard's "Your availability" card: the manual status, set with setStatus()
   // and shown from the status frames (this tab's reply, or a change made elsewhere).
   function availability() {
@@ -153,6 +162,7 @@
     client.on("status", function (data) {
       var expiresAt = data.expires_in ? new Date(Date.now() + data.expires_in * 1000) : null;
       show(data.status, data.text, expiresAt);
+      if (data.state) showOwnState(data.status === "invisible" ? "offline" : data.state);
     });
     form.addEventListener("submit", function (event) {
       event.preventDefault();
@@ -173,6 +183,7 @@
       var rows = Array.prototype.slice.call(document.querySelectorAll("tr.person"));
       client.on("presence", function (entry) {
         showPresence(document.querySelector('tr.person[data-user-id="' + entry.user_id + '"]'), entry);
+        if (Number(entry.user_id) === me) showOwnState(stateOf(entry));
       });
       // The log says what changed: online and offline as before, and the state between.
       var states = {};
