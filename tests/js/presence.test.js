@@ -961,11 +961,11 @@ test("setStatus() sends set_status with expires_in in seconds; the status reply 
     { status: "invisible" },
     { status: "busy", expires_in: 2 }, // Whole seconds, rounded up.
   ]);
-  const reply = { status: "busy", text: "In surgery", expires_in: 5400, state: "busy" };
+  const reply = { status: "busy", text: "In surgery", expires_in: 5400 };
   socket.receive({ type: "status", id: frames[0].id, data: reply });
   assert.deepEqual((await busy).data, reply);
   // The same frame reaches the user's other connections, without an id.
-  socket.receive({ type: "status", data: { status: "available", text: "", expires_in: null, state: "online" } });
+  socket.receive({ type: "status", data: { status: "available", text: "", expires_in: null } });
   assert.deepEqual(statuses.map((s) => s.status), ["busy", "available"]);
   assert.throws(() => client.setStatus(), TypeError);
   assert.throws(() => client.setStatus("busy", { expiresIn: 0 }), RangeError);

@@ -154,7 +154,7 @@ client.on("presence_state", ({ states }) => states["7"].state === "away" && stat
 client.on("presence", ({ state, statusText }) => state === "busy" && statusText);
 client.on("status", ({ status, text, expires_in, state }) => {
   const manual: DjangoPresence.ManualStatus = status;
-  return [text, expires_in ?? 0, state];
+  return [text, expires_in ?? 0, state ?? "online"];
 });
 const entry: DjangoPresence.PresenceEntry | undefined = client.getStatus(7);
 const devices: string[] | undefined = entry?.devices;

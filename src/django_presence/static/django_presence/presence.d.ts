@@ -151,8 +151,8 @@ declare namespace DjangoPresence {
     text: string;
     /** Seconds until the status expires, or null. */
     expires_in: number | null;
-    /** The state the user sees of themselves. */
-    state: PresenceStateName;
+    /** The state the user sees of themselves, when the server sends it. */
+    state?: PresenceStateName;
     [extra: string]: unknown;
   }
 
