@@ -437,6 +437,24 @@ async def test_a_closing_lease_that_expires_takes_its_data_with_it(
     assert (await availability_of(backend, "1")).connections == {"b": ConnectionData()}
 
 
+async def test_an_expired_lease_of_one_device_is_announced_by_the_sweep(
+    backend: BasePresenceBackend,
+) -> None:
+    await backend.add_connection("1", "a", ttl=LONG, data=WEB)
+    both = await backend.add_connection("1", "b", ttl=0.1, data=ConnectionData("mobile", "x"))
+
+    [gone] = await sweep_for(backend, lambda c: bool(c), "the mobile lease swept")
+
+    assert (gone.user_id, gone.transition) == ("1", NONE)
+    assert_presence_change(gone, seen("online", ["web"]), both.seq)
+    me = await availability_of(backend, "1")
+    assert (me.presence, me.seq, list(me.connections)) == (
+        seen("online", ["web"]),
+        gone.seq,
+        ["a"],
+    )
+
+
 async def test_remove_user_announces_offline(backend: BasePresenceBackend) -> None:
     await backend.add_connection("1", "a", ttl=LONG, data=WEB)
     await backend.add_connection("1", "b", ttl=LONG, data=MOBILE)
@@ -491,6 +509,17 @@ async def test_touch_brings_an_away_user_back_once(backend: BasePresenceBackend)
     assert me.last_active is not None
     assert me.last_active >= before - 0.002
     assert (await backend.sweep()).changes == ()
+
+
+async def test_connecting_again_counts_as_activity(backend: BasePresenceBackend) -> None:
+    await backend.add_connection("1", "a", ttl=LONG, data=WEB, idle=IDLE)
+    [away] = await sweep_for(backend, lambda c: bool(c), "user 1 swept away")
+
+    back = await backend.add_connection("1", "b", ttl=LONG, data=WEB, idle=LONG)
+
+    assert back.transition is NONE
+    assert_presence_change(back, seen("online", ["web"]), away.seq)
+    assert (await availability_of(backend, "1")).state == "online"
 
 
 async def test_touch_never_lowers_last_active(backend: BasePresenceBackend) -> None:
@@ -555,8 +584,8 @@ async def test_touch_of_many_users_in_one_call(backend: BasePresenceBackend) -> 
 
 async def test_keep_present_keeps_an_idle_user_online(backend: BasePresenceBackend) -> None:
     in_call = ConnectionData("web", "in_call", keep_present=True)
-    online = await backend.add_connection("1", "a", ttl=LONG, data=in_call, idle=IDLE)
-    await backend.add_connection("1", "b", ttl=LONG, data=MOBILE)
+    await backend.add_connection("1", "a", ttl=LONG, data=in_call, idle=IDLE)
+    mobile = await backend.add_connection("1", "b", ttl=LONG, data=MOBILE)
     start = await backend.now()
 
     await wait_until(backend, start + IDLE + 0.05)
@@ -565,7 +594,7 @@ async def test_keep_present_keeps_an_idle_user_online(backend: BasePresenceBacke
     assert (me.presence, me.state, me.seq) == (
         seen("online", ["mobile", "web"], ["in_call"]),
         "online",
-        online.seq,
+        mobile.seq,
     )
 
     # The call ends: the user has been idle all along, so they are away now.
