@@ -13,6 +13,7 @@ that a slow machine could outrun.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -151,7 +152,21 @@ async def test_a_connection_without_data_shows_no_device(backend: BasePresenceBa
     assert change.presence == seen("online")
     me = await availability_of(backend, "1")
     assert me.presence == seen("online")
-    assert me.connections == {"a": ConnectionData()}
+
+
+async def test_availability_lists_every_connection_with_its_data(
+    backend: BasePresenceBackend,
+) -> None:
+    """``connections`` maps every connection id, open and closing, to its data."""
+    await backend.add_connection("1", "a", ttl=LONG)
+    await backend.add_connection("1", "b", ttl=LONG, data=WEB)
+    await backend.add_connection("2", "c", ttl=LONG)
+    await backend.remove_connection("2", "c", grace=LONG)  # closing
+
+    found = await backend.availability(["1", "2"])
+
+    assert found["1"].connections == {"a": ConnectionData(), "b": WEB}
+    assert found["2"].connections == {"c": ConnectionData()}
 
 
 async def test_busy_shows_busy_and_back_to_available_shows_online(
@@ -395,7 +410,9 @@ async def test_removing_a_connection_removes_its_data(backend: BasePresenceBacke
     assert (await availability_of(backend, "1")).connections == {"a": WEB}
     # Coming back with the same id does not bring the old data back.
     assert (await backend.add_connection("1", "b", ttl=LONG)).presence is None
-    assert (await availability_of(backend, "1")).connections == {"a": WEB, "b": ConnectionData()}
+    connections = (await availability_of(backend, "1")).connections
+    assert connections["a"] == WEB
+    assert connections.get("b", ConnectionData()) == ConnectionData()
 
 
 async def test_a_reconnect_within_grace_inherits_the_data(backend: BasePresenceBackend) -> None:
@@ -434,7 +451,9 @@ async def test_a_closing_lease_that_expires_takes_its_data_with_it(
     assert (me.online, me.connections, me.seq) == (False, {}, offline.seq)
     back = await backend.add_connection("1", "b", ttl=LONG)
     assert back.presence == seen("online")  # nothing inherited after the grace period
-    assert (await availability_of(backend, "1")).connections == {"b": ConnectionData()}
+    connections = (await availability_of(backend, "1")).connections
+    assert connections.get("b", ConnectionData()) == ConnectionData()
+    assert "a" not in connections
 
 
 async def test_an_expired_lease_of_one_device_is_announced_by_the_sweep(
@@ -462,7 +481,33 @@ async def test_remove_user_announces_offline(backend: BasePresenceBackend) -> No
     removed, change = await backend.remove_user("1")
 
     assert (removed, change.transition, change.presence) == (2, OFFLINE, seen("offline"))
+    assert not change.hidden
     assert (await availability_of(backend, "1")).connections == {}
+
+    # An invisible user's removal is a hidden transition.
+    await backend.add_connection("2", "a", ttl=LONG, data=WEB)
+    await backend.set_status("2", "invisible")
+    _, hidden = await backend.remove_user("2")
+    assert (hidden.transition, hidden.hidden, hidden.presence) == (OFFLINE, True, None)
+
+
+ODD_STRINGS = ["a:b", "3:x", "|", "ü€", "{x}", "1", "\x1e", "\x1f", "x\x1fy", " ", "\\n"]
+
+
+async def test_devices_and_activities_may_be_any_string(backend: BasePresenceBackend) -> None:
+    """Odd characters (separators of any encoding) come back as they were given."""
+    for i, odd in enumerate(ODD_STRINGS):
+        data = ConnectionData(
+            odd, odd[::-1] + "!", json.dumps({"s": odd}), keep_present=i % 2 == 0
+        )
+        await backend.add_connection("1", f"c{i}", ttl=LONG, data=data)
+
+    me = await availability_of(backend, "1")
+
+    assert me.presence == seen(
+        "online", sorted(set(ODD_STRINGS)), sorted({o[::-1] + "!" for o in ODD_STRINGS})
+    )
+    assert [me.connections[f"c{i}"].device for i in range(len(ODD_STRINGS))] == ODD_STRINGS
 
 
 # -- away, activity, keep_present --------------------------------------------------------------
