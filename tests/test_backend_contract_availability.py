@@ -960,6 +960,50 @@ async def test_concurrent_connects_and_disconnects_keep_presence_consistent(
     assert final.seq == seqs[-1]
 
 
+async def test_concurrent_sweeps_and_touches_announce_each_user_consistently(
+    backend: BasePresenceBackend,
+) -> None:
+    """Sweeps turning users away race touches bringing them back: no double announcements."""
+    users = [str(i) for i in range(20)]
+    starts = {}
+    for user in users:
+        starts[user] = await backend.add_connection(user, "a", ttl=LONG, data=WEB, idle=IDLE)
+    await wait_until(backend, await backend.now() + IDLE + 0.05)  # all due, none swept
+
+    calls: list[Any] = []
+    for i in range(6):
+        calls.append(backend.sweep(limit=7))
+        calls.append(backend.touch([(u, 0.0) for u in users[i % 2 :: 3]], idle=LONG))
+        calls.append(backend.heartbeat_and_sweep([(u, "a") for u in users[::2]], ttl=LONG))
+    results = await asyncio.gather(*calls)
+
+    changes: list[Change] = []
+    for result in results:
+        if isinstance(result, list):
+            changes += result
+        elif isinstance(result, tuple):
+            changes += result[1].changes
+        else:
+            changes += result.changes
+    changes += await sweep_for(backend, lambda c: True, "one more sweep")
+    found = await backend.availability(users)
+    for user in users:
+        mine = sorted((c for c in changes if c.user_id == user), key=lambda c: c.seq)
+        previous = starts[user].presence
+        for change in mine:
+            assert change.transition is NONE
+            assert change.seq > starts[user].seq
+            assert change.presence != previous, f"user {user}: {mine}"
+            previous = change.presence
+        assert found[user].presence == previous
+        if mine:
+            assert found[user].seq == mine[-1].seq
+    # Everyone touched is online again; the rest (users[2::3] are never touched) away.
+    touched = set(users[0::3] + users[1::3])
+    assert {u for u in users if found[u].state == "online"} == touched
+    assert {u for u in users if found[u].state == "away"} == set(users) - touched
+
+
 # -- both backends alike -----------------------------------------------------------------------
 
 
