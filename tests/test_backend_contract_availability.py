@@ -28,7 +28,7 @@ from django_presence.backends.base import Availability, ConnectionData, PublicPr
 from django_presence.backends.memory import MemoryBackend
 from django_presence.backends.redis import RedisBackend
 
-from .test_backend_contract import eventually
+from .test_backend_contract import eventually, like
 from .test_backend_contract_rooms import ODD_IDS
 
 ONLINE, OFFLINE, NONE = Transition.ONLINE, Transition.OFFLINE, Transition.NONE
@@ -749,6 +749,32 @@ async def test_status_of_an_offline_user_is_kept_and_shown_when_they_connect(
     again = await backend.add_connection("1", "b", ttl=LONG)
     assert again.presence == seen("busy")
     assert (await availability_of(backend, "1")).text == "Back at 3"
+
+
+async def test_a_status_survives_a_restart_of_the_web_server(
+    backend: BasePresenceBackend,
+) -> None:
+    """Another backend instance on the same store (a restarted process) sees the status."""
+    if not backend.shared_across_processes:
+        pytest.skip("the store lives in the process")
+    await backend.set_status("1", "busy", text="Out", ttl=LONG)
+    await backend.add_connection("2", "a", ttl=LONG, data=WEB)
+    await backend.set_status("2", "invisible")
+    await backend.aclose()
+
+    restarted = like(backend)
+    try:
+        found = await restarted.availability(["1", "2"])
+        assert (found["1"].status, found["1"].text) == ("busy", "Out")
+        assert (found["2"].status, found["2"].presence, found["2"].connections) == (
+            "invisible",
+            HIDDEN,
+            {"a": WEB},
+        )
+        online = await restarted.add_connection("1", "b", ttl=LONG)
+        assert online.presence == seen("busy")
+    finally:
+        await restarted.aclose()
 
 
 async def test_a_status_with_a_ttl_expires_to_available_and_loses_its_text(
