@@ -456,6 +456,18 @@ async def test_a_closing_lease_that_expires_takes_its_data_with_it(
     assert "a" not in connections
 
 
+async def test_a_refused_connection_stores_no_data(backend: BasePresenceBackend) -> None:
+    online = await backend.add_connection("1", "a", ttl=LONG, data=WEB, limit=1)
+
+    refused = await backend.add_connection("1", "b", ttl=LONG, data=MOBILE, limit=1, idle=IDLE)
+
+    assert refused.refused
+    assert (refused.transition, refused.presence, refused.seq) == (NONE, None, 0)
+    me = await availability_of(backend, "1")
+    assert (me.presence, me.seq, me.last_active) == (seen("online", ["web"]), online.seq, None)
+    assert "b" not in me.connections
+
+
 async def test_an_expired_lease_of_one_device_is_announced_by_the_sweep(
     backend: BasePresenceBackend,
 ) -> None:
