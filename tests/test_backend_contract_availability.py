@@ -1154,3 +1154,26 @@ def test_both_backends_derive_the_same_availability(redis_url: str) -> None:
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+# -- third-party backends ------------------------------------------------------------------
+
+
+AVAILABILITY_CALLS = {
+    "set_connection_data": lambda b: b.set_connection_data("1", "a", WEB),
+    "touch": lambda b: b.touch([("1", 0.0)], idle=IDLE),
+    "set_status": lambda b: b.set_status("1", "busy"),
+    "availability": lambda b: b.availability(["1"]),
+}
+
+
+class StreamsOnlyBackend(BasePresenceBackend):
+    """A third-party backend written before availability joined the contract."""
+
+
+@pytest.mark.parametrize("method", sorted(AVAILABILITY_CALLS))
+async def test_a_backend_without_availability_is_told_what_to_implement(method: str) -> None:
+    with pytest.raises(NotImplementedError) as caught:
+        await AVAILABILITY_CALLS[method](StreamsOnlyBackend())
+
+    assert str(caught.value) == f"{__name__}.StreamsOnlyBackend must implement {method}()"
