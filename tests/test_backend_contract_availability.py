@@ -351,6 +351,19 @@ async def test_devices_and_activities_are_sorted_and_distinct(
     assert me.connections == datas
 
 
+async def test_devices_and_activities_are_sorted_by_code_point(
+    backend: BasePresenceBackend,
+) -> None:
+    """Python's order, whatever the locale of the store (Redis compares with strcoll)."""
+    names = ["web", "Web", "a_b", "a-b", "ab", "Z", "é", "e", "10", "9"]
+    for i, name in enumerate(names):
+        await backend.add_connection("1", f"c{i}", ttl=LONG, data=ConnectionData(name, name))
+
+    me = await availability_of(backend, "1")
+
+    assert me.presence == seen("online", sorted(names), sorted(names))
+
+
 async def test_data_is_updated_in_place_without_a_transition(
     backend: BasePresenceBackend,
 ) -> None:
