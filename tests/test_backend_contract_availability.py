@@ -45,10 +45,10 @@ MOBILE = ConnectionData(device="mobile")
 
 
 def seen(
-    state: str, devices: Sequence[str] = (), activities: Sequence[str] = ()
+    state: str, devices: Sequence[str] = (), activities: Sequence[str] = (), text: str = ""
 ) -> PublicPresence:
     """A public presence, written short."""
-    return PublicPresence(state, tuple(devices), tuple(activities))
+    return PublicPresence(state, tuple(devices), tuple(activities), text)
 
 
 HIDDEN = seen("offline")
@@ -176,10 +176,10 @@ async def test_busy_shows_busy_and_back_to_available_shows_online(
 
     busy = await backend.set_status("1", "busy", text="In a meeting")
     assert busy.transition is NONE
-    seq = assert_presence_change(busy, seen("busy", ["web"]), online.seq)
+    seq = assert_presence_change(busy, seen("busy", ["web"], text="In a meeting"), online.seq)
     me = await availability_of(backend, "1")
     assert (me.presence, me.state, me.status, me.text, me.seq) == (
-        seen("busy", ["web"]),
+        seen("busy", ["web"], text="In a meeting"),
         "busy",
         "busy",
         "In a meeting",
@@ -197,6 +197,24 @@ async def test_busy_shows_busy_and_back_to_available_shows_online(
     )
 
 
+async def test_the_status_text_is_public_and_announced_when_it_changes(
+    backend: BasePresenceBackend,
+) -> None:
+    online = await backend.add_connection("1", "a", ttl=LONG, data=WEB)
+
+    wfh = await backend.set_status("1", "available", text="Working from home")
+    seq = assert_presence_change(
+        wfh, seen("online", ["web"], text="Working from home"), online.seq
+    )
+    assert_silent(await backend.set_status("1", "available", text="Working from home"))
+    busy = await backend.set_status("1", "busy", text="Working from home")
+    seq = assert_presence_change(busy, seen("busy", ["web"], text="Working from home"), seq)
+    lunch = await backend.set_status("1", "busy", text="Lunch")
+    seq = assert_presence_change(lunch, seen("busy", ["web"], text="Lunch"), seq)
+    cleared = await backend.set_status("1", "busy")
+    assert_presence_change(cleared, seen("busy", ["web"]), seq)
+
+
 async def test_an_invisible_user_shows_offline_but_sees_themselves_online(
     backend: BasePresenceBackend,
 ) -> None:
@@ -204,14 +222,14 @@ async def test_an_invisible_user_shows_offline_but_sees_themselves_online(
     await backend.add_connection("1", "b", ttl=LONG, data=MOBILE)
     before = await availability_of(backend, "1")
 
-    hide = await backend.set_status("1", "invisible")
+    hide = await backend.set_status("1", "invisible", text="not here")
 
     assert hide.transition is NONE
     assert_presence_change(hide, HIDDEN, before.seq)
     me = await availability_of(backend, "1")
     assert me.online is True  # the server's truth
-    assert me.presence == seen("offline")  # devices and activities hidden too
-    assert (me.state, me.status) == ("online", "invisible")
+    assert me.presence == seen("offline")  # devices, activities and text hidden too
+    assert (me.state, me.status, me.text) == ("online", "invisible", "not here")
     assert set(me.connections) == {"a", "b"}
     assert await backend.is_online("1")
 
@@ -519,19 +537,24 @@ async def test_remove_user_announces_offline(backend: BasePresenceBackend) -> No
 ODD_STRINGS = ["a:b", "3:x", "|", "ü€", "{x}", "1", "\x1e", "\x1f", "x\x1fy", " ", "\\n"]
 
 
-async def test_devices_and_activities_may_be_any_string(backend: BasePresenceBackend) -> None:
+async def test_devices_activities_and_texts_may_be_any_string(
+    backend: BasePresenceBackend,
+) -> None:
     """Odd characters (separators of any encoding) come back as they were given."""
     for i, odd in enumerate(ODD_STRINGS):
         data = ConnectionData(
             odd, odd[::-1] + "!", json.dumps({"s": odd}), keep_present=i % 2 == 0
         )
         await backend.add_connection("1", f"c{i}", ttl=LONG, data=data)
+    text = "".join(ODD_STRINGS)
+    await backend.set_status("1", "busy", text=text)
 
     me = await availability_of(backend, "1")
 
     assert me.presence == seen(
-        "online", sorted(set(ODD_STRINGS)), sorted({o[::-1] + "!" for o in ODD_STRINGS})
+        "busy", sorted(set(ODD_STRINGS)), sorted({o[::-1] + "!" for o in ODD_STRINGS}), text
     )
+    assert me.text == text
     assert [me.connections[f"c{i}"].device for i in range(len(ODD_STRINGS))] == ODD_STRINGS
 
 
@@ -767,12 +790,12 @@ async def test_status_of_an_offline_user_is_kept_and_shown_when_they_connect(
 
     online = await backend.add_connection("1", "a", ttl=LONG, data=WEB)
     assert (online.transition, online.hidden) == (ONLINE, False)
-    assert online.presence == seen("busy", ["web"])
+    assert online.presence == seen("busy", ["web"], text="Back at 3")
     offline = await backend.remove_connection("1", "a")
     assert offline.presence == seen("offline")
     # Kept while offline, across connections.
     again = await backend.add_connection("1", "b", ttl=LONG)
-    assert again.presence == seen("busy")
+    assert again.presence == seen("busy", text="Back at 3")
     assert (await availability_of(backend, "1")).text == "Back at 3"
 
 
@@ -797,7 +820,7 @@ async def test_a_status_survives_a_restart_of_the_web_server(
             {"a": WEB},
         )
         online = await restarted.add_connection("1", "b", ttl=LONG)
-        assert online.presence == seen("busy")
+        assert online.presence == seen("busy", text="Out")
     finally:
         await restarted.aclose()
 
@@ -861,7 +884,7 @@ async def test_a_new_status_replaces_the_old_one_and_its_expiry(
 
     kept = await backend.set_status("1", "busy", text="until I say")
 
-    assert kept.presence is None  # still busy: nothing public changed
+    assert kept.presence == seen("busy", text="until I say")
     me = await availability_of(backend, "1")
     assert (me.status, me.text, me.status_expires_at) == ("busy", "until I say", None)
     start = await backend.now()
@@ -888,7 +911,7 @@ async def test_availability_of_many_users_in_one_call(backend: BasePresenceBacke
     for uid, entry in found.items():
         assert entry.user_id == uid
     assert found["0"].presence == seen("online", ["web"])
-    assert (found["3"].presence, found["3"].text) == (seen("busy", ["web"]), "x")
+    assert (found["3"].presence, found["3"].text) == (seen("busy", ["web"], text="x"), "x")
     assert (found["6"].presence, found["6"].state, found["6"].online) == (
         HIDDEN,
         "online",
