@@ -82,7 +82,7 @@ class Batcher:
         when that is 0. A cancelled caller stops waiting; its transitions are applied all
         the same.
         """
-        pending = [change for change in changes if change.changed]
+        pending = [change for change in changes if change.announces]
         if not pending:
             return _nothing()
         loop = asyncio.get_running_loop()

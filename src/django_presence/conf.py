@@ -106,6 +106,26 @@ DEFAULTS: dict[str, Any] = {
     # Seconds after which a stored message to a user that no client of theirs acknowledged
     # is handed to the message_undelivered signal (once, by one process). None: never.
     "UNDELIVERED_AFTER": 30,
+    # -- availability (docs/presence-states.md) --
+    # Seconds without activity after which a user is "away"; 0: never away.
+    "IDLE_AFTER": 300,
+    # At most one last_active write per user per this many seconds (per server process),
+    # whatever clients send; a user coming back from away is written at once.
+    "ACTIVITY_WRITE_INTERVAL": 60,
+    # Connection activities that keep their user from turning away (a call, a video
+    # consultation): the user stays "online" while one of their connections has one.
+    "KEEP_PRESENT_ACTIVITIES": ["in_call"],
+    # A connection's presence data dict: its size as compact JSON, and its keys.
+    "PRESENCE_DATA_MAX_BYTES": 1024,
+    "PRESENCE_DATA_MAX_KEYS": 10,
+    # Presence updates (set_presence) a connection may make per PRESENCE_UPDATE_PERIOD
+    # seconds; more are merged and applied when allowed, never refused.
+    "PRESENCE_UPDATE_RATE": 5,
+    "PRESENCE_UPDATE_PERIOD": 30,
+    # Longest status text, device and activity, in characters.
+    "STATUS_TEXT_MAX_LENGTH": 100,
+    "DEVICE_MAX_LENGTH": 32,
+    "ACTIVITY_MAX_LENGTH": 64,
     # -- operations --
     # A callable, or its dotted path, called as hook(name, value, labels) on every counter
     # increment (django_presence.metrics). None: counters are only kept in-process.
@@ -340,6 +360,22 @@ class Names(Spec):
 
 
 @dataclass(frozen=True)
+class Strings(Spec):
+    """A list or tuple of non-empty strings (possibly empty), returned as a frozenset."""
+
+    @property
+    def expected(self) -> str:
+        return "a list of non-empty strings"
+
+    def validate(self, name: str, value: Any) -> frozenset[str]:
+        if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+            isinstance(v, str) and v for v in value
+        ):
+            raise self.error(name, value)
+        return frozenset(value)
+
+
+@dataclass(frozen=True)
 class Key(Spec):
     """A JWT key: a non-empty str or bytes, or None; ``objects``: a key object too.
 
@@ -493,6 +529,16 @@ SPECS: dict[str, Spec] = {
     "HISTORY_TTL": _SECONDS_POSITIVE,
     "HISTORY_META_TTL": _SECONDS_POSITIVE,
     "UNDELIVERED_AFTER": Number(_LIMIT, unit="seconds", strict=True, optional=True),
+    "IDLE_AFTER": _SECONDS,
+    "ACTIVITY_WRITE_INTERVAL": _SECONDS,
+    "KEEP_PRESENT_ACTIVITIES": Strings("django_presence.E013"),
+    "PRESENCE_DATA_MAX_BYTES": Number(_LIMIT, unit="bytes", integer=True),
+    "PRESENCE_DATA_MAX_KEYS": Number(_LIMIT, unit="keys", integer=True),
+    "PRESENCE_UPDATE_RATE": Number(_LIMIT, unit="updates", minimum=1, integer=True),
+    "PRESENCE_UPDATE_PERIOD": _SECONDS_POSITIVE,
+    "STATUS_TEXT_MAX_LENGTH": Number(_LIMIT, unit="characters", integer=True),
+    "DEVICE_MAX_LENGTH": Number(_LIMIT, unit="characters", minimum=1, integer=True),
+    "ACTIVITY_MAX_LENGTH": Number(_LIMIT, unit="characters", minimum=1, integer=True),
     "METRICS_HOOK": Import("django_presence.E009", require_callable=True, optional=True),
 }
 

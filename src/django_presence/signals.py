@@ -1,4 +1,5 @@
-"""Signals sent on user-level presence transitions, and for messages nobody received.
+"""Signals sent on user-level presence transitions and state changes, and for messages
+nobody received.
 
 Both are sent once per transition decided by the backend (0 -> 1 and 1 -> 0 open
 connections, after any grace period), never for a second tab and never on a heartbeat,
@@ -39,6 +40,17 @@ user_online = Signal()
 
 #: Sent when a user's last connection is removed, expires, or is cleaned up.
 user_offline = Signal()
+
+#: Sent when what other users see of a user changed: their state (``offline``,
+#: ``online``, ``away``, ``busy``; see docs/presence-states.md), devices, activities or
+#: status text. Once per change decided by the backend, by the process that observed it,
+#: in seq order for a user within one event loop, and together with ``user_online`` /
+#: ``user_offline`` when the change is a transition (same ``seq``). Not sent for an
+#: invisible user, whom others see offline. ``sender`` is
+#: :class:`~django_presence.backends.PublicPresence`; receivers get ``user_id`` (primary
+#: key), ``state``, ``devices``, ``activities`` (tuples of strings), ``status_text`` and
+#: ``seq``.
+presence_changed = Signal()
 
 #: Sent once (by one server process) for each stored message to a user that no client of
 #: theirs acknowledged within ``UNDELIVERED_AFTER`` seconds, whether they were offline when

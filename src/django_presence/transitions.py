@@ -34,12 +34,22 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from . import groups, metrics, protocol, signals
-from .backends import Change, MemberChange, Transition, get_backend
+from .backends import (
+    OFFLINE,
+    Availability,
+    Change,
+    MemberChange,
+    PublicPresence,
+    Transition,
+    get_backend,
+)
 from .conf import number_setting, presence_settings
 from .ids import SERVER_ID, key_order, pk_from_key, wire_user_id
 from .store import DatabaseCopy, database_copy
 
 logger = logging.getLogger(__name__)
+
+ONLINE = PublicPresence("online")
 
 # Re-checks of the backend after a DB write, to undo a write that raced with a newer
 # transition of the same user in another process (see _sync_db).
@@ -58,12 +68,41 @@ def syncs_user_model() -> bool:
     return database_copy() is not None
 
 
-async def apply(transitions: Sequence[Change]) -> None:
-    """Apply the side effects of ``transitions`` (all of them transitions), in order."""
-    if not transitions:
+async def apply(changes: Sequence[Change]) -> None:
+    """Apply the side effects of ``changes`` (transitions and presence changes), in order.
+
+    Transitions get the database write and ``user_online``/``user_offline``; every change
+    of what others see (``Change.presence``) gets ``presence_changed`` and
+    ``status_changed``. An invisible user's transition (``hidden``) gets the first two
+    only.
+    """
+    if not changes:
         # A reconcile batch with nothing to repair: no thread hop, no database round trip.
         return
     now = timezone.now()
+    transitions = [change for change in changes if change.changed]
+    if transitions:
+        await _apply_transitions(transitions, now)
+    announced = [(change, presence) for change in changes if (presence := public(change))]
+    for change, presence in announced:
+        await _send_presence_signal(change, presence)
+    await _notify_watchers(announced, now)
+
+
+def public(change: Change) -> PublicPresence | None:
+    """What others are told of ``change``: its new public presence, or None (nothing).
+
+    A transition that carries no presence (from a backend that derives none, or repaired
+    by :func:`reconcile`) is told as plain ``online`` or ``offline``, unless hidden.
+    """
+    if change.presence is not None:
+        return change.presence
+    if change.changed and not change.hidden:
+        return ONLINE if change.transition is Transition.ONLINE else OFFLINE
+    return None
+
+
+async def _apply_transitions(transitions: Sequence[Change], now: datetime) -> None:
     online = sum(1 for change in transitions if change.transition is Transition.ONLINE)
     metrics.increment("transitions", online, transition="online")
     metrics.increment("transitions", len(transitions) - online, transition="offline")
@@ -91,7 +130,6 @@ async def apply(transitions: Sequence[Change]) -> None:
         logger.exception("Could not write is_online for %d users", len(transitions))
     for change in transitions:
         await _send_signal(change)
-    await _notify_watchers(transitions, now)
 
 
 # -- the database copy ---------------------------------------------------------------------
@@ -167,19 +205,40 @@ async def _send_signal(change: Change) -> None:
         logger.exception("Could not send %s for user %s", name, change.user_id, extra=extra)
 
 
+async def _send_presence_signal(change: Change, presence: PublicPresence) -> None:
+    extra = {"user_id": change.user_id, "server": SERVER_ID}
+    try:
+        await signals.send_robustly(
+            signals.presence_changed,
+            "presence_changed",
+            sender=PublicPresence,
+            log_extra=extra,
+            user_id=pk_from_key(change.user_id),
+            state=presence.state,
+            devices=presence.devices,
+            activities=presence.activities,
+            status_text=presence.text,
+            seq=change.seq,
+        )
+    except Exception:
+        logger.exception("Could not send presence_changed for user %s", change.user_id, extra=extra)
+
+
 # -- status_changed --------------------------------------------------------------------------
 
 
-async def _notify_watchers(transitions: Sequence[Change], now: datetime) -> None:
+async def _notify_watchers(
+    announced: Sequence[tuple[Change, PublicPresence]], now: datetime
+) -> None:
     layer = get_channel_layer(presence_settings.CHANNEL_LAYER)
-    if layer is None:
+    if layer is None or not announced:
         return
-    keys = list(dict.fromkeys(change.user_id for change in transitions))
+    keys = list(dict.fromkeys(change.user_id for change, _ in announced))
     names = {key: groups.watchers_group(pk_from_key(key)) for key in keys}
     watched = await groups_with_members(layer, list(names.values()))
     sends = [
-        _send_status(layer, names[change.user_id], change, now)
-        for change in transitions
+        _send_status(layer, names[change.user_id], change, presence, now)
+        for change, presence in announced
         if watched is None or names[change.user_id] in watched
     ]
     # A few at a time. One user's transitions stay in order: a batch rarely holds two of
@@ -188,16 +247,26 @@ async def _notify_watchers(transitions: Sequence[Change], now: datetime) -> None
         await asyncio.gather(*sends[start : start + _CONCURRENT_SENDS])
 
 
-async def _send_status(layer: Any, group: str, change: Change, now: datetime) -> None:
-    online = change.transition is Transition.ONLINE
-    event = {
+def status_event(key: str, presence: PublicPresence, seq: int, last_seen: str | None) -> dict[str, Any]:
+    """The ``presence.status`` channel-layer event of a user's public presence."""
+    return {
         "type": protocol.EVENT_STATUS,
         # JSON-safe (a UUID key would not survive msgpack).
-        "user_id": wire_user_id(change.user_id),
-        "is_online": online,
-        "last_seen": None if online else now.isoformat(),
-        "seq": change.seq,
+        "user_id": wire_user_id(key),
+        "is_online": presence.online,
+        "last_seen": None if presence.online else last_seen,
+        "seq": seq,
+        "state": presence.state,
+        "devices": list(presence.devices),
+        "activities": list(presence.activities),
+        "status_text": presence.text,
     }
+
+
+async def _send_status(
+    layer: Any, group: str, change: Change, presence: PublicPresence, now: datetime
+) -> None:
+    event = status_event(change.user_id, presence, change.seq, now.isoformat())
     try:
         try:
             await layer.group_send(group, event)
@@ -334,7 +403,8 @@ async def reconcile(
     for start in range(0, len(online), batch_size):
         batch = online[start : start + batch_size]
         missed = await database_sync_to_async(rows_offline)(batch)
-        await apply([_repair(key, Transition.ONLINE) for key in missed])
+        found = await _availability(backend, missed)
+        await apply([_repair(key, Transition.ONLINE, found.get(key)) for key in missed])
         result.marked_online += [pk_from_key(key) for key in missed]
         done += len(batch)
         if progress is not None:
@@ -360,7 +430,23 @@ async def reconcile(
     return result
 
 
-def _repair(key: str, transition: Transition) -> Change:
+async def _availability(backend: Any, keys: Sequence[str]) -> dict[str, Availability]:
+    if not keys:
+        return {}
+    try:
+        found: dict[str, Availability] = await backend.availability(keys)
+    except NotImplementedError:  # a backend written before states: plain online
+        return {}
+    return found
+
+
+def _repair(key: str, transition: Transition, found: Availability | None = None) -> Change:
     # Seq numbers are floored at the clock in microseconds by the backends, so one taken
-    # from the clock orders this transition after every one the subscribers saw.
-    return Change(key, transition, 0, time.time_ns() // 1000)
+    # from the clock orders this transition after every one the subscribers saw. A user
+    # repaired online is announced as others see them (not at all when invisible).
+    seq = time.time_ns() // 1000
+    if found is None:
+        return Change(key, transition, 0, seq)
+    hidden = found.status == "invisible"
+    presence = found.presence if found.presence.online else None
+    return Change(key, transition, 0, seq, presence=presence, hidden=hidden)

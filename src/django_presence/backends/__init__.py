@@ -17,10 +17,16 @@ from django.dispatch import receiver
 from ..conf import SETTING_NAME, presence_settings, setting_key, valid_setting
 from ..exceptions import PresenceImproperlyConfigured
 from .base import (
+    OFFLINE,
+    STATES,
+    STATUSES,
+    Availability,
     BasePresenceBackend,
     Change,
+    ConnectionData,
     ConnectionInfo,
     MemberChange,
+    PublicPresence,
     StreamCursor,
     StreamEntry,
     StreamLimits,
@@ -32,10 +38,16 @@ from .base import (
 )
 
 __all__ = [
+    "OFFLINE",
+    "STATES",
+    "STATUSES",
+    "Availability",
     "BasePresenceBackend",
     "Change",
+    "ConnectionData",
     "ConnectionInfo",
     "MemberChange",
+    "PublicPresence",
     "StreamCursor",
     "StreamEntry",
     "StreamLimits",

@@ -38,6 +38,14 @@ class Change:
     connections of the user after the call (leases kept only for a grace period are not
     counted). ``refused`` is True when :meth:`BasePresenceBackend.add_connection` stored
     nothing because the user already held ``limit`` open connections.
+
+    ``presence`` is set when the call changed what other users see of the user (their
+    state, devices or activities; see :class:`PublicPresence`): ``seq`` is then that
+    change's, shared with the transition when there is one. ``hidden`` is True when the
+    user is invisible: their transition is real (``user_online`` and ``is_online`` keep
+    their meaning) but nobody else is told of it. The presence changes that
+    :meth:`BasePresenceBackend.sweep` and :meth:`BasePresenceBackend.touch` return have
+    ``connection_count`` 0 (they count nothing).
     """
 
     user_id: str
@@ -45,11 +53,92 @@ class Change:
     connection_count: int
     seq: int = 0
     refused: bool = False
+    presence: PublicPresence | None = None
+    hidden: bool = False
 
     @property
     def changed(self) -> bool:
         """True when the user came online or went offline."""
         return self.transition is not Transition.NONE
+
+    @property
+    def announces(self) -> bool:
+        """True when there is something to apply: a transition or a new public presence."""
+        return self.transition is not Transition.NONE or self.presence is not None
+
+
+#: The states a user can be in, as other users see them (``PublicPresence.state``).
+STATES: tuple[str, ...] = ("offline", "online", "away", "busy")
+#: The statuses a user can set (``set_status``): "available" is the default, stored as
+#: nothing; "busy" is do-not-disturb; "invisible" shows the user offline to everyone else.
+STATUSES: tuple[str, ...] = ("available", "busy", "invisible")
+
+
+@dataclass(frozen=True)
+class ConnectionData:
+    """What one connection says of itself, updated in place (no leave and join).
+
+    ``device`` is a short string (``web``, ``mobile``, ``desktop``...), ``activity`` what
+    the user does on it (``in_call``, ``waiting_room``, ``viewing:/page``...), ``data`` a
+    JSON object's text, opaque to the backend ("" for none). ``keep_present`` marks an
+    activity that keeps the user from turning away while it lasts.
+    """
+
+    device: str = ""
+    activity: str = ""
+    data: str = ""
+    keep_present: bool = False
+
+
+@dataclass(frozen=True)
+class PublicPresence:
+    """What other users see of a user: a state, and the user's devices and activities.
+
+    ``state`` is one of :data:`STATES`, derived by the backend (``docs/presence-states.md``):
+    ``offline`` without a lease or while the user is invisible; else ``busy`` when they set
+    it; else ``away`` when no connection of theirs was active for ``IDLE_AFTER`` and none
+    has an activity that keeps them present; else ``online``. ``devices`` and
+    ``activities`` are the distinct non-empty values of the user's connections, sorted,
+    and ``text`` the status text the user set (all empty when the state is ``offline``).
+    """
+
+    state: str
+    devices: tuple[str, ...] = ()
+    activities: tuple[str, ...] = ()
+    text: str = ""
+
+    @property
+    def online(self) -> bool:
+        """Whether others see the user online (any state but ``offline``)."""
+        return self.state != "offline"
+
+
+OFFLINE = PublicPresence("offline")
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Everything the backend holds of one user's availability, read in one step.
+
+    ``online`` is the server's truth (the user holds a lease, invisible or not);
+    ``presence`` what other users see; ``state`` what the user sees of themselves (as
+    ``presence.state``, but an invisible user's real state). ``seq`` is the seq of the
+    user's last transition or presence change (0: none kept). Times are on the backend's
+    clock (:meth:`BasePresenceBackend.now`); ``last_active`` is None until an activity
+    was recorded. ``connections`` maps the user's connection ids (open and closing) to
+    their data.
+    """
+
+    user_id: str
+    online: bool
+    seq: int
+    presence: PublicPresence
+    state: str
+    status: str = "available"
+    text: str = ""
+    status_expires_at: float | None = None
+    last_active: float | None = None
+    connections: dict[str, ConnectionData] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -222,15 +311,19 @@ class BasePresenceBackend:
         ttl: float,
         server: str = "",
         limit: int | None = None,
+        data: ConnectionData | None = None,
+        idle: float = 0,
     ) -> Change:
         """Store a connection lease of ``ttl`` seconds; ONLINE if the user had no lease.
 
         Adding a connection removes any grace-period lease the user still had, so a
-        reconnect within the grace period causes no transition at all. Adding an id that
+        reconnect within the grace period causes no transition at all; the new
+        connection inherits that lease's data when ``data`` is None. Adding an id that
         already exists refreshes it. With ``limit``, a new connection of a user who
         already holds ``limit`` open connections is not stored: the change says
         ``refused`` (checked and stored in one atomic step, so concurrent connects never
-        exceed it).
+        exceed it). ``data`` is stored with the connection; with ``idle`` > 0, connecting
+        counts as activity (the user is away ``idle`` seconds from now at the earliest).
         """
         raise self._not_implemented("add_connection")
 
@@ -262,6 +355,9 @@ class BasePresenceBackend:
     async def sweep(self, *, limit: int = 1000, lock_ttl: float = 0) -> SweepResult:
         """Remove up to ``limit`` expired leases and return the OFFLINE changes they caused.
 
+        It also derives again the presence of up to ``limit`` users whose ``away`` time
+        or status expiry passed, and returns those that changed (transition NONE).
+
         With ``lock_ttl`` > 0 the sweep first takes a lock for that many seconds and does
         nothing (``swept=False``) if another process holds it, so that many servers
         sweeping on a timer do not repeat each other's work.
@@ -284,6 +380,50 @@ class BasePresenceBackend:
         """
         restored = await self.heartbeat(connections, ttl=ttl, server=server)
         return restored, await self.sweep(limit=limit, lock_ttl=lock_ttl)
+
+    # -- availability: states, activity, statuses, connection data ------------------------
+    #
+    # Every call below that can change what others see of a user derives the user's public
+    # presence again and, when it differs from the last one announced, returns it in
+    # ``Change.presence`` with a new seq (the transitions' counter). sweep() does the same
+    # for users whose ``away`` time or status expiry passed, so that no call per
+    # connection per interval is needed to turn users away.
+
+    async def set_connection_data(
+        self, user_id: str, connection_id: str, data: ConnectionData
+    ) -> Change:
+        """Replace a connection's data in place; no transition, maybe a presence change.
+
+        An unknown or closing connection stores nothing (``Change`` with no presence).
+        """
+        raise self._not_implemented("set_connection_data")
+
+    async def touch(
+        self, activity: Sequence[tuple[str, float]], *, idle: float
+    ) -> list[Change]:
+        """Record user activity: ``(user_id, seconds since their last activity)`` pairs.
+
+        For each online user, ``last_active`` becomes ``now - ago`` unless it is already
+        later (it never goes back), and the user turns away ``idle`` seconds after it.
+        Offline users are ignored. Returns the changes of users whose public presence
+        changed (an away user who is active again), in one round trip.
+        """
+        raise self._not_implemented("touch")
+
+    async def set_status(
+        self, user_id: str, status: str, *, text: str = "", ttl: float | None = None
+    ) -> Change:
+        """Set the user's status (one of :data:`STATUSES`) and text, for ``ttl`` seconds.
+
+        ``ttl`` None keeps them until changed; once it passes, the status is "available"
+        again and the text cleared. Stored whether the user is online or not, and kept
+        while they are offline.
+        """
+        raise self._not_implemented("set_status")
+
+    async def availability(self, user_ids: Iterable[str]) -> dict[str, Availability]:
+        """:class:`Availability` of each of ``user_ids`` (unknown users: offline), at once."""
+        raise self._not_implemented("availability")
 
     async def remove_user(self, user_id: str) -> tuple[int, Change]:
         """Remove every lease of a user, with no grace; return how many and the change."""

@@ -16,10 +16,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .base import (
+    OFFLINE,
+    Availability,
     BasePresenceBackend,
     Change,
+    ConnectionData,
     ConnectionInfo,
     MemberChange,
+    PublicPresence,
     StreamCursor,
     StreamEntry,
     StreamLimits,
@@ -38,6 +42,29 @@ class _Lease:
     opened_at: float
     closing: bool
     server: str
+
+
+@dataclass
+class _Availability:
+    """A user's status, activity and connection data (see the contract's availability part)."""
+
+    status: str = "available"
+    text: str = ""
+    until: float | None = None
+    last_active: float | None = None
+    away_at: float | None = None
+    announced: PublicPresence = OFFLINE
+    data: dict[str, ConnectionData] = field(default_factory=dict)
+
+    def empty(self) -> bool:
+        """Whether nothing is kept: the record can go (an offline user with no status)."""
+        return (
+            self.status == "available"
+            and not self.text
+            and not self.data
+            and self.last_active is None
+            and self.announced == OFFLINE
+        )
 
 
 @dataclass
@@ -89,37 +116,132 @@ class MemoryBackend(BasePresenceBackend):
         self._streams: dict[str, _Stream] = {}
         self._due: list[tuple[float, int, str, str, str, int, float]] = []
         self._due_ids = itertools.count()
+        # Availability: user id -> status, activity, data; user id -> when their presence
+        # must be derived again (away time or status expiry), for sweep().
+        self._avail: dict[str, _Availability] = {}
+        self._avail_due: dict[str, float] = {}
 
-    def _transition(self, user_id: str, transition: Transition, count: int) -> Change:
+    def _next_seq(self, user_id: str) -> int:
         # Never below the wall clock in microseconds, as on Redis: a transition that
         # reconcile() announces with a seq from the clock is ordered after this one.
         self._seq = max(self._seq + 1, time.time_ns() // 1000)
         self._transition_seq[user_id] = self._seq
-        self._offline_since.pop(user_id, None)  # re-inserted last: the dict stays in order
-        if transition is Transition.OFFLINE:
-            self._offline_since[user_id] = self._clock()
-        return Change(user_id, transition, count, self._seq)
+        return self._seq
+
+    def _transition(self, user_id: str, transition: Transition, count: int) -> Change:
+        if transition is not Transition.NONE:
+            self._offline_since.pop(user_id, None)  # re-inserted last: the dict stays in order
+            if transition is Transition.OFFLINE:
+                self._offline_since[user_id] = self._clock()
+        return self._announce(user_id, transition, count)
+
+    # -- availability: the one derivation of a user's state (the Redis scripts' derive()) --
+
+    def _derive(self, user_id: str, now: float) -> tuple[PublicPresence, str]:
+        """(what others see, what the user sees of themselves), expiring a status."""
+        record = self._avail.get(user_id)
+        if record is not None and record.until is not None and record.until <= now:
+            record.status, record.text, record.until = "available", "", None
+        leases = self._users.get(user_id)
+        if not leases:
+            return OFFLINE, "offline"
+        data = [d for cid, d in (record.data.items() if record else ()) if cid in leases]
+        if record is not None and record.status == "busy":
+            state = "busy"
+        elif any(d.keep_present for d in data):
+            state = "online"
+        elif record is not None and record.away_at is not None and now >= record.away_at:
+            state = "away"
+        else:
+            state = "online"
+        if record is not None and record.status == "invisible":
+            return OFFLINE, state
+        devices = tuple(sorted({d.device for d in data if d.device}))
+        activities = tuple(sorted({d.activity for d in data if d.activity}))
+        text = record.text if record is not None else ""
+        return PublicPresence(state, devices, activities, text), state
+
+    def _announce(self, user_id: str, transition: Transition, count: int) -> Change:
+        """Derive the user's presence; a new seq if it or the transition changed."""
+        now = self._clock()
+        public, _ = self._derive(user_id, now)
+        record = self._avail.get(user_id)
+        announced = record.announced if record is not None else OFFLINE
+        presence = public if public != announced else None
+        hidden = record is not None and record.status == "invisible"
+        seq = 0
+        if transition is not Transition.NONE or presence is not None:
+            seq = self._next_seq(user_id)
+        if presence is not None:
+            if record is None:
+                record = self._avail[user_id] = _Availability()
+            record.announced = public
+        if record is not None:
+            if user_id not in self._users:
+                record.data.clear()
+                record.last_active = record.away_at = None
+            candidates = (record.until, record.away_at if public.state == "online" else None)
+            online = user_id in self._users
+            due = [t for t in candidates if t is not None and t > now and online]
+            if due:
+                self._avail_due[user_id] = min(due)
+            else:
+                self._avail_due.pop(user_id, None)
+            if record.empty():
+                del self._avail[user_id]
+        return Change(user_id, transition, count, seq, presence=presence, hidden=hidden)
+
+    def _set_data(self, user_id: str, connection_id: str, data: ConnectionData | None) -> None:
+        record = self._avail.get(user_id)
+        if data is None:
+            if record is not None:
+                record.data.pop(connection_id, None)
+            return
+        if record is None:
+            record = self._avail[user_id] = _Availability()
+        record.data[connection_id] = data
 
     @staticmethod
     def _open_count(leases: dict[str, _Lease]) -> int:
         return sum(1 for lease in leases.values() if not lease.closing)
 
-    def _store(self, user_id: str, connection_id: str, ttl: float, server: str) -> Change:
+    def _store(
+        self,
+        user_id: str,
+        connection_id: str,
+        ttl: float,
+        server: str,
+        data: ConnectionData | None = None,
+        idle: float = 0,
+    ) -> Change:
         now = self._clock()
         leases = self._users.get(user_id)
         was_online = bool(leases)
         if leases is None:
             leases = self._users[user_id] = {}
         old = leases.get(connection_id)
+        record = self._avail.get(user_id)
         for cid in [cid for cid, lease in leases.items() if lease.closing]:
             del leases[cid]
+            if record is not None and cid != connection_id:
+                inherited = record.data.pop(cid, None)
+                if data is None and inherited is not None:
+                    data = inherited
         leases[connection_id] = _Lease(
             now + ttl, old.opened_at if old else now, False, server or (old.server if old else "")
         )
+        if data is not None:
+            self._set_data(user_id, connection_id, data)
+        if idle > 0:
+            record = self._avail.get(user_id)
+            if record is None:
+                record = self._avail[user_id] = _Availability()
+            record.last_active = now
+            record.away_at = now + idle
         count = self._open_count(leases)
-        if was_online:
-            return Change(user_id, Transition.NONE, count)
-        return self._transition(user_id, Transition.ONLINE, count)
+        return self._transition(
+            user_id, Transition.NONE if was_online else Transition.ONLINE, count
+        )
 
     async def add_connection(
         self,
@@ -129,6 +251,8 @@ class MemoryBackend(BasePresenceBackend):
         ttl: float,
         server: str = "",
         limit: int | None = None,
+        data: ConnectionData | None = None,
+        idle: float = 0,
     ) -> Change:
         with self._lock:
             leases = self._users.get(user_id, {})
@@ -136,7 +260,7 @@ class MemoryBackend(BasePresenceBackend):
                 count = self._open_count(leases)
                 if count >= limit:
                     return Change(user_id, Transition.NONE, count, refused=True)
-            return self._store(user_id, connection_id, ttl, server)
+            return self._store(user_id, connection_id, ttl, server, data, idle)
 
     async def remove_connection(
         self, user_id: str, connection_id: str, *, grace: float = 0
@@ -153,8 +277,9 @@ class MemoryBackend(BasePresenceBackend):
                 lease.expires_at = self._clock() + grace
                 return Change(user_id, Transition.NONE, 0)
             del leases[connection_id]
+            self._set_data(user_id, connection_id, None)
             if leases:
-                return Change(user_id, Transition.NONE, self._open_count(leases))
+                return self._announce(user_id, Transition.NONE, self._open_count(leases))
             del self._users[user_id]
             return self._transition(user_id, Transition.OFFLINE, 0)
 
@@ -184,16 +309,28 @@ class MemoryBackend(BasePresenceBackend):
             changes = []
             for user_id in list(self._users):
                 leases = self._users[user_id]
-                for cid in [c for c, lease in leases.items() if lease.expires_at <= now]:
+                expired = [c for c, lease in leases.items() if lease.expires_at <= now]
+                for cid in expired:
                     if removed >= limit:
                         break
                     del leases[cid]
+                    self._set_data(user_id, cid, None)
                     removed += 1
                 if not leases:
                     del self._users[user_id]
                     changes.append(self._transition(user_id, Transition.OFFLINE, 0))
+                elif expired:
+                    change = self._announce(user_id, Transition.NONE, 0)
+                    if change.presence is not None:
+                        changes.append(change)
                 if removed >= limit:
                     break
+            due = [uid for uid, when in self._avail_due.items() if when <= now][:limit]
+            for user_id in due:
+                # connection_count 0, as on Redis: a presence change counts nothing.
+                change = self._announce(user_id, Transition.NONE, 0)
+                if change.presence is not None:
+                    changes.append(change)
             return SweepResult(removed, tuple(changes))
 
     def _forget_old_transitions(self, now: float, limit: int) -> None:
@@ -210,6 +347,75 @@ class MemoryBackend(BasePresenceBackend):
             if not leases:
                 return 0, Change(user_id, Transition.NONE, 0)
             return len(leases), self._transition(user_id, Transition.OFFLINE, 0)
+
+    async def set_connection_data(
+        self, user_id: str, connection_id: str, data: ConnectionData
+    ) -> Change:
+        with self._lock:
+            leases = self._users.get(user_id, {})
+            lease = leases.get(connection_id)
+            if lease is None or lease.closing:
+                return Change(user_id, Transition.NONE, self._open_count(leases))
+            self._set_data(user_id, connection_id, data)
+            return self._announce(user_id, Transition.NONE, self._open_count(leases))
+
+    async def touch(
+        self, activity: Sequence[tuple[str, float]], *, idle: float
+    ) -> list[Change]:
+        changes = []
+        with self._lock:
+            now = self._clock()
+            for user_id, ago in activity:
+                leases = self._users.get(user_id)
+                if not leases:
+                    continue
+                record = self._avail.get(user_id)
+                if record is None:
+                    record = self._avail[user_id] = _Availability()
+                when = now - max(0.0, ago)
+                if record.last_active is not None and record.last_active >= when:
+                    continue
+                record.last_active = when
+                record.away_at = when + idle if idle > 0 else None
+                change = self._announce(user_id, Transition.NONE, 0)
+                if change.presence is not None:
+                    changes.append(change)
+        return changes
+
+    async def set_status(
+        self, user_id: str, status: str, *, text: str = "", ttl: float | None = None
+    ) -> Change:
+        with self._lock:
+            record = self._avail.get(user_id)
+            if record is None:
+                record = self._avail[user_id] = _Availability()
+            record.status, record.text = status, text
+            record.until = None if ttl is None else self._clock() + ttl
+            return self._announce(
+                user_id, Transition.NONE, self._open_count(self._users.get(user_id, {}))
+            )
+
+    async def availability(self, user_ids: Iterable[str]) -> dict[str, Availability]:
+        found = {}
+        with self._lock:
+            now = self._clock()
+            for user_id in user_ids:
+                public, state = self._derive(user_id, now)
+                record = self._avail.get(user_id) or _Availability()
+                leases = self._users.get(user_id, {})
+                found[user_id] = Availability(
+                    user_id,
+                    bool(leases),
+                    self._transition_seq.get(user_id, 0),
+                    public,
+                    state,
+                    record.status,
+                    record.text,
+                    record.until,
+                    record.last_active,
+                    {cid: d for cid, d in record.data.items() if cid in leases},
+                )
+        return found
 
     async def is_online(self, user_id: str) -> bool:
         return self.is_online_sync(user_id)
@@ -477,6 +683,8 @@ class MemoryBackend(BasePresenceBackend):
         with self._lock:
             self._streams.clear()
             self._due.clear()
+            self._avail.clear()
+            self._avail_due.clear()
             self._users.clear()
             self._transition_seq.clear()
             self._offline_since.clear()

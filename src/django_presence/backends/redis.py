@@ -15,6 +15,14 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
   ``{P}:offline`` sorted set: user id -> ms since which the user is offline, for pruning
   ``tseq`` (so neither grows with every user who was ever online).
 - ``{P}:sweeplock`` the sweep lock.
+- ``{P}:a:<uid>`` hash: the user's availability, only for users who have any: ``st``
+  status (busy or invisible; none: available), ``tx`` its text, ``un`` its expiry (ms);
+  ``la`` last activity (ms) and ``aw`` when the user turns away (ms), while online;
+  ``p`` the public presence last announced, while online and when it is not plain
+  ``online``; ``d:<cid>`` a connection's data (``<keep 0|1><len>:<device><len>:<activity>
+  <data>``, lengths in bytes). Offline users keep only ``st``/``tx``/``un``.
+- ``{P}:adue`` sorted set: user id -> when their presence must be derived again (away
+  time or status expiry, ms), taken by the sweep.
 - ``{P}:room:<group>:c`` sorted set of the group's memberships (member
   ``<len(uid)>:<uid><member id>``, score = lease expiry, ms), ``{P}:room:<group>:u`` hash:
   user id -> memberships, ``{P}:room:<group>:v`` the group's version. They expire two
@@ -61,10 +69,13 @@ from redis import exceptions as redis_exceptions
 
 from ..exceptions import BackendUnavailable
 from .base import (
+    Availability,
     BasePresenceBackend,
     Change,
+    ConnectionData,
     ConnectionInfo,
     MemberChange,
+    PublicPresence,
     StreamCursor,
     StreamEntry,
     StreamLimits,
@@ -113,14 +124,18 @@ _PRELUDE = (
     _COMMON
     + """
 local K_LEASES, K_ONLINE, K_SEQ, K_TSEQ, K_CLOSING = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local K_OFFLINE = KEYS[7]
+local K_OFFLINE, K_DUE = KEYS[7], KEYS[8]
 local UP = ARGV[1]
+local UA = string.sub(UP, 1, -3) .. 'a:'
+-- Public presence signatures: state, devices, activities (\\31-separated), status text,
+-- \\30 between.
+local PLAIN, OFF = 'online\\30\\30\\30', 'offline\\30\\30\\30'
 -- Transition numbers never go back, even when Redis restarted empty and K_SEQ is gone:
 -- the counter is floored at the server time in microseconds (below 2^53, so the number
 -- survives Lua's doubles and JavaScript clients), and INCR keeps it unique.
 -- A user's last seq is kept while online, and in K_OFFLINE's care once offline: sweep()
 -- forgets it after the retention period.
-local function next_seq(uid, went_online)
+local function bump_seq(uid)
   local s = redis.call('INCR', K_SEQ)
   local t = redis.call('TIME')
   local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -129,6 +144,10 @@ local function next_seq(uid, went_online)
     redis.call('SET', K_SEQ, string.format('%d', s))
   end
   redis.call('HSET', K_TSEQ, uid, string.format('%d', s))
+  return s, floor
+end
+local function next_seq(uid, went_online)
+  local s, floor = bump_seq(uid)
   if went_online then
     redis.call('ZREM', K_OFFLINE, uid)
   else
@@ -136,11 +155,107 @@ local function next_seq(uid, went_online)
   end
   return s
 end
+local function parse_data(v)
+  local sep = string.find(v, ':', 2, true)
+  local n = tonumber(string.sub(v, 2, sep - 1))
+  local device = string.sub(v, sep + 1, sep + n)
+  local p = sep + n + 1
+  sep = string.find(v, ':', p, true)
+  n = tonumber(string.sub(v, p, sep - 1))
+  return string.sub(v, 1, 1) == '1', device, string.sub(v, sep + 1, sep + n)
+end
+-- The one derivation of a user's state (docs/presence-states.md): the public presence's
+-- signature, the state the user sees of themselves, the public state, the status.
+local function derive(uid, now)
+  local ak = UA .. uid
+  local online = redis.call('HEXISTS', K_ONLINE, uid) == 1
+  if redis.call('EXISTS', ak) == 0 then
+    if online then return PLAIN, 'online', 'online', false end
+    return OFF, 'offline', 'offline', false
+  end
+  local f = redis.call('HMGET', ak, 'st', 'un', 'aw', 'tx')
+  local st = f[1]
+  if f[2] and tonumber(f[2]) <= now then
+    redis.call('HDEL', ak, 'st', 'tx', 'un')
+    st = false
+    f[4] = false
+  end
+  if not online then return OFF, 'offline', 'offline', st end
+  local devices, activities, seen, keep = {}, {}, {}, false
+  for _, cid in ipairs(redis.call('HKEYS', UP .. uid)) do
+    local v = redis.call('HGET', ak, 'd:' .. cid)
+    if v then
+      local k, device, activity = parse_data(v)
+      keep = keep or k
+      if device ~= '' and not seen['d' .. device] then
+        seen['d' .. device] = true
+        devices[#devices + 1] = device
+      end
+      if activity ~= '' and not seen['a' .. activity] then
+        seen['a' .. activity] = true
+        activities[#activities + 1] = activity
+      end
+    end
+  end
+  local state = 'online'
+  if st == 'busy' then
+    state = 'busy'
+  elseif not keep and f[3] and tonumber(f[3]) <= now then
+    state = 'away'
+  end
+  if st == 'invisible' then return OFF, state, 'offline', st end
+  table.sort(devices)
+  table.sort(activities)
+  local sig = state .. '\\30' .. table.concat(devices, '\\31') .. '\\30'
+  sig = sig .. table.concat(activities, '\\31') .. '\\30' .. (f[4] or '')
+  return sig, state, state, st
+end
+-- Derive the user's presence after a call; went: 0 no transition, 1 online, 2 offline.
+-- A new seq when the user went online or offline or when the public presence changed
+-- (shared by both when both happened). Returns {signature if it changed else '', seq,
+-- hidden (1: the user is invisible)}.
+local function announce(uid, now, went)
+  local public, _, pstate, st = derive(uid, now)
+  local ak = UA .. uid
+  local online = went == 1 or (went == 0 and redis.call('HEXISTS', K_ONLINE, uid) == 1)
+  local old = OFF
+  if went == 2 or (went == 0 and online) then old = redis.call('HGET', ak, 'p') or PLAIN end
+  local seq = 0
+  if went == 1 then
+    seq = next_seq(uid, true)
+  elseif went == 2 then
+    seq = next_seq(uid, false)
+  elseif public ~= old then
+    seq = bump_seq(uid)
+  end
+  if online then
+    if public == PLAIN then redis.call('HDEL', ak, 'p') else redis.call('HSET', ak, 'p', public) end
+    local f = redis.call('HMGET', ak, 'un', 'aw')
+    local due = false
+    if f[1] and tonumber(f[1]) > now then due = tonumber(f[1]) end
+    if pstate == 'online' and f[2] and tonumber(f[2]) > now then
+      local aw = tonumber(f[2])
+      if not due or aw < due then due = aw end
+    end
+    if due then redis.call('ZADD', K_DUE, due, uid) else redis.call('ZREM', K_DUE, uid) end
+  else
+    redis.call('ZREM', K_DUE, uid)
+    if redis.call('EXISTS', ak) == 1 then
+      for _, k in ipairs(redis.call('HKEYS', ak)) do
+        if k ~= 'st' and k ~= 'tx' and k ~= 'un' then redis.call('HDEL', ak, k) end
+      end
+    end
+  end
+  local changed = ''
+  if public ~= old then changed = public end
+  return {changed, seq, (st == 'invisible') and 1 or 0}
+end
 local function open_count(uid)
   return redis.call('HLEN', UP .. uid) - redis.call('HEXISTS', K_CLOSING, uid)
 end
-local function store(uid, cid, ttl, server, now)
+local function store(uid, cid, ttl, server, now, data, idle)
   local uk = UP .. uid
+  local ak = UA .. uid
   local was = redis.call('HEXISTS', K_ONLINE, uid)
   local opened = now
   local old = redis.call('HGET', uk, cid)
@@ -157,28 +272,40 @@ local function store(uid, cid, ttl, server, now)
     if closing ~= cid then
       redis.call('HDEL', uk, closing)
       redis.call('ZREM', K_LEASES, member(uid, closing))
+      local inherited = redis.call('HGET', ak, 'd:' .. closing)
+      if inherited then
+        redis.call('HDEL', ak, 'd:' .. closing)
+        if not data then data = inherited end
+      end
     end
   end
+  if data then redis.call('HSET', ak, 'd:' .. cid, data) end
+  if idle > 0 then redis.call('HSET', ak, 'la', now, 'aw', now + idle) end
   local count = redis.call('HLEN', uk)
+  local went = 0
   if was == 0 then
     redis.call('HSET', K_ONLINE, uid, now)
-    return {1, count, next_seq(uid, true)}
+    went = 1
   end
-  return {0, count, 0}
+  local a = announce(uid, now, went)
+  return {went, count, a[2], a[1], a[3]}
 end
 """
 )
 
 # ARGV[6]: the most open connections the user may hold (0: no limit); over it, {3, count}.
+# ARGV[7]: the connection's data, encoded ('' none); ARGV[8]: the idle period (ms, 0 none).
 _ADD = (
     _PRELUDE
     + """
 local uid, cid, limit = ARGV[2], ARGV[3], tonumber(ARGV[6])
 if limit > 0 and redis.call('HEXISTS', UP .. uid, cid) == 0 then
   local count = open_count(uid)
-  if count >= limit then return {3, count, 0} end
+  if count >= limit then return {3, count, 0, '', 0} end
 end
-return store(uid, cid, tonumber(ARGV[4]), ARGV[5], now_ms())
+local data = ARGV[7]
+if data == '' then data = false end
+return store(uid, cid, tonumber(ARGV[4]), ARGV[5], now_ms(), data, tonumber(ARGV[8]))
 """
 )
 
@@ -188,21 +315,24 @@ _REMOVE = (
 local uid, cid, grace = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local uk = UP .. uid
 if redis.call('HEXISTS', uk, cid) == 0 or redis.call('HGET', K_CLOSING, uid) == cid then
-  return {0, open_count(uid), 0}
+  return {0, open_count(uid), 0, '', 0}
 end
 local n = redis.call('HLEN', uk)
 if grace > 0 and n == 1 then
   redis.call('HSET', K_CLOSING, uid, cid)
   redis.call('ZADD', K_LEASES, now_ms() + grace, member(uid, cid))
-  return {0, 0, 0}
+  return {0, 0, 0, '', 0}
 end
 redis.call('HDEL', uk, cid)
 redis.call('ZREM', K_LEASES, member(uid, cid))
+redis.call('HDEL', UA .. uid, 'd:' .. cid)
+local went = 0
 if n == 1 then
   redis.call('HDEL', K_ONLINE, uid)
-  return {2, 0, next_seq(uid, false)}
+  went = 2
 end
-return {0, n - 1, 0}
+local a = announce(uid, now_ms(), went)
+return {went, n - 1, a[2], a[1], a[3]}
 """
 )
 
@@ -217,20 +347,20 @@ local function heartbeat(ttl, server, first)
     then
       redis.call('ZADD', K_LEASES, 'XX', now + ttl, member(uid, cid))
     else
-      local r = store(uid, cid, ttl, server, now)
+      local r = store(uid, cid, ttl, server, now, false, 0)
       restored[#restored + 1] = uid
       restored[#restored + 1] = cid
-      restored[#restored + 1] = r[1]
-      restored[#restored + 1] = r[2]
-      restored[#restored + 1] = r[3]
+      for j = 1, 5 do restored[#restored + 1] = r[j] end
     end
   end
   return restored
 end
 """
 
-# sweep(): {-1} when another process holds the lock, else {removed, uid, seq, uid, seq...}.
-# It also forgets the last seq of up to ``limit`` users offline for ``retention_ms``.
+# sweep(): {-1} when another process holds the lock, else {removed, then per change: uid,
+# transition, seq, presence signature, hidden}. It also derives again the presence of up
+# to ``limit`` users whose away time or status expiry passed, and forgets the last seq of
+# up to ``limit`` users offline for ``retention_ms``.
 _SWEEP_FN = """
 local function sweep(limit, lock_ms, token, retention_ms)
   if lock_ms > 0 and not redis.call('SET', KEYS[6], token, 'NX', 'PX', lock_ms) then
@@ -245,16 +375,36 @@ local function sweep(limit, lock_ms, token, retention_ms)
   end
   local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, limit)
   local out = {#expired}
+  local function add(uid, went, a)
+    out[#out + 1] = uid
+    out[#out + 1] = went
+    out[#out + 1] = a[2]
+    out[#out + 1] = a[1]
+    out[#out + 1] = a[3]
+  end
+  local still, order = {}, {}
   for _, m in ipairs(expired) do
     local uid, cid = split(m)
     local uk = UP .. uid
     redis.call('ZREM', K_LEASES, m)
     redis.call('HDEL', uk, cid)
+    redis.call('HDEL', UA .. uid, 'd:' .. cid)
     if redis.call('HGET', K_CLOSING, uid) == cid then redis.call('HDEL', K_CLOSING, uid) end
     if redis.call('HLEN', uk) == 0 and redis.call('HDEL', K_ONLINE, uid) == 1 then
-      out[#out + 1] = uid
-      out[#out + 1] = next_seq(uid, false)
+      add(uid, 2, announce(uid, now, 2))
+    elseif not still[uid] then
+      still[uid] = true
+      order[#order + 1] = uid
     end
+  end
+  for _, uid in ipairs(order) do
+    local a = announce(uid, now, 0)
+    if a[1] ~= '' then add(uid, 0, a) end
+  end
+  for _, uid in ipairs(redis.call('ZRANGEBYSCORE', K_DUE, '-inf', now, 'LIMIT', 0, limit)) do
+    redis.call('ZREM', K_DUE, uid)
+    local a = announce(uid, now, 0)
+    if a[1] ~= '' then add(uid, 0, a) end
   end
   return out
 end
@@ -297,8 +447,103 @@ local cids = redis.call('HKEYS', uk)
 for _, cid in ipairs(cids) do redis.call('ZREM', K_LEASES, member(uid, cid)) end
 redis.call('DEL', uk)
 redis.call('HDEL', K_CLOSING, uid)
-if redis.call('HDEL', K_ONLINE, uid) == 1 then return {#cids, 2, next_seq(uid, false)} end
-return {#cids, 0, 0}
+if redis.call('HDEL', K_ONLINE, uid) == 1 then
+  local a = announce(uid, now_ms(), 2)
+  return {#cids, 2, a[2], a[1], a[3]}
+end
+return {#cids, 0, 0, '', 0}
+"""
+)
+
+# ARGV[2..4]: user, connection, the data encoded.
+_SET_DATA = (
+    _PRELUDE
+    + """
+local uid, cid = ARGV[2], ARGV[3]
+if redis.call('HEXISTS', UP .. uid, cid) == 0 or redis.call('HGET', K_CLOSING, uid) == cid then
+  return {0, open_count(uid), 0, '', 0}
+end
+redis.call('HSET', UA .. uid, 'd:' .. cid, ARGV[4])
+local a = announce(uid, now_ms(), 0)
+return {0, open_count(uid), a[2], a[1], a[3]}
+"""
+)
+
+# ARGV[2]: the idle period (ms, 0: never away); then (user, ms since last activity) pairs.
+# Returns, per user whose public presence changed: uid, 0, seq, signature, hidden.
+_TOUCH = (
+    _PRELUDE
+    + """
+local now, idle, out = now_ms(), tonumber(ARGV[2]), {}
+for i = 3, #ARGV, 2 do
+  local uid = ARGV[i]
+  if redis.call('HEXISTS', K_ONLINE, uid) == 1 then
+    local when = now - math.max(0, tonumber(ARGV[i + 1]))
+    local ak = UA .. uid
+    local la = redis.call('HGET', ak, 'la')
+    if not la or tonumber(la) < when then
+      redis.call('HSET', ak, 'la', when)
+      if idle > 0 then redis.call('HSET', ak, 'aw', when + idle) else redis.call('HDEL', ak, 'aw') end
+      local a = announce(uid, now, 0)
+      if a[1] ~= '' then
+        out[#out + 1] = uid
+        out[#out + 1] = 0
+        out[#out + 1] = a[2]
+        out[#out + 1] = a[1]
+        out[#out + 1] = a[3]
+      end
+    end
+  end
+end
+return out
+"""
+)
+
+# ARGV[2..5]: user, status, text, ttl (ms; -1: none).
+_SET_STATUS = (
+    _PRELUDE
+    + """
+local uid, status, text, ttl = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local ak, now = UA .. uid, now_ms()
+if status == 'available' then redis.call('HDEL', ak, 'st') else redis.call('HSET', ak, 'st', status) end
+if text == '' then redis.call('HDEL', ak, 'tx') else redis.call('HSET', ak, 'tx', text) end
+if ttl >= 0 and (status ~= 'available' or text ~= '') then
+  redis.call('HSET', ak, 'un', now + ttl)
+else
+  redis.call('HDEL', ak, 'un')
+end
+local a = announce(uid, now, 0)
+return {0, open_count(uid), a[2], a[1], a[3]}
+"""
+)
+
+# ARGV[2..]: users. Per user: {online, seq, signature, state, status, text, until, last
+# active, {cid, data, ...}} ('' for what is not set).
+_AVAILABILITY = (
+    _PRELUDE
+    + """
+local now, out = now_ms(), {}
+for i = 2, #ARGV do
+  local uid = ARGV[i]
+  local public, state = derive(uid, now)
+  local ak = UA .. uid
+  local f = redis.call('HMGET', ak, 'st', 'tx', 'un', 'la')
+  local data = {}
+  if f[1] or f[2] or redis.call('EXISTS', ak) == 1 then
+    for _, cid in ipairs(redis.call('HKEYS', UP .. uid)) do
+      local v = redis.call('HGET', ak, 'd:' .. cid)
+      if v then
+        data[#data + 1] = cid
+        data[#data + 1] = v
+      end
+    end
+  end
+  out[#out + 1] = {
+    redis.call('HEXISTS', K_ONLINE, uid), redis.call('HGET', K_TSEQ, uid) or '0', public,
+    state, f[1] or '', f[2] or '', f[3] or '', f[4] or '', data,
+  }
+end
+return out
 """
 )
 
@@ -717,6 +962,7 @@ class RedisBackend(BasePresenceBackend):
             f"{tag}:closing",
             f"{tag}:sweeplock",
             f"{tag}:offline",
+            f"{tag}:adue",
         ]
         self._user_prefix = f"{tag}:u:"
         self._room_prefix = f"{tag}:room:"
@@ -872,8 +1118,11 @@ class RedisBackend(BasePresenceBackend):
         ttl: float,
         server: str = "",
         limit: int | None = None,
+        data: ConnectionData | None = None,
+        idle: float = 0,
     ) -> Change:
         args = [self._user_prefix, user_id, connection_id, _ms(ttl), server, limit or 0]
+        args += [_encode_data(data), _ms(idle)]
         return _change(user_id, await self._eval("add", _ADD, args))
 
     async def remove_connection(
@@ -920,10 +1169,57 @@ class RedisBackend(BasePresenceBackend):
         return restored + _restored(beat), _sweep_result(swept)
 
     async def remove_user(self, user_id: str) -> tuple[int, Change]:
-        removed, transition, seq = await self._eval(
-            "remove_user", _REMOVE_USER, [self._user_prefix, user_id]
-        )
-        return int(removed), Change(user_id, _TRANSITIONS[int(transition)], 0, int(seq))
+        result = await self._eval("remove_user", _REMOVE_USER, [self._user_prefix, user_id])
+        return int(result[0]), _change(user_id, [result[1], 0, *result[2:]])
+
+    async def set_connection_data(
+        self, user_id: str, connection_id: str, data: ConnectionData
+    ) -> Change:
+        args = [self._user_prefix, user_id, connection_id, _encode_data(data)]
+        return _change(user_id, await self._eval("set_data", _SET_DATA, args))
+
+    async def touch(
+        self, activity: Sequence[tuple[str, float]], *, idle: float
+    ) -> list[Change]:
+        changes: list[Change] = []
+        for start in range(0, len(activity), _CHUNK):
+            args: list[Any] = [self._user_prefix, _ms(idle)]
+            for user_id, ago in activity[start : start + _CHUNK]:
+                args += [user_id, _ms(ago)]
+            result = await self._eval("touch", _TOUCH, args)
+            changes += _changes(result)
+        return changes
+
+    async def set_status(
+        self, user_id: str, status: str, *, text: str = "", ttl: float | None = None
+    ) -> Change:
+        args = [self._user_prefix, user_id, status, text, -1 if ttl is None else _ms(ttl)]
+        return _change(user_id, await self._eval("set_status", _SET_STATUS, args))
+
+    async def availability(self, user_ids: Iterable[str]) -> dict[str, Availability]:
+        ids = list(dict.fromkeys(user_ids))
+        found: dict[str, Availability] = {}
+        for start in range(0, len(ids), _STREAM_CHUNK):
+            chunk = ids[start : start + _STREAM_CHUNK]
+            rows = await self._eval("availability", _AVAILABILITY, [self._user_prefix, *chunk])
+            for uid, row in zip(chunk, rows, strict=True):
+                online, seq, public, state, status, text, until, active, data = row
+                found[uid] = Availability(
+                    uid,
+                    bool(int(online)),
+                    int(seq),
+                    _presence(public),
+                    _str(state),
+                    _str(status) or "available",
+                    _str(text),
+                    int(until) / 1000 if until else None,
+                    int(active) / 1000 if active else None,
+                    {
+                        _str(data[i]): _decode_data(data[i + 1])
+                        for i in range(0, len(data), 2)
+                    },
+                )
+        return found
 
     async def is_online(self, user_id: str) -> bool:
         client = self.client()
@@ -1254,9 +1550,60 @@ def _str(value: Any) -> str:
 
 
 def _change(user_id: str, result: Sequence[Any]) -> Change:
+    """A Change from a script's ``{transition, count, seq, signature, hidden}``."""
     if int(result[0]) == _REFUSED:
         return Change(user_id, Transition.NONE, int(result[1]), refused=True)
-    return Change(user_id, _TRANSITIONS[int(result[0])], int(result[1]), int(result[2]))
+    signature = _str(result[3])
+    return Change(
+        user_id,
+        _TRANSITIONS[int(result[0])],
+        int(result[1]),
+        int(result[2]),
+        presence=_presence(signature) if signature else None,
+        hidden=bool(int(result[4])),
+    )
+
+
+def _changes(result: Sequence[Any]) -> list[Change]:
+    """Changes from ``uid, transition, seq, signature, hidden`` groups."""
+    return [
+        _change(_str(result[i]), [result[i + 1], 0, *result[i + 2 : i + 5]])
+        for i in range(0, len(result), 5)
+    ]
+
+
+def _presence(signature: Any) -> PublicPresence:
+    """The public presence a script's signature (see ``derive`` in the scripts) stands for."""
+    state, devices, activities, text = _str(signature).split("\x1e")
+    return PublicPresence(
+        state,
+        tuple(devices.split("\x1f")) if devices else (),
+        tuple(activities.split("\x1f")) if activities else (),
+        text,
+    )
+
+
+def _encode_data(data: ConnectionData | None) -> str:
+    """A connection's data as the scripts store it ('' for None)."""
+    if data is None:
+        return ""
+    device, activity = data.device, data.activity
+    return (
+        f"{int(data.keep_present)}{len(device.encode())}:{device}"
+        f"{len(activity.encode())}:{activity}{data.data}"
+    )
+
+
+def _decode_data(value: Any) -> ConnectionData:
+    text = value if isinstance(value, bytes) else str(value).encode()
+    keep = text[:1] == b"1"
+    sep = text.index(b":", 1)
+    end = sep + 1 + int(text[1:sep])
+    device = text[sep + 1 : end]
+    sep = text.index(b":", end)
+    start = sep + 1 + int(text[end:sep])
+    activity = text[sep + 1 : start]
+    return ConnectionData(device.decode(), activity.decode(), text[start:].decode(), keep)
 
 
 def _open_count(result: Sequence[Any]) -> int:
@@ -1275,19 +1622,15 @@ def _pair_args(connections: Sequence[tuple[str, str]]) -> list[Any]:
 
 def _restored(result: Sequence[Any]) -> list[tuple[str, Change]]:
     return [
-        (_str(result[i + 1]), _change(_str(result[i]), result[i + 2 : i + 5]))
-        for i in range(0, len(result), 5)
+        (_str(result[i + 1]), _change(_str(result[i]), result[i + 2 : i + 7]))
+        for i in range(0, len(result), 7)
     ]
 
 
 def _sweep_result(result: Sequence[Any]) -> SweepResult:
     if result[0] == -1:
         return SweepResult(swept=False)
-    changes = tuple(
-        Change(_str(result[i]), Transition.OFFLINE, 0, int(result[i + 1]))
-        for i in range(1, len(result), 2)
-    )
-    return SweepResult(int(result[0]), changes)
+    return SweepResult(int(result[0]), tuple(_changes(result[1:])))
 
 
 def _glob_escape(value: str) -> str:
