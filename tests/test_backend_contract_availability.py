@@ -1198,14 +1198,15 @@ def test_both_backends_derive_the_same_availability(redis_url: str) -> None:
 
 AVAILABILITY_CALLS = {
     "set_connection_data": lambda b: b.set_connection_data("1", "a", WEB),
-    "touch": lambda b: b.touch([("1", 0.0)], idle=IDLE),
     "set_status": lambda b: b.set_status("1", "busy"),
-    "availability": lambda b: b.availability(["1"]),
 }
 
 
 class StreamsOnlyBackend(BasePresenceBackend):
     """A third-party backend written before availability joined the contract."""
+
+    async def presence_snapshot(self, user_ids: Any) -> dict[str, tuple[bool, int]]:
+        return {uid: (uid == "1", 7 if uid == "1" else 0) for uid in user_ids}
 
 
 @pytest.mark.parametrize("method", sorted(AVAILABILITY_CALLS))
@@ -1214,3 +1215,14 @@ async def test_a_backend_without_availability_is_told_what_to_implement(method: 
         await AVAILABILITY_CALLS[method](StreamsOnlyBackend())
 
     assert str(caught.value) == f"{__name__}.StreamsOnlyBackend must implement {method}()"
+
+
+async def test_a_backend_without_availability_shows_plain_online_and_offline() -> None:
+    """The defaults: nobody is ever away, and availability() is the presence snapshot."""
+    older = StreamsOnlyBackend()
+
+    assert await older.touch([("1", 0.0)], idle=IDLE) == []
+    assert await older.availability(["1", "2"]) == {
+        "1": Availability("1", True, 7, seen("online"), "online"),
+        "2": Availability("2", False, 0, seen("offline"), "offline"),
+    }
