@@ -461,8 +461,13 @@ async def test_watchers_are_told_of_transitions(presence: dict[str, Any]) -> Non
         "is_online": True,
         "last_seen": None,
         "seq": online["seq"],
+        "state": "online",
+        "devices": [],
+        "activities": [],
+        "status_text": "",
     }
     assert offline["is_online"] is False
+    assert offline["state"] == "offline"
     assert offline["last_seen"] is not None
     assert offline["seq"] > online["seq"] > 0
     await layer.group_discard(groups.watchers_group(7), channel)

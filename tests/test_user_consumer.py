@@ -27,6 +27,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 TIMEOUT = 5
 
+#: What a watcher allowed to see details is told of a plain online user.
+ONLINE_VIEW = {"state": "online", "devices": [], "activities": [], "status_text": ""}
+
 
 # -- helpers, also used by the other test modules of the consumer ----------------------------
 
@@ -540,7 +543,8 @@ async def test_the_snapshot_says_when_offline_users_were_last_seen(
     with override_settings(DJANGO_PRESENCE={**presence, "SYNC_USER_MODEL": False}):
         await request(watcher, "subscribe_presence", {"user_ids": [bob.pk]})
         assert (await receive_type(watcher, "presence_state"))["data"] == {
-            "users": {str(bob.pk): False}  # not kept in the DB: nothing to say
+            "users": {str(bob.pk): False},  # not kept in the DB: no last_seen to say
+            "states": {str(bob.pk): {**ONLINE_VIEW, "state": "offline"}},
         }
     await carol_tab.disconnect()
     await watcher.disconnect()
@@ -555,6 +559,10 @@ async def test_subscribe_then_status_changes(users: list[Any]) -> None:
         "type": "presence_state",
         "data": {
             "users": {str(bob.pk): True, str(carol.pk): False},
+            "states": {
+                str(bob.pk): ONLINE_VIEW,
+                str(carol.pk): {**ONLINE_VIEW, "state": "offline"},
+            },
             "last_seen": {str(bob.pk): None, str(carol.pk): None},  # carol was never online
         },
         "id": "s",

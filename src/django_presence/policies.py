@@ -76,6 +76,17 @@ class DefaultPolicy:
         """Whether ``user`` may subscribe to the online status (and last seen) of ``target_id``."""
         return await self.are_related(user, target_id)
 
+    async def can_see_details(self, user: Any, target_id: Any) -> bool:
+        """Whether ``user``, who may watch ``target_id``, also sees their details.
+
+        Details are the devices, activities (``in_call``...), status text and
+        ``last_active`` of a user; everyone who may watch sees the state (``online``,
+        ``away``, ``busy``, ``offline``). By default only staff and the user themselves
+        see details: on a care platform a patient may learn that the doctor is busy, not
+        what they are doing. Override to open them (say, to a doctor's patients).
+        """
+        return bool(target_id == user.pk or getattr(user, "is_staff", False))
+
     async def can_join_group(self, user: Any, group: str) -> bool:
         """Whether ``user`` may join the client group ``group`` (and see its members): no."""
         return False
@@ -99,6 +110,10 @@ class OpenPolicy(DefaultPolicy):
 
     async def are_related(self, user: Any, target_id: Any) -> bool:
         """Everyone is related to everyone."""
+        return True
+
+    async def can_see_details(self, user: Any, target_id: Any) -> bool:
+        """Everyone sees everyone's devices, activities and status text."""
         return True
 
     async def can_join_group(self, user: Any, group: str) -> bool:

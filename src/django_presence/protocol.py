@@ -81,6 +81,9 @@ REQUEST_TYPES: tuple[str, ...] = (
     "group_message",
     "subscribe_presence",
     "unsubscribe_presence",
+    "activity",
+    "set_presence",
+    "set_status",
     "ack",
 )
 
@@ -97,6 +100,7 @@ GROUP_JOINED = "group_joined"
 GROUP_LEFT = "group_left"
 GROUP_PRESENCE = "group_presence"
 RECOVERY = "recovery"
+STATUS = "status"
 
 #: Frames the server sends: replies to requests, and what it sends on its own.
 SERVER_FRAME_TYPES: tuple[str, ...] = (
@@ -113,6 +117,7 @@ SERVER_FRAME_TYPES: tuple[str, ...] = (
     GROUP_LEFT,
     GROUP_PRESENCE,
     RECOVERY,
+    STATUS,
 )
 
 # -- streams -----------------------------------------------------------------------------------
@@ -132,6 +137,9 @@ SINCE_PARAM = "since"
 #: The URL query parameter (``recover=1``) of a client that holds no position yet but
 #: wants the ``recovery`` frame (the streams' epochs and offsets) on connect.
 RECOVER_PARAM = "recover"
+#: The URL query parameter naming a connection's device: ``?device=mobile`` (any tracked
+#: consumer; see docs/presence-states.md).
+DEVICE_PARAM = "device"
 
 # -- channel-layer events ----------------------------------------------------------------------
 #
@@ -146,12 +154,14 @@ EVENT_DIRECT_MESSAGE = "presence.direct_message"
 EVENT_BROADCAST = "presence.broadcast"
 #: A message to a client group.
 EVENT_GROUP_MESSAGE = "presence.group_message"
-#: A watched user came online or went offline.
+#: A watched user's presence changed: online, offline, or their state (docs/presence-states.md).
 EVENT_STATUS = "presence.status"
 #: A user joined or left a client group.
 EVENT_GROUP_MEMBER = "presence.group_member"
 #: Close this connection's socket (``disconnect_user``), sent to one channel.
 EVENT_DISCONNECT = "presence.disconnect"
+#: The user's own status changed (``set_status``): told to each of their connections.
+EVENT_OWN_STATUS = "presence.own_status"
 
 #: Every channel-layer event type the package sends.
 EVENT_TYPES: tuple[str, ...] = (
@@ -162,4 +172,5 @@ EVENT_TYPES: tuple[str, ...] = (
     EVENT_STATUS,
     EVENT_GROUP_MEMBER,
     EVENT_DISCONNECT,
+    EVENT_OWN_STATUS,
 )

@@ -35,7 +35,8 @@ from collections.abc import Awaitable, Collection, Iterable, Mapping
 from typing import Any, Protocol
 
 from . import delivery, metrics, protocol, transitions
-from .backends import Change, get_backend
+from .availability import ActivityTracker
+from .backends import Change, PublicPresence, get_backend
 from .batcher import Batcher
 from .conf import number_setting
 from .grace_sweeps import GraceSweeps, kept_closing_lease
@@ -64,7 +65,7 @@ class TrackedConsumer(Protocol):
     def presence_watched_user_keys(self) -> Collection[str]:
         """The keys of the users whose status this connection forwards to its client."""
 
-    async def presence_resync(self, snapshot: Mapping[str, tuple[bool, int]]) -> None:
+    async def presence_resync(self, snapshot: Mapping[str, tuple[PublicPresence, int]]) -> None:
         """Catch up on transitions of watched users (``(online, seq)`` by key)."""
 
     async def presence_rejoin_groups(self) -> None:
@@ -185,6 +186,9 @@ class Runtime:
         self._reconcile_task: asyncio.Task[None] | None = None
         #: ``(stream, user key)`` -> ``(epoch, offset)`` delivered since the last beat.
         self.delivered: dict[tuple[str, str], tuple[str, int]] = {}
+        #: User activity reported by this loop's clients, written at most once per user
+        #: per ``ACTIVITY_WRITE_INTERVAL`` (the rest at the next beat).
+        self.activity = ActivityTracker()
 
     # -- connections and consumers ------------------------------------------------------------
 
@@ -230,6 +234,22 @@ class Runtime:
         seen = self.delivered.get((stream, user_key))
         if seen is None or seen[0] != epoch or seen[1] < offset:
             self.delivered[(stream, user_key)] = (epoch, offset)
+
+    async def note_activity(self, user_key: str) -> None:
+        """A client of ``user_key`` reports activity: written now, or at a later beat.
+
+        At most one backend write per user per ``ACTIVITY_WRITE_INTERVAL`` from this
+        loop, whatever its clients send; an away user's first activity is written at
+        once (their last write is older than the interval).
+        """
+        if not self.activity.note(user_key):
+            return
+        await self.write_activity([(user_key, 0.0)])
+
+    async def write_activity(self, activity: list[tuple[str, float]]) -> None:
+        """Write ``(user key, seconds ago)`` activity and apply the presence it changes."""
+        changes = await get_backend().touch(activity, idle=number_setting("IDLE_AFTER"))
+        await self.submit(changes)
 
     # -- transitions ----------------------------------------------------------------------------
 
@@ -312,6 +332,9 @@ class Runtime:
     async def beat(self) -> None:
         """One beat: leases and sweep, memberships, subscribers' resync, message streams."""
         swept = await self._beat_connections()
+        due = self.activity.due()
+        if due:
+            await self.write_activity(due)
         if self.memberships:
             await self._beat_memberships()
         await self._resync_watchers()
@@ -362,7 +385,9 @@ class Runtime:
             result = await backend.sweep(limit=SWEEP_LIMIT)
             sweeps.append(result)
         removed = sum(r.removed for r in sweeps)
-        offline = [change for r in sweeps for change in r.changes]
+        # OFFLINE transitions, and presence changes (away, a status that expired).
+        swept_changes = [change for r in sweeps for change in r.changes]
+        offline = [change for change in swept_changes if change.changed]
         ran = sum(1 for r in sweeps if r.swept)
         if ran:
             metrics.increment("sweeps", ran)
@@ -376,7 +401,7 @@ class Runtime:
             )
         elif ran:
             logger.debug("Swept: no expired connections", extra={"server": SERVER_ID})
-        await self.submit(offline)
+        await self.submit(swept_changes)
         return bool(ran)
 
     async def _beat_memberships(self) -> None:
@@ -395,7 +420,8 @@ class Runtime:
         keys: set[str] = set()
         for consumer in watchers:
             keys.update(consumer.presence_watched_user_keys())
-        snapshot = await get_backend().presence_snapshot(sorted(keys))
+        found = await get_backend().availability(sorted(keys))
+        snapshot = {key: (a.presence, a.seq) for key, a in found.items()}
         for consumer in watchers:
             await consumer.presence_resync(snapshot)
 

@@ -221,7 +221,9 @@ async def _send_presence_signal(change: Change, presence: PublicPresence) -> Non
             seq=change.seq,
         )
     except Exception:
-        logger.exception("Could not send presence_changed for user %s", change.user_id, extra=extra)
+        logger.exception(
+            "Could not send presence_changed for user %s", change.user_id, extra=extra
+        )
 
 
 # -- status_changed --------------------------------------------------------------------------
@@ -247,7 +249,9 @@ async def _notify_watchers(
         await asyncio.gather(*sends[start : start + _CONCURRENT_SENDS])
 
 
-def status_event(key: str, presence: PublicPresence, seq: int, last_seen: str | None) -> dict[str, Any]:
+def status_event(
+    key: str, presence: PublicPresence, seq: int, last_seen: str | None
+) -> dict[str, Any]:
     """The ``presence.status`` channel-layer event of a user's public presence."""
     return {
         "type": protocol.EVENT_STATUS,

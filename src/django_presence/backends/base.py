@@ -398,17 +398,16 @@ class BasePresenceBackend:
         """
         raise self._not_implemented("set_connection_data")
 
-    async def touch(
-        self, activity: Sequence[tuple[str, float]], *, idle: float
-    ) -> list[Change]:
+    async def touch(self, activity: Sequence[tuple[str, float]], *, idle: float) -> list[Change]:
         """Record user activity: ``(user_id, seconds since their last activity)`` pairs.
 
         For each online user, ``last_active`` becomes ``now - ago`` unless it is already
         later (it never goes back), and the user turns away ``idle`` seconds after it.
         Offline users are ignored. Returns the changes of users whose public presence
-        changed (an away user who is active again), in one round trip.
+        changed (an away user who is active again), in one round trip. The default
+        records nothing (a backend without idle detection: nobody is ever away).
         """
-        raise self._not_implemented("touch")
+        return []
 
     async def set_status(
         self, user_id: str, status: str, *, text: str = "", ttl: float | None = None
@@ -422,8 +421,22 @@ class BasePresenceBackend:
         raise self._not_implemented("set_status")
 
     async def availability(self, user_ids: Iterable[str]) -> dict[str, Availability]:
-        """:class:`Availability` of each of ``user_ids`` (unknown users: offline), at once."""
-        raise self._not_implemented("availability")
+        """:class:`Availability` of each of ``user_ids`` (unknown users: offline), at once.
+
+        The default, for a backend written before states, reads :meth:`presence_snapshot`:
+        online users are plain ``online``, with no status, activity or data.
+        """
+        snapshot = await self.presence_snapshot(list(user_ids))
+        return {
+            uid: Availability(
+                uid,
+                online,
+                seq,
+                PublicPresence("online") if online else OFFLINE,
+                "online" if online else "offline",
+            )
+            for uid, (online, seq) in snapshot.items()
+        }
 
     async def remove_user(self, user_id: str) -> tuple[int, Change]:
         """Remove every lease of a user, with no grace; return how many and the change."""

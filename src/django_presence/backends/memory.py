@@ -359,9 +359,7 @@ class MemoryBackend(BasePresenceBackend):
             self._set_data(user_id, connection_id, data)
             return self._announce(user_id, Transition.NONE, self._open_count(leases))
 
-    async def touch(
-        self, activity: Sequence[tuple[str, float]], *, idle: float
-    ) -> list[Change]:
+    async def touch(self, activity: Sequence[tuple[str, float]], *, idle: float) -> list[Change]:
         changes = []
         with self._lock:
             now = self._clock()

@@ -229,7 +229,11 @@ local function announce(uid, now, went)
     seq = bump_seq(uid)
   end
   if online then
-    if public == PLAIN then redis.call('HDEL', ak, 'p') else redis.call('HSET', ak, 'p', public) end
+    if public == PLAIN then
+      redis.call('HDEL', ak, 'p')
+    else
+      redis.call('HSET', ak, 'p', public)
+    end
     local f = redis.call('HMGET', ak, 'un', 'aw')
     local due = false
     if f[1] and tonumber(f[1]) > now then due = tonumber(f[1]) end
@@ -483,7 +487,11 @@ for i = 3, #ARGV, 2 do
     local la = redis.call('HGET', ak, 'la')
     if not la or tonumber(la) < when then
       redis.call('HSET', ak, 'la', when)
-      if idle > 0 then redis.call('HSET', ak, 'aw', when + idle) else redis.call('HDEL', ak, 'aw') end
+      if idle > 0 then
+        redis.call('HSET', ak, 'aw', when + idle)
+      else
+        redis.call('HDEL', ak, 'aw')
+      end
       local a = announce(uid, now, 0)
       if a[1] ~= '' then
         out[#out + 1] = uid
@@ -505,7 +513,11 @@ _SET_STATUS = (
     + """
 local uid, status, text, ttl = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local ak, now = UA .. uid, now_ms()
-if status == 'available' then redis.call('HDEL', ak, 'st') else redis.call('HSET', ak, 'st', status) end
+if status == 'available' then
+  redis.call('HDEL', ak, 'st')
+else
+  redis.call('HSET', ak, 'st', status)
+end
 if text == '' then redis.call('HDEL', ak, 'tx') else redis.call('HSET', ak, 'tx', text) end
 if ttl >= 0 and (status ~= 'available' or text ~= '') then
   redis.call('HSET', ak, 'un', now + ttl)
@@ -1178,9 +1190,7 @@ class RedisBackend(BasePresenceBackend):
         args = [self._user_prefix, user_id, connection_id, _encode_data(data)]
         return _change(user_id, await self._eval("set_data", _SET_DATA, args))
 
-    async def touch(
-        self, activity: Sequence[tuple[str, float]], *, idle: float
-    ) -> list[Change]:
+    async def touch(self, activity: Sequence[tuple[str, float]], *, idle: float) -> list[Change]:
         changes: list[Change] = []
         for start in range(0, len(activity), _CHUNK):
             args: list[Any] = [self._user_prefix, _ms(idle)]
@@ -1214,10 +1224,7 @@ class RedisBackend(BasePresenceBackend):
                     _str(text),
                     int(until) / 1000 if until else None,
                     int(active) / 1000 if active else None,
-                    {
-                        _str(data[i]): _decode_data(data[i + 1])
-                        for i in range(0, len(data), 2)
-                    },
+                    {_str(data[i]): _decode_data(data[i + 1]) for i in range(0, len(data), 2)},
                 )
         return found
 

@@ -7,8 +7,11 @@ import logging
 import time
 from collections.abc import Collection, Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from .. import metrics, protocol
+from ..availability import AvailabilityError, connection_data
+from ..backends import ConnectionData, PublicPresence
 from ..conf import valid_setting
 from ..exceptions import TooManyConnections
 from ..ids import SERVER_ID, new_connection_id
@@ -146,6 +149,23 @@ class UserOnlineStatusMixin:
             return None
         return user.pk
 
+    def get_presence_connection_data(self) -> ConnectionData | None:
+        """The connection's data from the start: its device, from ``?device=`` on the URL.
+
+        A device that is not valid (too long, not printable) is ignored: a tracked
+        consumer never refuses a socket for it. Override to derive the device or an
+        activity from something else (a video consumer may return
+        ``connection_data(activity="in_call")``).
+        """
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        device = (query.get(protocol.DEVICE_PARAM) or [""])[0]
+        if not device:
+            return None
+        try:
+            return connection_data(device=device)
+        except AvailabilityError:
+            return None
+
     async def _presence_register(self) -> TooManyConnections | None:
         """Register the connection; return why it is refused, if it is over a limit."""
         if self.presence_connection_id is not None:
@@ -170,7 +190,10 @@ class UserOnlineStatusMixin:
         runtime.track_connection(str(user_id), connection_id, self)
         try:
             await user_online_service.aadd_user_connection(
-                user_id, connection_id, limit=valid_setting("MAX_CONNECTIONS_PER_USER")
+                user_id,
+                connection_id,
+                limit=valid_setting("MAX_CONNECTIONS_PER_USER"),
+                data=self.get_presence_connection_data(),
             )
         except TooManyConnections as e:
             runtime.untrack_connection(connection_id)
@@ -237,7 +260,7 @@ class UserOnlineStatusMixin:
         """The users whose status this connection forwards: none (``UserConsumer`` has some)."""
         return ()
 
-    async def presence_resync(self, snapshot: Mapping[str, tuple[bool, int]]) -> None:
+    async def presence_resync(self, snapshot: Mapping[str, tuple[PublicPresence, int]]) -> None:
         """Catch up on watched users' transitions (called by the runtime): none here."""
 
     async def presence_rejoin_groups(self) -> None:

@@ -11,7 +11,8 @@ Pure state: the consumer does the sending.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from typing import Any
 
 
 class Subscriptions:
@@ -19,7 +20,9 @@ class Subscriptions:
 
     def __init__(self) -> None:
         self._seq: dict[str, int] = {}  # watched user key -> seq of the last status sent
-        self._online: dict[str, bool] = {}  # watched user key -> last status sent
+        # Watched user key -> the last state sent (a bool, or what the watcher saw of a
+        # PublicPresence: anything comparable).
+        self._online: dict[str, Hashable] = {}
         self._pending: dict[str, int] = {}  # watched user key -> seq seen by one resync
 
     def __contains__(self, key: object) -> bool:
@@ -35,7 +38,7 @@ class Subscriptions:
         """Start watching ``key`` (before joining its group, so a failure cleans up)."""
         self._seq.setdefault(key, 0)
 
-    def snapshot(self, key: str, online: bool, seq: int) -> None:
+    def snapshot(self, key: str, online: Hashable, seq: int) -> None:
         """Record the state the client was sent for ``key`` in a ``presence_state``."""
         self._seq[key] = max(self._seq.get(key, 0), seq)
         self._online[key] = online
@@ -52,7 +55,7 @@ class Subscriptions:
         self._online.clear()
         self._pending.clear()
 
-    def update(self, key: str, online: bool, seq: int) -> bool:
+    def update(self, key: str, online: Hashable, seq: int) -> bool:
         """A transition of ``key`` arrived: True when the client must be told of it.
 
         False for a user not watched, a transition not newer than the last one sent, or
@@ -67,7 +70,7 @@ class Subscriptions:
         self._online[key] = online
         return True
 
-    def resync(self, snapshot: Mapping[str, tuple[bool, int]]) -> Iterable[tuple[str, bool, int]]:
+    def resync(self, snapshot: Mapping[str, tuple[Any, int]]) -> Iterable[tuple[str, Any, int]]:
         """The ``(key, online, seq)`` the client must be told of, after a backend read.
 
         A transition newer than the last one sent is reported only when two reads in a
@@ -75,7 +78,7 @@ class Subscriptions:
         may still be on its way.
         """
         for key, last in list(self._seq.items()):
-            online, seq = snapshot.get(key, (False, 0))
+            online, seq = snapshot.get(key, (None, 0))
             if seq <= last:
                 self._pending.pop(key, None)
                 continue

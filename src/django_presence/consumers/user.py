@@ -27,6 +27,8 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from .. import delivery, groups, metrics, protocol
+from ..availability import presence_fields, seen_as
+from ..backends import PublicPresence
 from ..conf import number_setting, presence_settings
 from ..ids import wire_user_id
 from ..policies import get_policy_class
@@ -34,6 +36,7 @@ from ..ratelimit import FloodDetector, TokenBucket, flood_setting, rate_setting,
 from ..services.messaging import send_group_message, user_messaging_service
 from ..services.online import user_online_service
 from ..transitions import syncs_user_model
+from .availability import AvailabilityMixin
 from .frames import (
     MAX_ID_LENGTH,
     REQUEST_TYPE,
@@ -55,7 +58,9 @@ logger = logging.getLogger(__name__)
 
 # GroupsMixin (a StreamsMixin and a LayerGroupsMixin) first: its presence_rejoin_groups()
 # and stream hooks replace the presence mixin's no-ops.
-class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsumer):
+class UserConsumer(
+    AvailabilityMixin, GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsumer
+):
     """The ready ``ws/user/`` consumer: presence, messaging, groups and subscriptions.
 
     Authenticated users only; the connection is tracked by
@@ -75,6 +80,8 @@ class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsume
         self.policy: Any = None
         self._member_id = uuid.uuid4().hex
         self.subscriptions = Subscriptions()
+        # Watched user key -> whether this connection's user sees their details.
+        self._details: dict[str, bool] = {}
         self._bucket: TokenBucket | None = None
         self._user_bucket: TokenBucket | None = None
         self._flood: FloodDetector | None = None
@@ -159,6 +166,7 @@ class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsume
         if self._cleaned_up:
             return
         self._cleaned_up = True
+        self.cancel_presence_flush()
         for name in list(self._groups):
             await self._leave_group(name)
         await self.leave_layer_groups()
@@ -351,6 +359,10 @@ class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsume
         """Whether this connection's user may broadcast to everyone."""
         return await self._ask("can_broadcast")
 
+    async def can_see_details(self, target_id: Any) -> bool:
+        """Whether this connection's user sees ``target_id``'s devices, activities, text."""
+        return await self._ask("can_see_details", target_id)
+
     # -- payload helpers -------------------------------------------------------------------
 
     @staticmethod
@@ -419,13 +431,18 @@ class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsume
             # Marked as watched before joining, so a failure half-way still cleans up.
             self.subscriptions.watch(str(pk))
             await self.join_layer_group(groups.watchers_group(pk))
+        for pk in new:
+            self._details[str(pk)] = await self.can_see_details(pk)
         states = await user_online_service.aget_presence_state(targets)
-        users = {}
+        users, views = {}, {}
         for pk in targets:
-            state = states[str(pk)]
-            self.subscriptions.snapshot(str(pk), state.is_online, state.seq)
+            key = str(pk)
+            state = states[key]
+            details = self._details.get(key, False)
+            self.subscriptions.snapshot(key, seen_as(state.presence, details=details), state.seq)
             users[str(wire_user_id(pk))] = state.is_online
-        reply: dict[str, Any] = {"users": users}
+            views[str(wire_user_id(pk))] = presence_fields(state.presence, details=details)
+        reply: dict[str, Any] = {"users": users, "states": views}
         if syncs_user_model():
             reply["last_seen"] = {
                 str(wire_user_id(pk)): states[str(pk)].last_seen for pk in targets
@@ -435,6 +452,7 @@ class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsume
     async def request_unsubscribe_presence(self, data: dict[str, Any]) -> None:
         """``unsubscribe_presence {user_ids}``: no more ``status_changed`` for them."""
         for pk in user_ids_field(data, self._max_watched):
+            self._details.pop(str(pk), None)
             if self.subscriptions.forget(str(pk)):
                 await self.leave_layer_group(groups.watchers_group(pk))
 
@@ -444,22 +462,18 @@ class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsume
         """The keys of the users this connection watches (read by the runtime's resync)."""
         return self.subscriptions
 
-    async def presence_resync(self, snapshot: Mapping[str, tuple[bool, int]]) -> None:
+    async def presence_resync(self, snapshot: Mapping[str, tuple[PublicPresence, int]]) -> None:
         """Send a ``status_changed`` the channel layer lost (called by the runtime).
 
         The resent frame's ``last_seen`` is the time of the resync.
         """
-        for key, online, seq in list(self.subscriptions.resync(snapshot)):
+        views = {
+            key: (seen_as(presence, details=self._details.get(key, False)), seq)
+            for key, (presence, seq) in snapshot.items()
+        }
+        for key, presence, seq in list(self.subscriptions.resync(views)):
             pk = get_user_model()._meta.pk.to_python(key)
-            await self.send_frame(
-                protocol.STATUS_CHANGED,
-                {
-                    "user_id": wire_user_id(pk),
-                    "is_online": online,
-                    "last_seen": None if online else timezone.now().isoformat(),
-                    "seq": seq,
-                },
-            )
+            await self._send_status(pk, presence, seq, timezone.now().isoformat())
 
     # -- channel-layer events --------------------------------------------------------------
 
@@ -486,18 +500,36 @@ class UserConsumer(GroupsMixin, UserOnlineStatusMixin, AsyncJsonWebsocketConsume
             await self._deliver_event(event)
 
     async def presence_status(self, event: dict[str, Any]) -> None:
-        """A watched user's transition -> ``status_changed``, unless the snapshot had it."""
-        online = bool(event["is_online"])
+        """A watched user's presence changed -> ``status_changed``, unless already told.
+
+        Dropped when the snapshot or an earlier frame had it (``seq``), and when what
+        this watcher may see of it did not change (say, an activity it may not see).
+        """
+        key = str(event["user_id"])
         seq = int(event.get("seq") or 0)
-        if not self.subscriptions.update(str(event["user_id"]), online, seq):
+        presence = PublicPresence(
+            event.get("state") or ("online" if event["is_online"] else "offline"),
+            tuple(event.get("devices") or ()),
+            tuple(event.get("activities") or ()),
+            event.get("status_text") or "",
+        )
+        seen = seen_as(presence, details=self._details.get(key, False))
+        if not self.subscriptions.update(key, seen, seq):
             return
+        await self._send_status(event["user_id"], seen, seq, event["last_seen"])
+
+    async def _send_status(
+        self, user_id: Any, seen: PublicPresence, seq: int, last_seen: str | None
+    ) -> None:
+        details = self._details.get(str(user_id), False)
         await self.send_frame(
             protocol.STATUS_CHANGED,
             {
-                "user_id": wire_user_id(event["user_id"]),
-                "is_online": event["is_online"],
-                "last_seen": event["last_seen"],
+                "user_id": wire_user_id(user_id),
+                "is_online": seen.online,
+                "last_seen": None if seen.online else last_seen,
                 "seq": seq,
+                **presence_fields(seen, details=details),
             },
         )
 

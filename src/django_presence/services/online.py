@@ -22,17 +22,19 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from .. import protocol, transitions
-from ..backends import Change, get_backend
+from ..backends import OFFLINE, Change, ConnectionData, PublicPresence, get_backend
 from ..conf import number_setting, presence_settings
 from ..exceptions import TooManyConnections
 from ..ids import SERVER_ID, check_connection_id, new_connection_id, user_key
 from ..runtime import get_runtime
 from ..transitions import ReconcileResult
+from .availability import AvailabilityService, Presence
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "SERVER_ID",
+    "Presence",
     "PresenceState",
     "ReconcileResult",
     "UserOnlineService",
@@ -45,14 +47,16 @@ __all__ = [
 class PresenceState:
     """One user's presence as :meth:`UserOnlineService.aget_presence_state` reads it.
 
-    ``seq`` is the user's last transition (0 when none is known); ``last_seen`` is when
-    the user last went offline (ISO 8601, from the database copy), None while online, for
-    users never seen, or when no database copy is kept.
+    ``seq`` is the user's last transition or presence change (0 when none is known);
+    ``last_seen`` is when the user last went offline (ISO 8601, from the database copy),
+    None while online, for users never seen, or when no database copy is kept.
+    ``is_online`` and ``presence`` are what other users see: an invisible user is offline.
     """
 
     is_online: bool
     seq: int
     last_seen: str | None = None
+    presence: PublicPresence = OFFLINE
 
 
 def _refuse_in_event_loop(method: str) -> None:
@@ -67,11 +71,14 @@ def _refuse_in_event_loop(method: str) -> None:
     )
 
 
-class UserOnlineService:
+class UserOnlineService(AvailabilityService):
     """Who is online, and the side effects of coming online and going offline.
 
     A user is online while they hold at least one unexpired connection lease in the
     backend, plus ``OFFLINE_GRACE_PERIOD`` after their last connection closed cleanly.
+    What others see of them (online, away, busy, or offline when invisible), their
+    status and their connections' data: the methods inherited from
+    :class:`~django_presence.services.availability.AvailabilityService`.
     """
 
     # -- async API -------------------------------------------------------------------------
@@ -83,12 +90,16 @@ class UserOnlineService:
         *,
         server: str = SERVER_ID,
         limit: int | None = None,
+        data: ConnectionData | None = None,
     ) -> str:
         """Register a connection of ``user_id``; return its id (generated if not given).
 
         With ``limit``, raise :class:`~django_presence.exceptions.TooManyConnections`
         (and register nothing) when the user already holds ``limit`` open connections on
         all servers; the check and the registration are one atomic backend step.
+        ``data`` (from :func:`django_presence.availability.connection_data`) is the
+        connection's device, activity and data from the start. Connecting counts as
+        activity.
         """
         key = user_key(user_id)
         connection_id = new_connection_id() if connection_id is None else connection_id
@@ -97,7 +108,13 @@ class UserOnlineService:
         runtime = get_runtime()
         async with runtime.hold(key):
             change = await get_backend().add_connection(
-                key, connection_id, ttl=ttl, server=server, limit=limit
+                key,
+                connection_id,
+                ttl=ttl,
+                server=server,
+                limit=limit,
+                data=data,
+                idle=number_setting("IDLE_AFTER"),
             )
             applied = runtime.submit([change])
         await applied
@@ -215,11 +232,16 @@ class UserOnlineService:
         of the offline ones in one database query, when a database copy is kept.
         """
         keys = list(dict.fromkeys(user_key(user_id) for user_id in user_ids))
-        snapshot = await get_backend().presence_snapshot(keys)
-        offline = [key for key in keys if not snapshot.get(key, (False, 0))[0]]
+        found = await get_backend().availability(keys)
+        offline = [key for key in keys if not found[key].presence.online]
         seen = await transitions.last_seen(offline)
         return {
-            key: PresenceState(*snapshot.get(key, (False, 0)), last_seen=seen.get(key))
+            key: PresenceState(
+                found[key].presence.online,
+                found[key].seq,
+                last_seen=seen.get(key),
+                presence=found[key].presence,
+            )
             for key in keys
         }
 
