@@ -89,6 +89,10 @@ class ConnectionData:
     data: str = ""
     keep_present: bool = False
 
+    # Backends may rely on ``device``, ``activity`` and status texts being printable
+    # (no control characters: the Redis backend separates them with \x1e and \x1f);
+    # django_presence.availability.connection_data() and check_status() make sure.
+
 
 @dataclass(frozen=True)
 class PublicPresence:

@@ -411,7 +411,7 @@ class MemoryBackend(BasePresenceBackend):
                     record.text,
                     record.until,
                     record.last_active,
-                    {cid: d for cid, d in record.data.items() if cid in leases},
+                    {cid: record.data.get(cid, ConnectionData()) for cid in leases},
                 )
         return found
 

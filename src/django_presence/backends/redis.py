@@ -541,14 +541,9 @@ for i = 2, #ARGV do
   local ak = UA .. uid
   local f = redis.call('HMGET', ak, 'st', 'tx', 'un', 'la')
   local data = {}
-  if f[1] or f[2] or redis.call('EXISTS', ak) == 1 then
-    for _, cid in ipairs(redis.call('HKEYS', UP .. uid)) do
-      local v = redis.call('HGET', ak, 'd:' .. cid)
-      if v then
-        data[#data + 1] = cid
-        data[#data + 1] = v
-      end
-    end
+  for _, cid in ipairs(redis.call('HKEYS', UP .. uid)) do
+    data[#data + 1] = cid
+    data[#data + 1] = redis.call('HGET', ak, 'd:' .. cid) or ''
   end
   out[#out + 1] = {
     redis.call('HEXISTS', K_ONLINE, uid), redis.call('HGET', K_TSEQ, uid) or '0', public,
@@ -1582,10 +1577,11 @@ def _changes(result: Sequence[Any]) -> list[Change]:
 def _presence(signature: Any) -> PublicPresence:
     """The public presence a script's signature (see ``derive`` in the scripts) stands for."""
     state, devices, activities, text = _str(signature).split("\x1e")
+    # Sorted here, by code point: Lua's table.sort follows the Redis server's locale.
     return PublicPresence(
         state,
-        tuple(devices.split("\x1f")) if devices else (),
-        tuple(activities.split("\x1f")) if activities else (),
+        tuple(sorted(devices.split("\x1f"))) if devices else (),
+        tuple(sorted(activities.split("\x1f"))) if activities else (),
         text,
     )
 
@@ -1602,7 +1598,10 @@ def _encode_data(data: ConnectionData | None) -> str:
 
 
 def _decode_data(value: Any) -> ConnectionData:
+    """A connection's data as the scripts store it (see :func:`_encode_data`); '' none."""
     text = value if isinstance(value, bytes) else str(value).encode()
+    if not text:
+        return ConnectionData()
     keep = text[:1] == b"1"
     sep = text.index(b":", 1)
     end = sep + 1 + int(text[1:sep])
