@@ -121,11 +121,13 @@ test("with data-token-url the token is fetched and sent as a subprotocol", async
     url: "/realtime/user/",
     tokenUrl: "/api/token/",
     storage: "session",
+    device: "web",
   });
   await waitFor(() => sockets.length === 1, "a socket");
   assert.equal(fetched[0].url, "/api/token/");
   assert.equal(fetched[0].init.credentials, "same-origin");
   assert.deepEqual(Array.from(sockets[0].protocols), ["access_token", "tok"]);
   assert.ok(sockets[0].url.startsWith("wss://example.com/realtime/user/"));
+  assert.ok(sockets[0].url.endsWith("&device=web"), sockets[0].url);
   context.DjangoPresence.client.close();
 });

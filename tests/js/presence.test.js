@@ -378,7 +378,17 @@ test("the snapshot's last_seen fills in each offline user's status", async () =>
     },
   });
   await subscribed;
-  assert.deepEqual(client.getStatus(1), { user_id: 1, is_online: true, last_seen: null });
+  // A server without availability (no states map): the state follows is_online.
+  assert.deepEqual(client.getStatus(1), {
+    user_id: 1,
+    is_online: true,
+    last_seen: null,
+    state: "online",
+    devices: [],
+    activities: [],
+    statusText: "",
+  });
+  assert.equal(client.getStatus(2).state, "offline");
   assert.equal(client.getStatus(2).last_seen, "2026-11-28T08:00:05+00:00");
   assert.equal(client.getStatus(2).is_online, false);
   assert.equal(client.getStatus(3).last_seen, null);
@@ -824,4 +834,256 @@ test("a broken storage never breaks the client: it falls back to memory", async 
     assert.deepEqual(client.positions(), {});
     client.close();
   }
+});
+
+// -- availability ------------------------------------------------------------------------
+
+test("without a page trackActivity is off and connecting adds no listener", async () => {
+  assert.equal(typeof window, "undefined");
+  assert.equal(DjangoPresence.DEFAULTS.trackActivity, false);
+  assert.equal(DjangoPresence.DEFAULTS.device, null);
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, { trackActivity: true }); // No page: nothing to listen to.
+  const socket = await connected(client, FakeSocket);
+  assert.deepEqual(socket.sentOfType("activity"), []);
+  client.close();
+});
+
+test("the device option travels as ?device= on every connection, after since or recover", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, { device: "mobile/ios app", backoffInitial: 1, backoffMax: 2 });
+  const first = await connected(client, FakeSocket);
+  assert.equal(first.url, "ws://127.0.0.1:1/ws/user/?recover=1&device=mobile%2Fios%20app");
+  first.receive(note("e1", 3));
+  first.drop();
+  await waitFor(() => FakeSocket.instances.length === 2, "a reconnection");
+  assert.equal(FakeSocket.instances[1].url, "ws://127.0.0.1:1/ws/user/?since=user:e1:3&device=mobile%2Fios%20app");
+  client.close();
+  // No device (the default, or ""): no parameter.
+  const Other = fakeSocketClass();
+  for (const device of [null, ""]) {
+    const plain = newClient(Other, { device });
+    const socket = await connected(plain, Other);
+    assert.equal(socket.url, "ws://127.0.0.1:1/ws/user/?recover=1");
+    plain.close();
+  }
+});
+
+test("setPresence() sends set_presence with the fields given; null clears, left out keeps", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket);
+  const socket = await connected(client, FakeSocket);
+  const replied = client.setPresence({ device: "desktop", activity: "in_call", data: { room: 12 } });
+  client.setPresence({ activity: null, device: undefined });
+  const frames = socket.sentOfType("set_presence");
+  assert.deepEqual(frames.map((f) => f.data), [
+    { device: "desktop", activity: "in_call", data: { room: 12 } },
+    { activity: null },
+  ]);
+  assert.ok(frames[0].id, "a request: the server's ack resolves it");
+  socket.receive({ type: "ack", id: frames[0].id, data: { request: "set_presence" } });
+  assert.equal((await replied).type, "ack");
+  socket.receive({ type: "ack", id: frames[1].id, data: {} });
+  assert.throws(() => client.setPresence("in_call"), TypeError);
+  assert.throws(() => client.setPresence({ data: [1, 2] }), TypeError);
+  assert.throws(() => client.setPresence({ device: 3 }), TypeError);
+  assert.equal(socket.sentOfType("set_presence").length, 2, "nothing sent by a call that threw");
+  client.close();
+});
+
+test("setPresence() survives reconnects: every new connection sends the fields set so far", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, { backoffInitial: 1, backoffMax: 2 });
+  const first = await connected(client, FakeSocket);
+  assert.deepEqual(first.sentOfType("set_presence"), [], "nothing set, nothing sent");
+  client.setPresence({ device: "web", activity: "waiting_room", data: { ward: 3 } }).catch(() => {});
+  client.setPresence({ activity: "in_call", data: null }).catch(() => {});
+  first.drop();
+  await waitFor(() => FakeSocket.instances.length === 2, "a reconnection");
+  const second = FakeSocket.instances[1];
+  second.open();
+  // One frame with every field as it stands, before the re-subscription.
+  assert.deepEqual(second.sentOfType("set_presence").map((f) => f.data), [
+    { device: "web", activity: "in_call", data: null },
+  ]);
+  assert.equal(second.sent[0].type, "set_presence");
+  // Called while disconnected: remembered, not queued twice, answered by the opening frame.
+  second.drop();
+  const whileAway = client.setPresence({ activity: "viewing:/ward/3" });
+  await waitFor(() => FakeSocket.instances.length === 3, "another reconnection");
+  const third = FakeSocket.instances[2];
+  third.open();
+  const frames = third.sentOfType("set_presence");
+  assert.deepEqual(frames.map((f) => f.data), [{ device: "web", activity: "viewing:/ward/3", data: null }]);
+  third.receive({ type: "ack", id: frames[0].id, data: { request: "set_presence" } });
+  assert.equal((await whileAway).type, "ack");
+  client.close();
+});
+
+test("setPresence() refused by the server is not sent again after a reconnect", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket, { backoffInitial: 1, backoffMax: 2 });
+  const first = await connected(client, FakeSocket);
+  client.setPresence({ device: "web" });
+  first.receive({ type: "ack", id: first.sentOfType("set_presence")[0].id, data: {} });
+  const refused = client.setPresence({ data: { huge: "x".repeat(2000) } });
+  const [, bad] = first.sentOfType("set_presence");
+  first.receive({ type: "error", id: bad.id, data: { code: "too_large", message: "data over 1024 bytes" } });
+  await assert.rejects(refused, (error) => error.code === "too_large");
+  first.drop();
+  await waitFor(() => FakeSocket.instances.length === 2, "a reconnection");
+  const second = FakeSocket.instances[1];
+  second.open();
+  assert.deepEqual(second.sentOfType("set_presence").map((f) => f.data), [{ device: "web" }]);
+  client.close();
+});
+
+test("close() rejects a setPresence() waiting for a connection", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket);
+  const waiting = client.setPresence({ activity: "in_call" });
+  client.close();
+  await assert.rejects(waiting, (error) => error.code === "closed");
+});
+
+test("setStatus() sends set_status with expires_in in seconds; the status reply is an event too", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket);
+  const socket = await connected(client, FakeSocket);
+  const statuses = [];
+  client.on("status", (data) => statuses.push(data));
+  const busy = client.setStatus("busy", { text: "In surgery", expiresIn: 90 * 60 * 1000 });
+  client.setStatus("invisible").catch(() => {});
+  client.setStatus("busy", { expiresIn: 1500, text: null }).catch(() => {});
+  const frames = socket.sentOfType("set_status");
+  assert.deepEqual(frames.map((f) => f.data), [
+    { status: "busy", text: "In surgery", expires_in: 5400 },
+    { status: "invisible" },
+    { status: "busy", expires_in: 2 }, // Whole seconds, rounded up.
+  ]);
+  const reply = { status: "busy", text: "In surgery", expires_in: 5400 };
+  socket.receive({ type: "status", id: frames[0].id, data: reply });
+  assert.deepEqual((await busy).data, reply);
+  // The same frame reaches the user's other connections, without an id.
+  socket.receive({ type: "status", data: { status: "available", text: "", expires_in: null } });
+  assert.deepEqual(statuses.map((s) => s.status), ["busy", "available"]);
+  assert.throws(() => client.setStatus(), TypeError);
+  assert.throws(() => client.setStatus("busy", { expiresIn: 0 }), RangeError);
+  assert.throws(() => client.setStatus("busy", { expiresIn: "1h" }), RangeError);
+  assert.throws(() => client.setStatus("busy", { text: 5 }), TypeError);
+  client.close();
+});
+
+test("status_changed carries state, devices, activities and statusText; the map follows them", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket);
+  const socket = await connected(client, FakeSocket);
+  const changes = [];
+  const entries = [];
+  client.on("status_changed", (data) => changes.push(data));
+  client.on("presence", (entry) => entries.push([entry.state, entry.statusText]));
+  const subscribed = client.subscribe([4, 5]);
+  const [request] = socket.sentOfType("subscribe_presence");
+  socket.receive({ type: "presence_state", id: request.id, data: { users: { 4: true, 5: false } } });
+  await subscribed;
+  socket.receive({
+    type: "status_changed",
+    data: {
+      user_id: 4,
+      is_online: true,
+      last_seen: null,
+      seq: 3,
+      state: "busy",
+      devices: ["mobile", "web"],
+      activities: ["in_call"],
+      status_text: "In surgery",
+    },
+  });
+  assert.deepEqual(changes[0], {
+    user_id: 4,
+    is_online: true,
+    last_seen: null,
+    seq: 3,
+    state: "busy",
+    devices: ["mobile", "web"],
+    activities: ["in_call"],
+    status_text: "In surgery",
+    statusText: "In surgery",
+  });
+  assert.deepEqual(client.getStatus(4), {
+    user_id: 4,
+    is_online: true,
+    last_seen: null,
+    state: "busy",
+    devices: ["mobile", "web"],
+    activities: ["in_call"],
+    statusText: "In surgery",
+  });
+  // A change of state alone (busy -> away, still online) is a presence event too.
+  const details = { devices: ["mobile", "web"], activities: ["in_call"], status_text: "In surgery" };
+  socket.receive({ type: "status_changed", data: { user_id: 4, is_online: true, seq: 4, state: "away", ...details } });
+  assert.equal(client.getStatus(4).state, "away");
+  // Details the server does not share are empty.
+  socket.receive({ type: "status_changed", data: { user_id: 4, is_online: true, seq: 5, state: "away" } });
+  assert.deepEqual(client.getStatus(4).devices, []);
+  assert.equal(client.getStatus(4).statusText, "");
+  // A server without availability: the state follows is_online, the rest is empty.
+  socket.receive({ type: "status_changed", data: { user_id: 5, is_online: true, seq: 2 } });
+  assert.deepEqual(changes[3], {
+    user_id: 5,
+    is_online: true,
+    seq: 2,
+    state: "online",
+    devices: [],
+    activities: [],
+    statusText: "",
+  });
+  assert.deepEqual(entries, [
+    ["online", ""],
+    ["offline", ""],
+    ["busy", "In surgery"],
+    ["away", "In surgery"],
+    ["away", ""],
+    ["online", ""],
+  ]);
+  // A frame with a seq not newer than the last applied changes nothing.
+  socket.receive({ type: "status_changed", data: { user_id: 4, is_online: true, seq: 5, state: "online" } });
+  assert.equal(client.getStatus(4).state, "away");
+  client.close();
+});
+
+test("presence_state's states map fills in each user's state, devices, activities, statusText", async () => {
+  const FakeSocket = fakeSocketClass();
+  const client = newClient(FakeSocket);
+  const socket = await connected(client, FakeSocket);
+  const snapshots = [];
+  client.on("presence_state", (data) => snapshots.push(data));
+  const subscribed = client.subscribe([1, 2, 3]);
+  const [request] = socket.sentOfType("subscribe_presence");
+  socket.receive({
+    type: "presence_state",
+    id: request.id,
+    data: {
+      users: { 1: true, 2: true, 3: false },
+      last_seen: { 3: "2026-12-06T07:00:00+00:00" },
+      states: {
+        1: { state: "away", devices: ["web"], activities: [], status_text: "Back at 3" },
+        2: { state: "busy" },
+      },
+    },
+  });
+  const reply = await subscribed;
+  assert.deepEqual(reply.data.states, snapshots[0].states, "the reply and the event agree");
+  assert.deepEqual(snapshots[0].states, {
+    1: { state: "away", devices: ["web"], activities: [], status_text: "Back at 3", statusText: "Back at 3" },
+    2: { state: "busy", devices: [], activities: [], statusText: "" },
+    3: { state: "offline", devices: [], activities: [], statusText: "" },
+  });
+  assert.equal(client.getStatus(1).state, "away");
+  assert.equal(client.getStatus(1).statusText, "Back at 3");
+  assert.deepEqual(client.getStatus(1).devices, ["web"]);
+  assert.equal(client.getStatus(2).state, "busy");
+  assert.equal(client.getStatus(3).state, "offline");
+  assert.equal(client.getStatus(3).last_seen, "2026-12-06T07:00:00+00:00");
+  client.close();
 });

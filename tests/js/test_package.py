@@ -124,8 +124,11 @@ const client = new PresenceClient({
   requestTimeout: 10000,
   autoReconnect: true,
   onListenerError: (error) => console.error(error),
+  trackActivity: true,
+  activityInterval: 30000,
+  device: "web",
 });
-new DjangoPresence.PresenceClient({ token: "t", storage: "session" });
+new DjangoPresence.PresenceClient({ token: "t", storage: "session", device: null });
 new PresenceClient();
 
 const off = client.on("presence", ({ user_id, is_online, last_seen }) => {
@@ -142,6 +145,23 @@ client.on("recovery", ({ streams }) => streams["user"].recovered);
 client.on("direct_message", ({ from_user_id, message }) => [from_user_id, message]);
 client.on("group_members", ({ group, members, count }) => members?.length);
 client.on("some_custom_frame", (data) => data);
+client.on("status_changed", ({ user_id, is_online, state, devices, activities, statusText }) => {
+  const name: "offline" | "online" | "away" | "busy" = state;
+  const kinds: string[] = devices.concat(activities);
+  const text: string = statusText;
+});
+client.on("presence_state", ({ states }) => states["7"].state === "away" && states["7"].devices);
+client.on("presence", ({ state, statusText }) => state === "busy" && statusText);
+client.on("status", ({ status, text, expires_in, state }) => {
+  const manual: DjangoPresence.ManualStatus = status;
+  return [text, expires_in ?? 0, state ?? "online"];
+});
+const entry: DjangoPresence.PresenceEntry | undefined = client.getStatus(7);
+const devices: string[] | undefined = entry?.devices;
+client.setPresence({ device: "mobile", activity: "in_call", data: { n: 1 } }).then((f) => f.type);
+client.setPresence({ activity: null, data: null });
+client.setStatus("busy", { text: "Meeting", expiresIn: 3600000 }).then((f) => f.data.state);
+client.setStatus("available");
 
 client.connect().subscribe([1, "2"]).then((frame) => frame?.data.users);
 client.joinGroup("ward-3").then((frame) => frame.data.count);
@@ -162,12 +182,15 @@ client.close(1000, "bye");
 
 ESM_USAGE = """
 import DjangoPresence, { PresenceClient, backoffDelay } from "django-user-presence";
-import type { PresenceClientOptions } from "django-user-presence";
+import type { PresenceClientOptions, PresenceUpdate, StatusData } from "django-user-presence";
 
-const options: PresenceClientOptions = { url: "/ws/user/", storage: "session" };
+const options: PresenceClientOptions = { url: "/ws/user/", storage: "session", device: "web" };
 const client: PresenceClient = new PresenceClient(options);
 const same: typeof PresenceClient = DjangoPresence.PresenceClient;
 client.on("recovered", ({ replayed }) => replayed);
+const update: PresenceUpdate = { activity: "viewing:/ward/3" };
+client.setPresence(update);
+client.on("status", (data: StatusData) => data.status);
 backoffDelay(1);
 """
 
@@ -187,6 +210,11 @@ new PresenceClient({ pingEvery: 1000 });
 client.on("recovered", (event) => event.count);
 client.ack("12");
 client.subscribe(7);
+client.setStatus("away");
+client.setPresence({ device: 3 });
+client.setStatus("busy", { expiresIn: "1h" });
+new PresenceClient({ trackActivity: "yes" });
+client.on("status_changed", (event) => event.statusText.length + event.devices.size);
 """
 
 
@@ -211,7 +239,7 @@ def test_the_declarations_reject_mistakes(tsc: list[str], project: Path) -> None
     assert result.returncode != 0
     lines = {int(n) for n in re.findall(r"mistakes\.ts\((\d+),", result.stdout)}
     # Every line after the import is an error: the types are not `any`.
-    assert lines == set(range(3, 9)), result.stdout
+    assert lines == set(range(3, 14)), result.stdout
 
 
 def public_api() -> dict[str, list[str]]:
@@ -236,17 +264,21 @@ def public_api() -> dict[str, list[str]]:
 def test_the_declarations_cover_the_whole_public_api() -> None:
     api = public_api()
     declared_options = DECLARATIONS.split("interface PresenceClientOptions", 1)[1].split("}\n")[0]
-    assert set(api["options"]) >= {"storage", "autoAck", "ackInterval"}
+    assert set(api["options"]) >= {"storage", "autoAck", "ackInterval", "trackActivity", "device"}
     for option in api["options"]:
         assert re.search(rf"\b{option}\?:", declared_options), f"option {option}"
     client = DECLARATIONS.split("class PresenceClient", 1)[1].split("\n  }\n")[0]
-    assert set(api["methods"]) >= {"ack", "positions", "resetPositions"}
+    assert set(api["methods"]) >= {"ack", "positions", "resetPositions", "setPresence"}
+    assert "setStatus" in api["methods"]
     for name in api["methods"] + api["properties"]:
         assert re.search(rf"^\s+(readonly )?{name}[(<:]", client, re.M), f"member {name}"
     for name in api["exports"]:
         assert re.search(rf"\b(class|function|const) {name}\b", DECLARATIONS), f"export {name}"
     events = DECLARATIONS.split("interface PresenceClientEvents", 1)[1].split("}\n")[0]
-    for event in ("recovered", "discontinuity", "recovery", "presence", "close", "reconnecting"):
+    for event in (
+        *("recovered", "discontinuity", "recovery", "presence", "close", "reconnecting"),
+        *("status_changed", "presence_state", "status"),
+    ):
         assert re.search(rf"^\s+{event}:", events, re.M), f"event {event}"
 
 

@@ -4,7 +4,8 @@
  * Loaded by {% presence_script %} after presence.js, with its options as data attributes
  * of its own <script> tag: data-url (the ws/user/ route), data-token-url (optional: a URL
  * answering JSON {token} or {access}; without it the session cookie authenticates),
- * data-storage (optional: "session"). It starts one PresenceClient
+ * data-storage (optional: "session"), data-device (optional: the kind of device, sent as
+ * ?device=). It starts one PresenceClient
  * (DjangoPresence.client), subscribes to the user of every [data-presence-user] element
  * and keeps their data-online, data-last-seen and title up to date.
  * DjangoPresence.bindPresence(root) does the same for elements added later.
@@ -35,6 +36,9 @@
   }
   if (data.storage) {
     options.storage = data.storage;
+  }
+  if (data.device) {
+    options.device = data.device;
   }
   var client = new api.PresenceClient(options);
   api.client = client;

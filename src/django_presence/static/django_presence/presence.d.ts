@@ -73,6 +73,15 @@ declare namespace DjangoPresence {
     ackInterval?: number;
     /** Where stream positions are kept: null (memory), "session" (sessionStorage), or a storage object. Default null. */
     storage?: null | "session" | PositionStorage;
+    /**
+     * Send `activity` frames on the page's input, focus and visibility events (never while
+     * the page is hidden). Default true where `window` and `document` exist, else false.
+     */
+    trackActivity?: boolean;
+    /** At most one `activity` frame per this many ms. Default 30000. */
+    activityInterval?: number;
+    /** The kind of device ("web", "mobile", ...), sent as `?device=` on every connection. Default null. */
+    device?: string | null;
   }
 
   /** The options with every default filled in (`client.options`, `DEFAULTS`). */
@@ -91,12 +100,60 @@ declare namespace DjangoPresence {
     epoch?: string;
   }
 
+  /** What watchers see of a user: offline, online, away or busy. */
+  type PresenceStateName = "offline" | "online" | "away" | "busy";
+
+  /** A user's manual status, set with {@link PresenceClient.setStatus}. */
+  type ManualStatus = "available" | "busy" | "invisible";
+
+  /**
+   * What the client shows of a user's presence. Devices, activities and the status text are
+   * empty when the server does not share them with this user (the policy's details).
+   */
+  interface PresenceDetails {
+    state: PresenceStateName;
+    /** The distinct devices of the user's connections ("web", "mobile", ...), sorted. */
+    devices: string[];
+    /** The distinct activities of the user's connections ("in_call", ...), sorted. */
+    activities: string[];
+    /** The text of the user's manual status ("" for none). */
+    statusText: string;
+  }
+
   /** What the client knows of a watched user. */
-  interface PresenceEntry {
+  interface PresenceEntry extends PresenceDetails {
     user_id: UserId;
     is_online: boolean;
     /** ISO 8601 time the user last went offline, or null. */
     last_seen: string | null;
+  }
+
+  /** The fields of {@link PresenceClient.setPresence}: left out keeps a field, null clears it. */
+  interface PresenceUpdate {
+    /** The kind of device, at most 32 characters. */
+    device?: string | null;
+    /** What the user is doing on this connection ("in_call", "viewing:/x", ...), at most 64 characters. */
+    activity?: string | null;
+    /** Any JSON object of at most 10 keys and 1 KiB, shown to watchers allowed to see details. */
+    data?: Record<string, unknown> | null;
+  }
+
+  interface SetStatusOptions {
+    /** A text shown with the status (at most 100 characters by default). */
+    text?: string | null;
+    /** After this many ms the status is "available" again (sent in whole seconds). */
+    expiresIn?: number | null;
+  }
+
+  /** The `status` frame: the reply to set_status, also sent to the user's other connections. */
+  interface StatusData {
+    status: ManualStatus;
+    text: string;
+    /** Seconds until the status expires, or null. */
+    expires_in: number | null;
+    /** The state the user sees of themselves, when the server sends it. */
+    state?: PresenceStateName;
+    [extra: string]: unknown;
   }
 
   interface CloseEvent {
@@ -120,13 +177,17 @@ declare namespace DjangoPresence {
     users: Record<string, boolean | { is_online: boolean; last_seen?: string | null; seq?: number }>;
     last_seen?: Record<string, string | null>;
     seqs?: Record<string, number>;
+    /** Each user's presence (filled in from `users` when the server sends none). */
+    states: Record<string, PresenceDetails & { status_text?: string }>;
   }
 
-  interface StatusChangedData {
+  interface StatusChangedData extends PresenceDetails {
     user_id: UserId;
     is_online: boolean;
     last_seen?: string | null;
     seq?: number;
+    /** As the server sent it (`statusText` is the same, "" when absent). */
+    status_text?: string;
   }
 
   interface NotificationData {
@@ -215,6 +276,7 @@ declare namespace DjangoPresence {
     presence: PresenceEntry;
     presence_state: PresenceStateData;
     status_changed: StatusChangedData;
+    status: StatusData;
     notification: NotificationData;
     direct_message: DirectMessageData;
     system_broadcast: SystemBroadcastData;
@@ -286,6 +348,14 @@ declare namespace DjangoPresence {
     isOnline(userId: UserId): boolean | undefined;
     /** The user's known status, or undefined. */
     getStatus(userId: UserId): PresenceEntry | undefined;
+
+    /**
+     * Set this connection's device, activity and data (set_presence); remembered and sent
+     * again after every reconnect. Resolves with the server's reply.
+     */
+    setPresence(presence: PresenceUpdate): Promise<Frame>;
+    /** Set the user's manual status (set_status); resolves with the `status` reply. */
+    setStatus(status: ManualStatus, options?: SetStatusOptions): Promise<Frame<StatusData>>;
 
     sendDirectMessage(targetUserId: UserId, message: unknown): Promise<Frame>;
     /** A system broadcast: staff only (others get "forbidden"). */

@@ -23,6 +23,14 @@
  *   client.subscribe([2, 3]);
  *   await client.sendDirectMessage(2, "hello");
  *
+ * Availability: the client sends "activity" on the page's input (trackActivity, at most
+ * once per activityInterval), so that the server can tell online from away; the presence
+ * event carries state (offline/online/away/busy), devices, activities and statusText.
+ *
+ *   new DjangoPresence.PresenceClient({ url: "/ws/user/", device: "web" }); // ?device=web
+ *   client.setPresence({ activity: "in_call" }); // this connection's, kept across reconnects
+ *   client.setStatus("busy", { text: "In surgery", expiresIn: 60 * 60 * 1000 }); // ms
+ *
  * Stored messages carry stream, offset and epoch: the client keeps its position in each
  * stream, asks for what it missed on every reconnect (since=<stream>:<epoch>:<offset> in
  * the URL, since in join_group), drops duplicates, and acknowledges shown "user"
@@ -48,6 +56,8 @@
   var CLOSE_TOKEN_EXPIRED = 4001;
   // The account was deactivated or deleted: a new handshake would be refused.
   var CLOSE_REVOKED = 4011;
+  /** Whether there is a page (a browser): activity tracking is on by default there. */
+  var HAS_PAGE = typeof window !== "undefined" && typeof document !== "undefined";
 
   var DEFAULTS = {
     url: "/ws/user/",
@@ -75,7 +85,18 @@
     // Where stream positions are kept: null (memory: survive reconnects, not a reload),
     // "session" (sessionStorage), or any {getItem, setItem, removeItem}.
     storage: null,
+    // Availability: tell the server that the user is active (input, focus, the page shown
+    // again) with an activity frame, at most one per activityInterval ms.
+    trackActivity: HAS_PAGE,
+    activityInterval: 30000,
+    // The kind of device the client runs on ("web", "mobile", ...), sent as ?device=.
+    device: null,
   };
+
+  /** The page events that count as activity (listened to on window, captured, passive). */
+  var ACTIVITY_EVENTS = ["pointerdown", "keydown", "wheel", "scroll", "focus"];
+  /** The fields of set_presence. */
+  var PRESENCE_FIELDS = ["device", "activity", "data"];
 
   /** Streams whose position travels in the URL (groups send theirs with join_group). */
   var URL_STREAMS = ["user", "broadcast"];
@@ -192,6 +213,97 @@
     return String(userId);
   }
 
+  function isPlainObject(value) {
+    return !!value && typeof value === "object" && !Array.isArray(value);
+  }
+
+  /** Whether the page is hidden (a background tab, a minimised window). */
+  function pageHidden() {
+    return typeof document !== "undefined" && !!document && document.visibilityState === "hidden";
+  }
+
+  /** An object that has addEventListener and removeEventListener, or null. */
+  function eventTarget(candidate) {
+    return candidate &&
+      typeof candidate.addEventListener === "function" &&
+      typeof candidate.removeEventListener === "function"
+      ? candidate
+      : null;
+  }
+
+  function stringList(value) {
+    return Array.isArray(value)
+      ? value.filter(function (item) {
+          return typeof item === "string";
+        })
+      : [];
+  }
+
+  /**
+   * What the client shows of a user's presence, from a status_changed frame or an entry
+   * of presence_state's states: {state, devices, activities, statusText}. Devices,
+   * activities and the status text are empty when the server does not share them; the
+   * state follows is_online when the server sends none.
+   */
+  function presenceDetails(data, online) {
+    return {
+      state: typeof data.state === "string" && data.state !== "" ? data.state : online ? "online" : "offline",
+      devices: stringList(data.devices),
+      activities: stringList(data.activities),
+      statusText: typeof data.status_text === "string" ? data.status_text : "",
+    };
+  }
+
+  function withDetails(data, online) {
+    var copy = {};
+    var name;
+    for (name in data) {
+      copy[name] = data[name];
+    }
+    var details = presenceDetails(data, online);
+    for (name in details) {
+      copy[name] = details[name];
+    }
+    return copy;
+  }
+
+  /** Whether a user is online in a presence_state frame's users map. */
+  function snapshotOnline(value) {
+    return typeof value === "object" && value !== null ? !!value.is_online : !!value;
+  }
+
+  /** presence_state's data with a states entry ({state, devices, ...}) for every user. */
+  function snapshotWithDetails(data) {
+    var users = isPlainObject(data.users) ? data.users : {};
+    var states = isPlainObject(data.states) ? data.states : {};
+    var copy = {};
+    var name;
+    for (name in data) {
+      copy[name] = data[name];
+    }
+    copy.states = {};
+    Object.keys(states).forEach(function (k) {
+      if (isPlainObject(states[k])) {
+        copy.states[k] = withDetails(states[k], snapshotOnline(users[k]));
+      }
+    });
+    Object.keys(users).forEach(function (k) {
+      if (!copy.states[k]) {
+        copy.states[k] = presenceDetails({}, snapshotOnline(users[k]));
+      }
+    });
+    return copy;
+  }
+
+  /** Whether a request failed because the server refused what it carried. */
+  function refused(error) {
+    return !!(error && error.frame) && error.code !== "server_error" && error.code !== "rate_limited";
+  }
+
+  function sameList(a, b) {
+    return a.length === b.length && a.join("\u0000") === b.join("\u0000");
+  }
+
   /** An error carrying the server's (or the client's) error code. */
   function PresenceError(code, message, frame) {
     var error = new Error(message || code);
@@ -206,8 +318,10 @@
    *
    * Events (client.on(name, fn), returns a function that removes the listener):
    *   open, close {code, reason, reconnecting, delay}, reconnecting {attempt, delay},
-   *   message (every frame), presence {user_id, is_online, last_seen} (local map changed),
-   *   presence_state, status_changed, notification, direct_message, system_broadcast,
+   *   message (every frame), presence {user_id, is_online, last_seen, state, devices,
+   *   activities, statusText} (local map changed), presence_state, status_changed (both
+   *   with state, devices, activities, statusText), status (the user's own manual status
+   *   was set), notification, direct_message, system_broadcast,
    *   group_message, group_joined, group_left, error (error frames without a request id),
    *   recovery, recovered {stream, replayed, epoch} (missed messages of a stream are being
    *   replayed after a reconnect or group re-join), discontinuity {stream, epoch, offset}
@@ -258,6 +372,13 @@
     this._acked = null; // {epoch, offset} last acknowledged
     this._ackSentAt = 0;
     this._ackTimer = null;
+    // Availability: the page listeners (while connected), when the last activity frame
+    // (or connection: connecting counts as activity) went, and this connection's
+    // set_presence fields, sent again by every new connection.
+    this._activityListeners = null;
+    this._activitySentAt = 0;
+    this._presenceData = null;
+    this._presenceWaiters = [];
   }
 
   PresenceClient.prototype.on = function (event, fn) {
@@ -300,6 +421,7 @@
   /** Open the connection (and keep it open until close()). */
   PresenceClient.prototype.connect = function () {
     this._stopped = false;
+    this._listenActivity();
     if (this.state === "closed" && this._reconnectTimer === null) {
       this._open();
     }
@@ -316,6 +438,7 @@
     }
     this._ackPending = null;
     this._stopped = true;
+    this._unlistenActivity();
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;
     this._stopHeartbeat();
@@ -326,6 +449,10 @@
       w.reject(closedError);
     });
     this._subscribeWaiters = [];
+    this._presenceWaiters.forEach(function (w) {
+      w.reject(closedError);
+    });
+    this._presenceWaiters = [];
     this._joinWaiters.forEach(function (list) {
       list.forEach(function (w) {
         w.reject(closedError);
@@ -405,7 +532,7 @@
   /**
    * The url to open: options.url with a since=<stream>:<epoch>:<offset> per known stream,
    * or recover=1 when none is known (so that a first connection, too, learns from the
-   * recovery frame where each stream stands).
+   * recovery frame where each stream stands), and device=<kind> with the device option.
    */
   PresenceClient.prototype._socketUrl = function () {
     var self = this;
@@ -419,7 +546,14 @@
         ]);
       }
     });
-    return withQuery(resolveUrl(this.options.url), params.length ? params : [["recover", "1"]]);
+    if (!params.length) {
+      params.push(["recover", "1"]);
+    }
+    var device = this.options.device;
+    if (typeof device === "string" && device !== "") {
+      params.push(["device", encodeURIComponent(device)]);
+    }
+    return withQuery(resolveUrl(this.options.url), params);
   };
 
   PresenceClient.prototype._detach = function () {
@@ -432,9 +566,23 @@
   PresenceClient.prototype._onOpen = function () {
     this.state = "open";
     this._openedAt = Date.now();
+    this._activitySentAt = this._openedAt; // The server counts connecting as activity.
     this._startHeartbeat();
     // Everything the page asked for survives a reconnect: the server forgot it all.
     var self = this;
+    var presenceWaiters = this._presenceWaiters;
+    this._presenceWaiters = [];
+    if (this._presenceData) {
+      var remembered = this._presenceData;
+      var resent = this.request("set_presence", this._copyPresence());
+      resent.catch(function (error) {
+        // Refused (a value the server does not take): not sent again by later connections.
+        if (refused(error) && self._presenceData === remembered) {
+          self._presenceData = null;
+        }
+      });
+      settle(resent, presenceWaiters);
+    }
     var waiters = this._subscribeWaiters;
     this._subscribeWaiters = [];
     if (this.subscriptions.size) {
@@ -613,6 +761,11 @@
       }
       this._setPosition(frame.stream, frame.epoch, frame.offset);
     }
+    if (frame.type === "status_changed") {
+      data = frame.data = withDetails(data, !!data.is_online);
+    } else if (frame.type === "presence_state") {
+      data = frame.data = snapshotWithDetails(data);
+    }
     switch (frame.type) {
       case "presence_state":
         this._applySnapshot(data);
@@ -729,10 +882,11 @@
     var users = data.users && typeof data.users === "object" ? data.users : {};
     var seqs = data.seqs && typeof data.seqs === "object" ? data.seqs : {};
     var lastSeen = data.last_seen && typeof data.last_seen === "object" ? data.last_seen : {};
+    var states = isPlainObject(data.states) ? data.states : {};
     var self = this;
     Object.keys(users).forEach(function (k) {
       var value = users[k];
-      var online = typeof value === "object" && value !== null ? !!value.is_online : !!value;
+      var online = snapshotOnline(value);
       var seen = typeof value === "object" && value !== null ? value.last_seen : lastSeen[k];
       var seq = typeof value === "object" && value !== null ? value.seq : seqs[k];
       if (seq != null) {
@@ -742,7 +896,8 @@
         }
         self._seq.set(k, seq);
       }
-      self._set(k, online, seen === undefined ? null : seen);
+      var details = isPlainObject(states[k]) ? presenceDetails(states[k], online) : presenceDetails({}, online);
+      self._set(k, online, seen === undefined ? null : seen, details);
     });
     Object.keys(users).forEach(function (k) {
       self._flushPending(k);
@@ -783,21 +938,187 @@
       }
       this._seq.set(k, data.seq);
     }
-    this._set(k, !!data.is_online, data.last_seen === undefined ? null : data.last_seen);
+    var online = !!data.is_online;
+    this._set(k, online, data.last_seen === undefined ? null : data.last_seen, presenceDetails(data, online));
   };
 
-  PresenceClient.prototype._set = function (k, online, lastSeen) {
+  PresenceClient.prototype._set = function (k, online, lastSeen, details) {
     var previous = this.presence.get(k);
     var userId = this._ids.has(k) ? this._ids.get(k) : k;
     var entry = {
       user_id: userId,
       is_online: online,
       last_seen: lastSeen != null ? lastSeen : previous && !online ? previous.last_seen : lastSeen,
+      state: details.state,
+      devices: details.devices,
+      activities: details.activities,
+      statusText: details.statusText,
     };
     this.presence.set(k, entry);
-    if (!previous || previous.is_online !== entry.is_online || previous.last_seen !== entry.last_seen) {
+    if (
+      !previous ||
+      previous.is_online !== entry.is_online ||
+      previous.last_seen !== entry.last_seen ||
+      previous.state !== entry.state ||
+      previous.statusText !== entry.statusText ||
+      !sameList(previous.devices, entry.devices) ||
+      !sameList(previous.activities, entry.activities)
+    ) {
       this.emit("presence", entry);
     }
+  };
+
+  // -- availability: activity, this connection's presence, the manual status ----------
+
+  /**
+   * Set this connection's device, activity and data (set_presence): a field left out
+   * keeps its value, null clears it. The fields are remembered and sent again by every
+   * new connection, so they survive reconnects. Resolves with the server's reply; while
+   * disconnected, with the reply to the next connection's opening set_presence.
+   */
+  PresenceClient.prototype.setPresence = function (presence) {
+    if (!isPlainObject(presence)) {
+      throw new TypeError("setPresence() expects an object {device, activity, data}, got " + typeof presence);
+    }
+    var update = {};
+    PRESENCE_FIELDS.forEach(function (name) {
+      var value = presence[name];
+      if (value === undefined) {
+        return;
+      }
+      var valid = value === null || (name === "data" ? isPlainObject(value) : typeof value === "string");
+      if (!valid) {
+        throw new TypeError(
+          "setPresence(): " + name + " must be " + (name === "data" ? "an object" : "a string") + " or null"
+        );
+      }
+      update[name] = value;
+    });
+    var previous = this._presenceData;
+    var merged = this._copyPresence() || {};
+    Object.keys(update).forEach(function (name) {
+      merged[name] = update[name];
+    });
+    this._presenceData = merged;
+    var self = this;
+    if (this.state !== "open") {
+      // Sent by the next connection's opening, with every field set so far.
+      return new Promise(function (resolve, reject) {
+        self._presenceWaiters.push({ resolve: resolve, reject: reject });
+      });
+    }
+    return this.request("set_presence", update).catch(function (error) {
+      // Refused by the server: what it holds (and what to send again) is what was before.
+      if (refused(error) && self._presenceData === merged) {
+        self._presenceData = previous;
+      }
+      throw error;
+    });
+  };
+
+  PresenceClient.prototype._copyPresence = function () {
+    var data = this._presenceData;
+    if (!data) {
+      return null;
+    }
+    var copy = {};
+    Object.keys(data).forEach(function (name) {
+      copy[name] = data[name];
+    });
+    return copy;
+  };
+
+  /**
+   * Set the user's manual status (set_status): "available", "busy" or "invisible", with
+   * an optional text and an expiry in ms (sent as expires_in, whole seconds). For the
+   * user, on every connection; the server keeps it. Resolves with the status reply.
+   */
+  PresenceClient.prototype.setStatus = function (status, options) {
+    if (typeof status !== "string" || status === "") {
+      throw new TypeError("setStatus() expects a status string, got " + typeof status);
+    }
+    var data = { status: status };
+    var text = options ? options.text : undefined;
+    if (text !== undefined && text !== null) {
+      if (typeof text !== "string") {
+        throw new TypeError("setStatus(): text must be a string, got " + typeof text);
+      }
+      data.text = text;
+    }
+    var expiresIn = options ? options.expiresIn : undefined;
+    if (expiresIn !== undefined && expiresIn !== null) {
+      if (typeof expiresIn !== "number" || !isFinite(expiresIn) || expiresIn <= 0) {
+        throw new RangeError("setStatus(): expiresIn must be a positive number of ms, got " + String(expiresIn));
+      }
+      data.expires_in = Math.ceil(expiresIn / 1000);
+    }
+    return this.request("set_status", data);
+  };
+
+  /** Listen to the page's input, focus and visibility (trackActivity), until close(). */
+  PresenceClient.prototype._listenActivity = function () {
+    if (this._activityListeners || !this.options.trackActivity) {
+      return;
+    }
+    var win = typeof window !== "undefined" ? eventTarget(window) : null;
+    var doc = typeof document !== "undefined" ? eventTarget(document) : null;
+    var target = win || doc;
+    if (!target) {
+      return; // Not a page (Node, a worker): nothing to listen to.
+    }
+    var self = this;
+    var listeners = {
+      target: target,
+      document: doc,
+      options: { capture: true, passive: true },
+      onActivity: function () {
+        self._onActivity();
+      },
+      onVisibility: function () {
+        if (!pageHidden()) {
+          self._onActivity(); // The page is shown again.
+        }
+      },
+    };
+    ACTIVITY_EVENTS.forEach(function (name) {
+      target.addEventListener(name, listeners.onActivity, listeners.options);
+    });
+    if (doc) {
+      doc.addEventListener("visibilitychange", listeners.onVisibility);
+    }
+    this._activityListeners = listeners;
+  };
+
+  PresenceClient.prototype._unlistenActivity = function () {
+    var listeners = this._activityListeners;
+    if (!listeners) {
+      return;
+    }
+    this._activityListeners = null;
+    ACTIVITY_EVENTS.forEach(function (name) {
+      listeners.target.removeEventListener(name, listeners.onActivity, listeners.options);
+    });
+    if (listeners.document) {
+      listeners.document.removeEventListener("visibilitychange", listeners.onVisibility);
+    }
+  };
+
+  /**
+   * The user did something: an activity frame, unless one went (or the connection
+   * opened) less than activityInterval ms ago, the page is hidden or the client is not
+   * connected. The first activity after a longer quiet period goes at once.
+   */
+  PresenceClient.prototype._onActivity = function () {
+    if (this.state !== "open" || !this.socket || pageHidden()) {
+      return;
+    }
+    var now = Date.now();
+    var interval = this.options.activityInterval > 0 ? this.options.activityInterval : 0;
+    if (now >= this._activitySentAt && now - this._activitySentAt < interval) {
+      return;
+    }
+    this._activitySentAt = now;
+    this._sendFrame({ type: "activity", data: {} });
   };
 
   // -- messaging and groups ------------------------------------------------------------
