@@ -22,7 +22,7 @@ import logging
 from typing import Any
 
 from .. import protocol
-from ..availability import AvailabilityError, connection_data
+from ..availability import AvailabilityError, connection_data, data_dict
 from ..conf import number_setting
 from ..ratelimit import TokenBucket
 from ..services.online import user_online_service
@@ -49,6 +49,7 @@ class AvailabilityMixin:
         self._presence_bucket: TokenBucket | None = None
         self._presence_flush: asyncio.TimerHandle | None = None
         self._presence_dirty = False
+        self._presence_set = False
 
     def _update_bucket(self) -> TokenBucket:
         if self._presence_bucket is None:
@@ -73,6 +74,14 @@ class AvailabilityMixin:
                 protocol.INVALID_PAYLOAD,
                 f"set_presence takes {', '.join(PRESENCE_FIELDS)}; got {unknown[0][:40]!r}.",
             )
+        if not self._presence_set:
+            # The first update starts from what the connection registered with (its
+            # ``?device=``), so that setting an activity keeps the device.
+            self._presence_set = True
+            initial = getattr(self, "presence_initial_data", None)
+            if initial is not None:
+                self.presence_fields = data_dict(initial)
+                self.presence_fields["data"] = self.presence_fields["data"] or None
         fields = {**self.presence_fields, **data}
         try:
             connection_data(**fields)

@@ -62,6 +62,7 @@ class UserOnlineStatusMixin:
 
     #: The id under which this connection is registered, once accepted.
     presence_connection_id: str | None = None
+    presence_initial_data: ConnectionData | None = None
     presence_user_id: Any = None
     _presence_expiry: asyncio.TimerHandle | None = None
     _presence_close_task: asyncio.Future[None] | None = None
@@ -186,6 +187,8 @@ class UserOnlineStatusMixin:
         connection_id = getattr(self, "channel_name", None) or new_connection_id()
         self.presence_user_id = user_id
         self.presence_connection_id = connection_id
+        #: The connection's data as registered (its device from ``?device=``...).
+        self.presence_initial_data = self.get_presence_connection_data()
         # Tracked first: if the backend is down now, the next heartbeat registers it.
         runtime.track_connection(str(user_id), connection_id, self)
         try:
@@ -193,7 +196,7 @@ class UserOnlineStatusMixin:
                 user_id,
                 connection_id,
                 limit=valid_setting("MAX_CONNECTIONS_PER_USER"),
-                data=self.get_presence_connection_data(),
+                data=self.presence_initial_data,
             )
         except TooManyConnections as e:
             runtime.untrack_connection(connection_id)
