@@ -130,11 +130,16 @@ class ActivityTracker:
         self._pending: dict[str, float] = {}  # user key -> latest activity not written
 
     def note(self, user_key: str) -> bool:
-        """Record activity of ``user_key`` now; True when the caller must write it now."""
+        """Record activity of ``user_key`` now; True when the caller must write it now.
+
+        Now only after a quiet spell (no write within the interval and nothing waiting):
+        the first activity of a user who may be away. Activity of a user who is active
+        anyway waits for the beat, which writes every such user in one request.
+        """
         now = self._clock()
         interval = number_setting("ACTIVITY_WRITE_INTERVAL")
         last = self._written.get(user_key)
-        if last is None or now - last >= interval:
+        if user_key not in self._pending and (last is None or now - last >= interval):
             self._written[user_key] = now
             self._pending.pop(user_key, None)
             return True

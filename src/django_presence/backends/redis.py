@@ -19,7 +19,7 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
   status (busy or invisible; none: available), ``tx`` its text, ``un`` its expiry (ms);
   ``la`` last activity (ms) and ``aw`` when the user turns away (ms), while online;
   ``p`` the public presence last announced, while online and when it is not plain
-  ``online``; ``d:<cid>`` a connection's data (``<keep 0|1><len>:<device><len>:<activity>
+  ``online``; ``d:<first 12 hex digits of sha1(cid)>`` a connection's data (``<keep 0|1><len>:<device><len>:<activity>
   <data>``, lengths in bytes). Offline users keep only ``st``/``tx``/``un``.
 - ``{P}:adue`` sorted set: user id -> when their presence must be derived again (away
   time or status expiry, ms), taken by the sweep.
@@ -155,6 +155,9 @@ local function next_seq(uid, went_online)
   end
   return s
 end
+-- The availability hash's field of a connection's data: short, so that the hash of a
+-- user with a device stays a compact listpack (field names up to 64 bytes).
+local function dk(cid) return 'd:' .. string.sub(redis.sha1hex(cid), 1, 12) end
 local function parse_data(v)
   local sep = string.find(v, ':', 2, true)
   local n = tonumber(string.sub(v, 2, sep - 1))
@@ -183,7 +186,7 @@ local function derive(uid, now)
   if not online then return OFF, 'offline', 'offline', st end
   local devices, activities, seen, keep = {}, {}, {}, false
   for _, cid in ipairs(redis.call('HKEYS', UP .. uid)) do
-    local v = redis.call('HGET', ak, 'd:' .. cid)
+    local v = redis.call('HGET', ak, dk(cid))
     if v then
       local k, device, activity = parse_data(v)
       keep = keep or k
@@ -276,14 +279,14 @@ local function store(uid, cid, ttl, server, now, data, idle)
     if closing ~= cid then
       redis.call('HDEL', uk, closing)
       redis.call('ZREM', K_LEASES, member(uid, closing))
-      local inherited = redis.call('HGET', ak, 'd:' .. closing)
+      local inherited = redis.call('HGET', ak, dk(closing))
       if inherited then
-        redis.call('HDEL', ak, 'd:' .. closing)
+        redis.call('HDEL', ak, dk(closing))
         if not data then data = inherited end
       end
     end
   end
-  if data then redis.call('HSET', ak, 'd:' .. cid, data) end
+  if data then redis.call('HSET', ak, dk(cid), data) end
   if idle > 0 then redis.call('HSET', ak, 'la', now, 'aw', now + idle) end
   local count = redis.call('HLEN', uk)
   local went = 0
@@ -329,7 +332,7 @@ if grace > 0 and n == 1 then
 end
 redis.call('HDEL', uk, cid)
 redis.call('ZREM', K_LEASES, member(uid, cid))
-redis.call('HDEL', UA .. uid, 'd:' .. cid)
+redis.call('HDEL', UA .. uid, dk(cid))
 local went = 0
 if n == 1 then
   redis.call('HDEL', K_ONLINE, uid)
@@ -392,7 +395,7 @@ local function sweep(limit, lock_ms, token, retention_ms)
     local uk = UP .. uid
     redis.call('ZREM', K_LEASES, m)
     redis.call('HDEL', uk, cid)
-    redis.call('HDEL', UA .. uid, 'd:' .. cid)
+    redis.call('HDEL', UA .. uid, dk(cid))
     if redis.call('HGET', K_CLOSING, uid) == cid then redis.call('HDEL', K_CLOSING, uid) end
     if redis.call('HLEN', uk) == 0 and redis.call('HDEL', K_ONLINE, uid) == 1 then
       add(uid, 2, announce(uid, now, 2))
@@ -467,7 +470,7 @@ local uid, cid = ARGV[2], ARGV[3]
 if redis.call('HEXISTS', UP .. uid, cid) == 0 or redis.call('HGET', K_CLOSING, uid) == cid then
   return {0, open_count(uid), 0, '', 0}
 end
-redis.call('HSET', UA .. uid, 'd:' .. cid, ARGV[4])
+redis.call('HSET', UA .. uid, dk(cid), ARGV[4])
 local a = announce(uid, now_ms(), 0)
 return {0, open_count(uid), a[2], a[1], a[3]}
 """
@@ -543,7 +546,7 @@ for i = 2, #ARGV do
   local data = {}
   for _, cid in ipairs(redis.call('HKEYS', UP .. uid)) do
     data[#data + 1] = cid
-    data[#data + 1] = redis.call('HGET', ak, 'd:' .. cid) or ''
+    data[#data + 1] = redis.call('HGET', ak, dk(cid)) or ''
   end
   out[#out + 1] = {
     redis.call('HEXISTS', K_ONLINE, uid), redis.call('HGET', K_TSEQ, uid) or '0', public,
