@@ -355,7 +355,9 @@ async def _timed(send: Callable[[], Awaitable[None]], count: int) -> tuple[float
 # -- 2. beats of one process with idle and active users ----------------------------------------
 
 
-async def load(users: int, *, idle: float, device: str, rng: random.Random) -> list[tuple[str, str]]:
+async def load(
+    users: int, *, idle: float, device: str, rng: random.Random
+) -> list[tuple[str, str]]:
     """Connect ``users`` users, one connection each, as ``ws/user/`` connects would."""
     from django_presence.backends import ConnectionData, get_backend
 
@@ -502,8 +504,7 @@ async def beats(
         "requests_per_beat": round(sum(requests) / n, 2),
         "requests_per_beat_max": max(requests),
         "beat_requests_per_beat": round(
-            sum(r - b["immediate"] for r, b in zip(requests, per_beat, strict=True))
-            / n,
+            sum(r - b["immediate"] for r, b in zip(requests, per_beat, strict=True)) / n,
             2,
         ),
         "immediate_writes": immediate,
@@ -588,7 +589,9 @@ async def sweep_cost(
                     wall = time.perf_counter() - start
                     s1 = await server.commandstats()
                     delta = Server.delta(s0, s1)
-                    away = sum(1 for c in swept.changes if c.presence and c.presence.state == "away")
+                    away = sum(
+                        1 for c in swept.changes if c.presence and c.presence.state == "away"
+                    )
                     if label == "due":
                         assert away == turning, (away, turning, len(changed))
                     runs[label].append(
@@ -605,9 +608,7 @@ async def sweep_cost(
             counter.restore()
     result: dict[str, Any] = {"connections": users, "turning_away": turning, "rounds": rounds}
     for label, values in runs.items():
-        result[label] = {
-            name: round(_median([v[name] for v in values]), 2) for name in values[0]
-        }
+        result[label] = {name: round(_median([v[name] for v in values]), 2) for name in values[0]}
     nothing, due = result["nothing due"], result["due"]
     print(
         f"sweep, {users} connections: nothing due {nothing['wall_ms']} ms wall, "
@@ -802,8 +803,8 @@ def table(report: dict[str, Any]) -> str:
             (
                 f"beat of {b['connections']} connections, {name}: requests per beat",
                 f"{b['requests_per_beat']} (max {b['requests_per_beat_max']}, immediate "
-                f"activity writes {b['immediate_writes_per_beat']}); {b['server_commands_per_beat']}"
-                f" commands, {b['server_ms_per_beat']} ms of Redis",
+                f"activity writes {b['immediate_writes_per_beat']}); "
+                f"{b['server_commands_per_beat']} commands, {b['server_ms_per_beat']} ms of Redis",
             )
         )
     s = report["sweep"]
