@@ -283,12 +283,30 @@ async def update(
             runs[label].append(await _timed(send, count))
     await server.flush_layer()
     seq_after = (await backend.availability([key]))[key].seq
+    # Where the difference goes: the backend's script alone, and the watcher count
+    # (``transitions.groups_with_members``, one ZCARD) alone; medians of ``rounds`` blocks.
+    values = [
+        ConnectionData("web", a, json.dumps(data, separators=(",", ":"))) for a in activities
+    ]
+
+    async def script() -> None:
+        flip[0] ^= 1
+        await backend.set_connection_data(key, cid, values[flip[0]])
+
+    async def count_watchers() -> None:
+        await transitions.groups_with_members(layer, [group])
+
+    parts = {}
+    for label, part in (("backend_script", script), ("watcher_count", count_watchers)):
+        blocks = [await _timed(part, count) for _ in range(rounds)]
+        parts[label] = round(_median([b[0] for b in blocks]) * 1e6, 1)
     result: dict[str, Any] = {
         "watchers": watchers,
         "calls_per_round": count,
         "rounds": rounds,
         "event_bytes": len(json.dumps(event, separators=(",", ":"))),
         "announced": seq_after > found.seq,
+        "parts_wall_us": parts,
     }
     for label, values in runs.items():
         result[f"{label}_wall_us"] = round(_median([v[0] for v in values]) * 1e6, 1)
@@ -306,7 +324,8 @@ async def update(
         f"{result['service_cpu_us']} us CPU; raw group_send {result['raw_wall_us']} / "
         f"{result['raw_cpu_us']}; ratio wall {result['wall_ratio']}x (per round "
         f"{result['wall_ratio_of_rounds']}x), CPU "
-        f"{result['cpu_ratio']}x (target 1.2x: {'met' if result['target_met'] else 'MISSED'})",
+        f"{result['cpu_ratio']}x (target 1.2x: {'met' if result['target_met'] else 'MISSED'}); "
+        f"parts: {parts}",
         flush=True,
     )
     return result
