@@ -654,6 +654,7 @@ async def memory(users: int, server: Server, rng: random.Random) -> dict[str, An
 
     configs = [
         ("no availability data", 0.0, "", None),
+        ("idle tracking only (IDLE_AFTER 300, the default)", IDLE, "", None),
         ("device, idle tracking", IDLE, "web", None),
         ("device, idle tracking, busy with a text", IDLE, "web", "busy"),
     ]
@@ -686,6 +687,8 @@ async def memory(users: int, server: Server, rng: random.Random) -> dict[str, An
                     kind = _key_kind(k.decode())
                     sizes[kind] = sizes.get(kind, 0) + int(usage or 0)
             total = sum(sizes.values())
+            sample = "{" + PREFIX + "}:a:" + pairs[0][0]
+            encoding = await server.client.object("encoding", sample)
             result["configs"][name] = {
                 "keys": len(keys),
                 "memory_usage_bytes": total,
@@ -693,6 +696,8 @@ async def memory(users: int, server: Server, rng: random.Random) -> dict[str, An
                 "used_memory_delta": after - before,
                 "used_memory_per_user": round((after - before) / users, 1),
                 "by_key": sizes,
+                # How Redis stores a user's availability hash (None: the user has none).
+                "a_encoding": encoding.decode() if encoding else None,
             }
             print(
                 f"memory, {name}: {result['configs'][name]['bytes_per_user']} B per user "

@@ -215,6 +215,6 @@ def test_the_availability_benchmark_runs_and_counts_requests(tmp_path: Path) -> 
     assert report["sweep"]["due"]["away"] == report["sweep"]["turning_away"]
     assert report["sweep"]["nothing due"]["away"] == 0
     configs = report["memory"]["configs"]
-    assert len(configs) == 3
+    assert len(configs) == 4
     assert all(c["bytes_per_user"] > 0 for c in configs.values())
     assert isinstance(report["targets"]["idle_no_more_requests_met"], bool)
