@@ -19,8 +19,9 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
   status (busy or invisible; none: available), ``tx`` its text, ``un`` its expiry (ms);
   ``la`` last activity (ms) and ``aw`` when the user turns away (ms), while online;
   ``p`` the public presence last announced, while online and when it is not plain
-  ``online``; ``d:<first 12 hex digits of sha1(cid)>`` a connection's data (``<keep 0|1><len>:<device><len>:<activity>
-  <data>``, lengths in bytes). Offline users keep only ``st``/``tx``/``un``.
+  ``online``; ``d:<first 12 hex digits of sha1(cid)>`` a connection's data
+  (``<keep 0|1><len>:<device><len>:<activity><data>``, lengths in bytes). Offline users
+  keep only ``st``/``tx``/``un``.
 - ``{P}:adue`` sorted set: user id -> when their presence must be derived again (away
   time or status expiry, ms), taken by the sweep.
 - ``{P}:room:<group>:c`` sorted set of the group's memberships (member
