@@ -104,6 +104,26 @@ class UserOnlineStatusMixin:
             if self.presence_connection_id is not None or self._presence_expiry is not None:
                 await asyncio.shield(self._presence_unregister())
 
+    #: Whether a frame from the client counts as the user's activity (they are not
+    #: away; see docs/presence-states.md). True for a consumer whose traffic is the
+    #: user's doing (a video call's signalling); ``UserConsumer`` sets it False, its
+    #: clients report activity themselves (``activity`` requests).
+    presence_activity_on_receive: bool = True
+
+    async def websocket_receive(self, message: Any) -> None:
+        """Note the user's activity (at most one backend write per interval), then handle it.
+
+        The note is a dict update; a write, when one is due, runs in a task of its own, so
+        the consumer's handling of the frame waits for nothing.
+        """
+        if self.presence_activity_on_receive and self.presence_connection_id is not None:
+            runtime = get_runtime()
+            key = str(self.presence_user_id)
+            if runtime.activity.note(key):
+                task = asyncio.get_running_loop().create_task(runtime.write_activity([(key, 0.0)]))
+                task.add_done_callback(_log_activity_failure)
+        await super().websocket_receive(message)  # type: ignore[misc]
+
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         """Register the connection, then accept the socket (see Channels).
 
@@ -317,3 +337,8 @@ class UserOnlineStatusMixin:
                 self.presence_user_id,
                 extra=extra,
             )
+
+
+def _log_activity_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("Could not write a user's activity", exc_info=task.exception())
