@@ -71,6 +71,8 @@ async def send_robustly(
     Async receivers are awaited on Django 5.0 and newer; on Django 4.2 the signal is sent
     from a thread. ``name`` and ``log_extra`` go into the log record of a failure.
     """
+    if not signal.receivers:
+        return  # nobody listens (presence_changed, often): no dispatch at all
     if hasattr(signal, "asend_robust"):
         responses = await signal.asend_robust(sender=sender, **kwargs)
     else:  # Django 4.2
