@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import protocol
 from ..availability import AvailabilityError, connection_data, data_dict
+from ..backends import get_backend
 from ..conf import number_setting
 from ..ratelimit import TokenBucket
 from ..services.online import user_online_service
@@ -76,9 +77,14 @@ class AvailabilityMixin:
             )
         if not self._presence_set:
             # The first update starts from what the connection registered with (its
-            # ``?device=``), so that setting an activity keeps the device.
-            self._presence_set = True
+            # ``?device=``), so that setting an activity keeps the device; or, for a
+            # reconnect within the grace period, from the data it inherited from the
+            # closing lease (one backend read, once per connection).
             initial = getattr(self, "presence_initial_data", None)
+            if initial is None and self.presence_connection_id is not None:
+                found = await get_backend().availability([self.user_key])
+                initial = found[self.user_key].connections.get(self.presence_connection_id)
+            self._presence_set = True
             if initial is not None:
                 self.presence_fields = data_dict(initial)
                 self.presence_fields["data"] = self.presence_fields["data"] or None
