@@ -451,6 +451,30 @@ async def test_set_presence_changes_in_place_without_a_flap(
     await close_all(bob_tab, watcher)
 
 
+async def test_a_reload_within_the_grace_period_keeps_the_connection_data(
+    users: list[Any], configure: Any
+) -> None:
+    alice, bob, *_ = users
+    configure(OFFLINE_GRACE_PERIOD=5)
+    watcher, bob_tab = await open_socket(alice), await open_socket(bob)
+    await watch(watcher, bob)
+    await request(bob_tab, "set_presence", {"device": "web", "activity": "in_call"})
+    await next_frame(bob_tab, "ack")
+    assert (await status(watcher))["activities"] == ["in_call"]
+    await bob_tab.disconnect()  # a page reload: the new socket inherits the data
+    bob_tab = await open_socket(bob)
+    await nothing_more(watcher)
+    # The reloaded page sets its data only: the device and the call are kept.
+    await request(bob_tab, "set_presence", {"data": {"room": 7}})
+    await next_frame(bob_tab, "ack")
+    await nothing_more(watcher)
+    mine = (await user_online_service.aget_presence([bob.pk]))[bob.pk]
+    assert list(mine.connections.values()) == [
+        {"device": "web", "activity": "in_call", "data": {"room": 7}}
+    ]
+    await close_all(bob_tab, watcher)
+
+
 async def test_set_presence_over_the_rate_is_deferred_then_written(
     users: list[Any], configure: Any
 ) -> None:
