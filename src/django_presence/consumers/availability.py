@@ -26,6 +26,7 @@ from ..availability import AvailabilityError, connection_data, data_dict
 from ..backends import get_backend
 from ..conf import number_setting
 from ..ratelimit import TokenBucket
+from ..services.availability import MAX_STATUS_SECONDS
 from ..services.online import user_online_service
 from .frames import RequestError
 
@@ -33,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: The fields of ``set_presence``.
 PRESENCE_FIELDS = ("device", "activity", "data")
-#: The longest status expiry a client may ask for: a year.
-MAX_STATUS_SECONDS = 366 * 86400
 
 
 class AvailabilityMixin:

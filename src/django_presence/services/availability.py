@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 #: Connection ids of server-set presences start with this (a valid channel name).
 SERVER_PRESENCE_PREFIX = "server-presence."
+#: The longest a status may last: a year. A later expiry is no datetime (or no Redis TTL).
+MAX_STATUS_SECONDS = 366 * 86400
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class AvailabilityService:
         Kept in the backend whether the user is online or not, across reconnects and
         restarts of web servers. An ``invisible`` user is shown offline to everyone else
         and still receives messages. The user's own connections get a ``status`` frame.
-        Raises ``ValueError`` for a bad status, text or expiry.
+        Raises ``ValueError`` for a bad status, text or expiry (more than a year away).
         """
         ttl = expires_in
         if until is not None:
@@ -113,6 +115,8 @@ class AvailabilityService:
         status, text = check_status(status, text)
         if ttl is not None and (isinstance(ttl, bool) or not ttl > 0):
             raise ValueError("The status must expire in the future.")
+        if ttl is not None and not ttl <= MAX_STATUS_SECONDS:
+            raise ValueError(f"A status lasts at most {MAX_STATUS_SECONDS} seconds (a year).")
         runtime = get_runtime()
         async with runtime.hold(key):
             change = await get_backend().set_status(key, status, text=text, ttl=ttl)
