@@ -16,6 +16,8 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 import pytest
@@ -804,9 +806,29 @@ async def test_service_status_and_connection_data_checks(users: list[Any]) -> No
         await user_online_service.aset_status(bob.pk, "away")
     with pytest.raises(ValueError, match="text"):
         await user_online_service.aset_status(bob.pk, "busy", text="x" * 101)
-    for bad in (0, -1, True):
+    for bad in (0, -1, True, float("nan")):
         with pytest.raises(ValueError, match="expire"):
             await user_online_service.aset_status(bob.pk, "busy", expires_in=bad)
+    # Further than a year: refused, rather than stored where no datetime can say it.
+    for bad in (367 * 86400, 1e12, 1e308, float("inf")):
+        with pytest.raises(ValueError, match="at most"):
+            await user_online_service.aset_status(bob.pk, "busy", expires_in=bad)
+    far = datetime.now(dt_timezone.utc) + timedelta(days=400 * 365)
+    with pytest.raises(ValueError, match="at most"):
+        await user_online_service.aset_status(bob.pk, "busy", until=far)
+    soon = datetime.now(dt_timezone.utc) + timedelta(days=365)
+    await user_online_service.aset_status(bob.pk, "busy", until=soon)
+    assert await next_frame(tab, "status") == {
+        "status": "busy",
+        "text": "",
+        "expires_in": pytest.approx(365 * 86400, abs=5),
+    }
+    found = (await user_online_service.aget_presence([bob.pk]))[bob.pk]
+    assert found.status == "busy"
+    assert found.status_expires_at is not None
+    assert abs((found.status_expires_at - soon).total_seconds()) < 5
+    await user_online_service.aset_status(bob.pk, "available")
+    await next_frame(tab, "status")
     with pytest.raises(ValueError, match="device"):
         await user_online_service.aset_connection_data(bob.pk, "some-id", device="x" * 40)
     # An unknown connection changes nothing.
