@@ -175,9 +175,17 @@ class AvailabilityService:
         socket of theirs is open or it is set again. Setting it again renews it;
         :meth:`aclear_presence` ends it at once. ``device``, ``activity`` and ``data``
         are as for a connection (``device="mobile"`` after a push registration).
+        ``ttl`` is at most a year.
         """
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-            raise ValueError(f"ttl must be a number of seconds > 0, got {ttl!r}.")
+        # "not 0 < ttl <= ..." also refuses NaN, which compares false with everything.
+        if (
+            isinstance(ttl, bool)
+            or not isinstance(ttl, int | float)
+            or not 0 < ttl <= MAX_STATUS_SECONDS
+        ):
+            raise ValueError(
+                f"ttl must be a number of seconds > 0 and <= {MAX_STATUS_SECONDS}, got {ttl!r}."
+            )
         value = connection_data(device, activity, data)
         key = user_key(user_id)
         runtime = get_runtime()
