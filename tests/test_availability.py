@@ -772,7 +772,8 @@ def _server_set_presence(bob: Any, alice: Any, signal_log: SignalLog) -> None:
     assert signal_log.of(bob.pk) == ["online", "offline", "online", "offline"]
     user_online_service.clear_presence(bob.pk)  # nothing to clear: nothing happens
     assert signal_log.of(bob.pk) == ["online", "offline", "online", "offline"]
-    for bad in (0, -1, True, "5"):
+    # NaN or infinity would be a lease that never expires (memory) or a Redis error.
+    for bad in (0, -1, True, "5", float("nan"), float("inf"), 1e308, 367 * 86400):
         with pytest.raises(ValueError, match="ttl"):
             user_online_service.set_presence(bob.pk, ttl=bad)
     with pytest.raises(ValueError, match="name"):
