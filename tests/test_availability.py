@@ -385,6 +385,28 @@ async def test_invisible_looks_offline_and_still_gets_messages(
     await close_all(bob_tab, watcher)
 
 
+async def test_an_invisible_user_has_no_last_seen_for_others(users: list[Any]) -> None:
+    """When an invisible user closes their last tab is theirs: no watcher learns it."""
+    alice, bob, *_ = users
+    await user_online_service.aset_status(bob.pk, "invisible")
+    bob_tab = await open_socket(bob)
+    await bob_tab.disconnect()
+    await bob.arefresh_from_db()
+    assert bob.last_seen is not None  # the database copy keeps the truth
+    watcher = await open_socket(alice)
+    snapshot = await watch(watcher, bob)
+    assert snapshot["users"] == {str(bob.pk): False}
+    assert snapshot["last_seen"] == {str(bob.pk): None}
+    seen = (await user_online_service.aget_presence([bob.pk], viewer=alice))[bob.pk]
+    assert (seen.state, seen.last_seen) == ("offline", None)
+    own = (await user_online_service.aget_presence([bob.pk], viewer=bob))[bob.pk]
+    assert own.last_seen == bob.last_seen
+    # Visible again, his last_seen is everyone's to see.
+    await user_online_service.aset_status(bob.pk, "available")
+    assert (await watch(watcher, bob))["last_seen"] == {str(bob.pk): bob.last_seen.isoformat()}
+    await watcher.disconnect()
+
+
 async def test_a_status_that_expires_turns_back_to_online(
     users: list[Any], configure: Any
 ) -> None:
