@@ -143,7 +143,9 @@ class AvailabilityMixin:
                 protocol.INVALID_PAYLOAD,
                 f"data.expires_in must be a number of seconds > 0 and <= {MAX_STATUS_SECONDS}.",
             )
-        status, text = data.get("status"), data.get("text") or ""
+        # null is no text; any other value that is not a string is refused (not "").
+        status, text = data.get("status"), data.get("text")
+        text = "" if text is None else text
         try:
             await user_online_service._set_status(
                 self.user_key, status, text, expires_in, origin=self.channel_name
