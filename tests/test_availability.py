@@ -560,6 +560,9 @@ BAD_INPUT: list[tuple[str, Any, set[str]]] = [
     ("set_status", {"status": {"busy": 1}}, {"invalid_payload"}),
     ("set_status", {"status": "Busy"}, {"invalid_payload"}),
     ("set_status", {"status": "busy", "text": 5}, {"invalid_payload"}),
+    ("set_status", {"status": "busy", "text": 0}, {"invalid_payload"}),
+    ("set_status", {"status": "busy", "text": []}, {"invalid_payload"}),
+    ("set_status", {"status": "busy", "text": False}, {"invalid_payload"}),
     ("set_status", {"status": "busy", "text": "x" * 101}, {"too_large"}),
     ("set_status", {"status": "busy", "text": "\ud800"}, {"invalid_payload"}),
     ("set_status", {"status": "busy", "expires_in": 0}, {"invalid_payload"}),
@@ -616,7 +619,9 @@ async def test_bad_input_is_refused_and_the_socket_stays_usable(
     await request(bob_tab, "set_presence", {"device": "web"})
     await next_frame(bob_tab, "ack")
     assert (await status(watcher))["devices"] == ["web"]
-    await request(bob_tab, "set_status", {"status": "busy", "expires_in": 366 * 86400})
+    await request(
+        bob_tab, "set_status", {"status": "busy", "text": None, "expires_in": 366 * 86400}
+    )
     await next_frame(bob_tab, "status")
     assert (await status(watcher))["state"] == "busy"
     await close_all(bob_tab, watcher)
