@@ -673,7 +673,13 @@ async def test_idle_turns_away_and_activity_brings_back(users: list[Any], config
     assert back["seq"] > away["seq"]
     # One each way: the next frame is, at the earliest, the next time he idles.
     assert await watcher.receive_nothing(timeout=0.5)
-    await close_all(bob_tab, watcher)
+    # Away again; opening another tab counts as activity.
+    assert (await status(watcher, timeout=5))["state"] == "away"
+    second = await open_socket(bob)
+    frame = await status(watcher, timeout=2)
+    assert (frame["state"], frame["is_online"]) == ("online", True)
+    assert await watcher.receive_nothing(timeout=0.3)
+    await close_all(second, bob_tab, watcher)
 
 
 async def test_an_in_call_connection_never_turns_away(users: list[Any], configure: Any) -> None:
@@ -695,20 +701,30 @@ async def test_an_in_call_connection_never_turns_away(users: list[Any], configur
     await close_all(bob_tab, watcher)
 
 
-async def test_busy_beats_away_and_idle_zero_never_turns_away(
-    users: list[Any], configure: Any
-) -> None:
+async def test_busy_beats_away(users: list[Any], configure: Any) -> None:
+    alice, bob, *_ = users
+    configure(IDLE_AFTER=0.3, HEARTBEAT_INTERVAL=0.2)
+    watcher, bob_tab = await open_socket(alice), await open_socket(bob)
+    await watch(watcher, bob)
+    await request(bob_tab, "set_status", {"status": "busy"})
+    await next_frame(bob_tab, "status")
+    assert (await status(watcher))["state"] == "busy"
+    await nothing_more(watcher, 1.0)  # idle, but busy says more than away
+    # Available again after being idle that long: away at once, not online first.
+    await request(bob_tab, "set_status", {"status": "available"})
+    await next_frame(bob_tab, "status")
+    assert (await status(watcher))["state"] == "away"
+    await nothing_more(watcher)
+    await close_all(bob_tab, watcher)
+
+
+async def test_idle_after_zero_never_turns_away(users: list[Any], configure: Any) -> None:
     alice, bob, *_ = users
     configure(IDLE_AFTER=0, HEARTBEAT_INTERVAL=0.2)
     watcher, bob_tab = await open_socket(alice), await open_socket(bob)
     await watch(watcher, bob)
     await nothing_more(watcher, 1.0)
-    configure(IDLE_AFTER=0.3)
-    await request(bob_tab, "activity")
-    await request(bob_tab, "set_status", {"status": "busy"})
-    await next_frame(bob_tab, "status")
-    assert (await status(watcher))["state"] == "busy"
-    await nothing_more(watcher, 1.0)  # idle, but busy says more than away
+    assert (await user_online_service.aget_presence([bob.pk]))[bob.pk].state == "online"
     await close_all(bob_tab, watcher)
 
 
