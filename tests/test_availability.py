@@ -273,11 +273,18 @@ async def test_device_on_the_url_is_in_the_first_status_changed(users: list[Any]
     assert (await status(watcher))["devices"] == ["mobile", "web"]
     await web.disconnect()
     assert (await status(watcher))["devices"] == ["mobile"]
+    # Percent-encoded UTF-8 is read as such.
+    kiosk = await open_socket(bob, "device=caf%C3%A9")
+    assert (await status(watcher))["devices"] == ["café", "mobile"]
+    await kiosk.disconnect()
+    assert (await status(watcher))["devices"] == ["mobile"]
     # An invalid device is ignored, never a refused socket.
-    odd = await open_socket(bob, "device=" + "x" * 33)
-    await assert_usable(odd)
+    for bad in ("x" * 33, "a%00b", "tab%09", ""):
+        odd = await open_socket(bob, "device=" + bad)
+        await assert_usable(odd)
+        await odd.disconnect()
     await nothing_more(watcher)
-    await close_all(odd, bob_tab, watcher)
+    await close_all(bob_tab, watcher)
 
 
 # -- set_status ------------------------------------------------------------------------------
