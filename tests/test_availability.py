@@ -436,6 +436,30 @@ async def test_a_status_that_expires_turns_back_to_online(
     await close_all(bob_tab, watcher)
 
 
+async def test_a_status_that_expired_while_offline_is_gone_on_connect(
+    users: list[Any], configure: Any
+) -> None:
+    alice, bob, *_ = users
+    configure(HEARTBEAT_INTERVAL=0.2)
+    watcher = await open_socket(alice)
+    await watch(watcher, bob)
+    await user_online_service.aset_status(bob.pk, "busy", text="gone", expires_in=0.3)
+    await asyncio.sleep(0.5)
+    bob_tab = await open_socket(bob)
+    frame = await status(watcher)
+    assert (frame["state"], frame["status_text"]) == ("online", "")
+    # Set while offline, expiring while online: the sweep ends it.
+    await bob_tab.disconnect()
+    assert (await status(watcher))["state"] == "offline"
+    await user_online_service.aset_status(bob.pk, "busy", expires_in=0.8)
+    bob_tab = await open_socket(bob)
+    assert (await status(watcher))["state"] == "busy"
+    assert (await status(watcher, timeout=5))["state"] == "online"
+    mine = (await user_online_service.aget_presence([bob.pk]))[bob.pk]
+    assert (mine.status, mine.status_expires_at) == ("available", None)
+    await close_all(bob_tab, watcher)
+
+
 async def test_status_is_kept_while_offline(users: list[Any], presence_log: PresenceLog) -> None:
     alice, bob, *_ = users
     await user_online_service.aset_status(bob.pk, "busy", text="Away on leave")
