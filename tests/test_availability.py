@@ -986,6 +986,7 @@ async def test_concurrent_changes_end_in_the_state_get_presence_reads(
     frames = await drain(watcher, quiet=1.5, limit=200)
     assert frames
     assert all(f["type"] == "status_changed" for f in frames)
+    assert all(f["data"]["is_online"] for f in frames)  # never a flap: tabs stayed open
     seqs = [f["data"]["seq"] for f in frames]
     assert all(a < b for a, b in itertools.pairwise(seqs)), seqs
     last = frames[-1]["data"]
