@@ -65,13 +65,15 @@ def connection_data(device: Any = "", activity: Any = "", data: Any = None) -> C
             raise AvailabilityError("data must be a JSON object.")
         keys = int(number_setting("PRESENCE_DATA_MAX_KEYS"))
         if len(data) > keys:
-            raise AvailabilityError(f"data holds at most {keys} keys.")
+            raise AvailabilityError(f"data is limited to {keys} keys.")
         try:
             text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError, RecursionError):
             raise AvailabilityError("data must hold JSON values only.") from None
+        if not encodable(text):
+            raise AvailabilityError("data must hold printable Unicode text only.")
         size = int(number_setting("PRESENCE_DATA_MAX_BYTES"))
-        if not encodable(text) or len(text.encode()) > size:
+        if len(text.encode()) > size:
             raise AvailabilityError(f"data is limited to {size} bytes as compact JSON.")
         if text == "{}":
             text = ""

@@ -23,8 +23,10 @@ from typing import Any
 
 from .. import protocol
 from ..availability import AvailabilityError, connection_data, data_dict
+from ..backends import get_backend
 from ..conf import number_setting
 from ..ratelimit import TokenBucket
+from ..services.availability import MAX_STATUS_SECONDS
 from ..services.online import user_online_service
 from .frames import RequestError
 
@@ -32,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: The fields of ``set_presence``.
 PRESENCE_FIELDS = ("device", "activity", "data")
-#: The longest status expiry a client may ask for: a year.
-MAX_STATUS_SECONDS = 366 * 86400
 
 
 class AvailabilityMixin:
@@ -76,9 +76,14 @@ class AvailabilityMixin:
             )
         if not self._presence_set:
             # The first update starts from what the connection registered with (its
-            # ``?device=``), so that setting an activity keeps the device.
-            self._presence_set = True
+            # ``?device=``), so that setting an activity keeps the device; or, for a
+            # reconnect within the grace period, from the data it inherited from the
+            # closing lease (one backend read, once per connection).
             initial = getattr(self, "presence_initial_data", None)
+            if initial is None and self.presence_connection_id is not None:
+                found = await get_backend().availability([self.user_key])
+                initial = found[self.user_key].connections.get(self.presence_connection_id)
+            self._presence_set = True
             if initial is not None:
                 self.presence_fields = data_dict(initial)
                 self.presence_fields["data"] = self.presence_fields["data"] or None
@@ -138,7 +143,9 @@ class AvailabilityMixin:
                 protocol.INVALID_PAYLOAD,
                 f"data.expires_in must be a number of seconds > 0 and <= {MAX_STATUS_SECONDS}.",
             )
-        status, text = data.get("status"), data.get("text") or ""
+        # null is no text; any other value that is not a string is refused (not "").
+        status, text = data.get("status"), data.get("text")
+        text = "" if text is None else text
         try:
             await user_online_service._set_status(
                 self.user_key, status, text, expires_in, origin=self.channel_name
