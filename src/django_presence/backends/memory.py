@@ -545,10 +545,12 @@ class MemoryBackend(BasePresenceBackend):
         with self._lock:
             expires = self._clock() + ttl
             for group, user_id, member_id in memberships:
-                room = self._rooms.get(group, {})
+                room = self._rooms.get(group)
+                if room is None:
+                    continue
                 if (user_id, member_id) in room:
                     room[(user_id, member_id)] = expires
-                    self._room_kept(group, ttl)
+                self._room_kept(group, ttl)  # as the Redis keys' expiry
 
     async def room_sweep(self, groups: Iterable[str], *, limit: int = 1000) -> list[MemberChange]:
         changes = []
