@@ -269,3 +269,11 @@ async def test_a_waiting_room_through_sockets(short_grace: dict[str, Any], event
     await wait_for(events, ["occupied", "emptied"])
     await asyncio.sleep(GRACE)
     assert events.of() == ["occupied", "emptied"]
+
+
+async def test_nothing_is_stored_while_nobody_listens(short_grace: dict[str, Any]) -> None:
+    await group_presence_service.ajoin(G, "1", "m1")
+    await group_presence_service.aleave(G, "1", "m1")
+
+    assert len(get_runtime().group_settles) == 0
+    assert not await get_backend().room_settle(G)  # no flag was set

@@ -16,6 +16,9 @@ call them and sends the ``group_occupied`` and ``group_emptied`` signals.
   period replaces the pending settle, so the group is announced empty a full grace period
   after its last user left (across processes, the first settle may win, up to one grace
   period early).
+- **Free when unused.** While no receiver is connected to either signal (receivers are
+  connected at startup, in every process alike), nothing is stored or scheduled: no
+  backend call beyond the join or leave itself.
 - **No leak.** Each pending settle is one task, forgotten when it ends; :meth:`GroupSettles.stop`
   cancels the pending ones (:meth:`Runtime.stop`). A settle cancelled so, or lost with a
   crashed process, leaves the flag to expire with the group's keys (two leases after the
@@ -143,8 +146,17 @@ class GroupSettles:
         await asyncio.shield(settle(group))
 
 
+def listened() -> bool:
+    """Whether any receiver is connected to ``group_occupied`` or ``group_emptied``."""
+    return signals.group_occupied.has_listeners(MemberChange) or (
+        signals.group_emptied.has_listeners(MemberChange)
+    )
+
+
 async def member_changed(change: MemberChange, settles: GroupSettles, grace: float) -> None:
     """Apply ``change`` to its group's occupancy: announce it, or schedule its settle."""
+    if not listened():
+        return
     if fills(change):
         await announce_occupied(change.group)
     elif empties(change):
