@@ -28,6 +28,8 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
   ``<len(uid)>:<uid><member id>``, score = lease expiry, ms), ``{P}:room:<group>:u`` hash:
   user id -> memberships, ``{P}:room:<group>:v`` the group's version. They expire two
   leases after the last join or refresh, and go as soon as the group is empty.
+  ``{P}:room:<group>:o`` the group's occupied flag (``room_occupied``), with the same
+  expiry, but kept when the group empties until ``room_settle`` takes it.
 - ``{P}:s:<stream>:m`` hash: the stream's epoch ``e``, latest offset ``o`` and history
   ``ttl`` ``t`` (ms, as last published, for ``stream_due``); expires
   ``meta_ttl`` after the last publication (or after the read that created the epoch).
@@ -587,16 +589,20 @@ _NOW = """
 return redis.call('TIME')
 """
 
-# Rooms. KEYS: 1 memberships (zset), 2 users (hash: user id -> memberships), 3 version.
+# Rooms. KEYS: 1 memberships (zset), 2 users (hash: user id -> memberships), 3 version,
+# 4 occupied flag.
 _ROOM_PRELUDE = (
     _COMMON
     + """
-local KZ, KU, KV = KEYS[1], KEYS[2], KEYS[3]
+local KZ, KU, KV, KO = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local function version() return tonumber(redis.call('GET', KV) or '0') end
 -- Keep the group two leases past the last join or refresh; never shorten it, so that a
--- membership with a short lease does not take the others' longer ones with it.
+-- membership with a short lease does not take the others' longer ones with it. The
+-- occupied flag (if set) is kept with a group that has members.
 local function keep(ttl)
-  for _, k in ipairs({KZ, KU, KV}) do
+  local keys = {KZ, KU, KV}
+  if redis.call('EXISTS', KU) == 1 then keys[4] = KO end
+  for _, k in ipairs(keys) do
     if redis.call('PTTL', k) < ttl * 2 then redis.call('PEXPIRE', k, ttl * 2) end
   end
 end
@@ -685,6 +691,27 @@ for _, m in ipairs(expired) do
   end
 end
 return out
+"""
+)
+
+# The occupied flag: set if not set while the group has members (with the group's expiry);
+# taken when the group has none. 1 when this call set or took it.
+_ROOM_OCCUPIED = (
+    _ROOM_PRELUDE
+    + """
+if redis.call('EXISTS', KO) == 1 then return 0 end
+local ttl = redis.call('PTTL', KU)
+if ttl == -2 then return 0 end
+if ttl > 0 then redis.call('SET', KO, '1', 'PX', ttl) else redis.call('SET', KO, '1') end
+return 1
+"""
+)
+
+_ROOM_SETTLE = (
+    _ROOM_PRELUDE
+    + """
+if redis.call('EXISTS', KU) == 1 then return 0 end
+return redis.call('DEL', KO)
 """
 )
 
@@ -1348,8 +1375,9 @@ class RedisBackend(BasePresenceBackend):
     # -- rooms -------------------------------------------------------------------------------
 
     def _room_keys(self, group: str) -> list[str]:
+        # Every suffix is one character, so no two groups' keys can coincide.
         base = self._room_prefix + group
-        return [f"{base}:c", f"{base}:u", f"{base}:v"]
+        return [f"{base}:c", f"{base}:u", f"{base}:v", f"{base}:o"]
 
     async def room_join(
         self, group: str, user_id: str, member_id: str, *, ttl: float
@@ -1406,6 +1434,14 @@ class RedisBackend(BasePresenceBackend):
             for group, result in zip(names, results, strict=True)
             for i in range(0, len(result), 4)
         ]
+
+    async def room_occupied(self, group: str) -> bool:
+        result = await self._eval("room_occupied", _ROOM_OCCUPIED, [], self._room_keys(group))
+        return bool(int(result))
+
+    async def room_settle(self, group: str) -> bool:
+        result = await self._eval("room_settle", _ROOM_SETTLE, [], self._room_keys(group))
+        return bool(int(result))
 
     # -- streams -----------------------------------------------------------------------------
 
