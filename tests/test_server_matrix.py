@@ -422,7 +422,7 @@ async def test_a_status_set_on_one_server_reaches_a_watcher_on_the_other_once(
     # Exactly once: the next thing alice hears is the answer to her ping.
     await alice.request("ping", id="after")
     assert (await alice.expect("pong"))["id"] == "after"
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(alice.ws.recv(), 1.0)
 
     # Invisible through server 2: alice sees him offline, once; his tabs still get messages.
@@ -434,7 +434,7 @@ async def test_a_status_set_on_one_server_reaches_a_watcher_on_the_other_once(
     await alice.request("direct_message", {"target_user_id": bob_id, "message": "there?"})
     for tab in (bob, bob_elsewhere):
         assert (await tab.expect("direct_message"))["data"]["message"] == "there?"
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(alice.ws.recv(), 1.0)
     for client in (alice, bob, bob_elsewhere):
         await client.ws.close()
