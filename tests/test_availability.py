@@ -1048,3 +1048,33 @@ async def test_busy_set_on_one_server_reaches_a_watcher_on_the_other_once(
     assert (await status(watcher))["activities"] == ["in_call"]
     await nothing_more(watcher)
     await close_all(bob1, bob2, watcher)
+
+
+async def test_one_beat_turns_away_more_users_than_one_sweep_takes(
+    configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Users who went idle together are all shown away at the next beat, not over many."""
+    from django_presence import runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "SWEEP_LIMIT", 5)
+    configure(IDLE_AFTER=0.3, HEARTBEAT_INTERVAL=60)
+    keys = [str(900_000 + i) for i in range(23)]  # over four sweeps' worth
+    announced: list[tuple[Any, str]] = []
+
+    def record(sender: Any, user_id: Any, state: str, **kwargs: Any) -> None:
+        announced.append((user_id, state))
+
+    signals.presence_changed.connect(record)
+    try:
+        for key in keys:
+            await user_online_service.aadd_user_connection(key)
+        announced.clear()
+        await asyncio.sleep(0.5)
+        await runtime_module.get_runtime().beat()
+        # Each user announced away once, by this one beat (what watchers are told, not
+        # what a read derives).
+        assert sorted(announced) == sorted((int(key), "away") for key in keys)
+    finally:
+        signals.presence_changed.disconnect(record)
+        for key in keys:
+            await user_online_service.acleanup_user_connections(key)

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from . import delivery, metrics, occupancy, protocol, transitions
 from .availability import ActivityTracker
-from .backends import Change, MemberChange, PublicPresence, get_backend
+from .backends import Change, MemberChange, PublicPresence, SweepResult, get_backend
 from .batcher import Batcher
 from .conf import number_setting
 from .grace_sweeps import GraceSweeps, kept_closing_lease
@@ -395,9 +395,10 @@ class Runtime:
         if lost:
             await self._after_data_loss()
         sweeps = [result]
-        # More expired leases than one sweep takes (a big server crashed): keep going now
-        # rather than one interval later, a bounded number of times.
-        while result.removed >= SWEEP_LIMIT and len(sweeps) < MAX_SWEEPS_PER_BEAT:
+        # More expired leases than one sweep takes (a big server crashed), or as many users
+        # turning away as it takes (many went idle together): keep going now rather than
+        # one interval later, a bounded number of times.
+        while _sweep_was_full(result) and len(sweeps) < MAX_SWEEPS_PER_BEAT:
             result = await backend.sweep(limit=SWEEP_LIMIT)
             sweeps.append(result)
         removed = sum(r.removed for r in sweeps)
@@ -475,6 +476,12 @@ class Runtime:
 _runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _sweep_was_full(result: SweepResult) -> bool:
+    """Whether a sweep took as much as it may: more may be waiting."""
+    derived = sum(1 for change in result.changes if not change.changed)
+    return result.removed >= SWEEP_LIMIT or derived >= SWEEP_LIMIT
 
 
 def get_runtime() -> Runtime:
