@@ -311,3 +311,117 @@ async def test_a_backend_without_rooms_is_told_what_to_implement(method: str) ->
         await ROOM_CALLS[method](PresenceOnlyBackend())
 
     assert str(caught.value) == (f"{__name__}.PresenceOnlyBackend must implement {method}()")
+
+
+# -- occupancy: the occupied flag ---------------------------------------------------------------
+
+
+async def test_occupied_is_set_once_and_settled_once(backend: BasePresenceBackend) -> None:
+    assert not await backend.room_occupied(G)  # nobody in the group
+    await backend.room_join(G, "1", "a", ttl=30)
+
+    assert await backend.room_occupied(G)
+    assert not await backend.room_occupied(G)
+    assert not await backend.room_settle(G)  # still occupied
+    await backend.room_leave(G, "1", "a")
+
+    assert await backend.room_settle(G)
+    assert not await backend.room_settle(G)
+    assert await backend.room_members(G) == ([], 0)
+
+
+async def test_a_group_joined_again_before_settling_stays_occupied(
+    backend: BasePresenceBackend,
+) -> None:
+    await backend.room_join(G, "1", "a", ttl=30)
+    assert await backend.room_occupied(G)
+    await backend.room_leave(G, "1", "a")
+
+    again = await backend.room_join(G, "2", "b", ttl=30)
+
+    assert again.count_before == 0
+    assert not await backend.room_occupied(G)  # its emptying was never announced
+    assert not await backend.room_settle(G)  # the earlier leave's settle: not empty
+    await backend.room_leave(G, "2", "b")
+    assert await backend.room_settle(G)
+    await backend.room_join(G, "3", "c", ttl=30)
+    assert await backend.room_occupied(G)  # a new occupancy
+
+
+async def test_a_group_emptied_before_its_occupancy_was_announced_announces_nothing(
+    backend: BasePresenceBackend,
+) -> None:
+    await backend.room_join(G, "1", "a", ttl=30)
+    await backend.room_leave(G, "1", "a")
+
+    assert not await backend.room_settle(G)
+    assert not await backend.room_occupied(G)
+    assert not await backend.room_settle(G)
+
+
+async def test_a_group_emptied_by_a_sweep_settles(backend: BasePresenceBackend) -> None:
+    await backend.room_join(G, "1", "crashed", ttl=0.2)
+    assert await backend.room_occupied(G)
+
+    [change] = await sweep_until(backend, [G], 1)
+
+    assert change.count == 0
+    assert await backend.room_settle(G)
+
+
+async def test_concurrent_settles_take_the_flag_once(backend: BasePresenceBackend) -> None:
+    groups = [f"g{i}" for i in range(5)]
+    for group in groups:
+        await backend.room_join(group, "1", "a", ttl=30)
+        await backend.room_join(group, "2", "b", ttl=30)
+    occupied = await asyncio.gather(*(backend.room_occupied(g) for g in groups * 4))
+    assert sorted(occupied).count(True) == len(groups)
+    for group in groups:
+        await asyncio.gather(
+            backend.room_leave(group, "1", "a"), backend.room_leave(group, "2", "b")
+        )
+
+    settled = await asyncio.gather(*(backend.room_settle(g) for g in groups * 4))
+
+    assert sorted(g for g, won in zip(groups * 4, settled, strict=True) if won) == groups
+
+
+async def test_the_occupied_flag_of_an_abandoned_group_expires(
+    backend: BasePresenceBackend, backend_name: str, presence: dict[str, Any]
+) -> None:
+    """A group whose members were on crashed servers, swept by nobody, forgets its flag."""
+    await backend.room_join(G, "1", "crashed", ttl=0.1)
+    assert await backend.room_occupied(G)
+    await asyncio.sleep(0.3)  # two leases, and a margin
+
+    if backend_name != "memory":
+        assert await room_keys(backend, presence, G) == []
+    await backend.room_sweep([G])
+    assert not await backend.room_settle(G)
+
+
+async def test_refresh_keeps_the_occupied_flag(backend: BasePresenceBackend) -> None:
+    await backend.room_join(G, "1", "a", ttl=0.2)
+    assert await backend.room_occupied(G)
+    for _ in range(4):
+        await asyncio.sleep(0.1)
+        await backend.room_refresh([(G, "1", "a")], ttl=0.2)
+    await backend.room_leave(G, "1", "a")
+
+    assert await backend.room_settle(G)
+
+
+async def test_clear_removes_occupied_flags(backend: BasePresenceBackend) -> None:
+    await backend.room_join(G, "1", "a", ttl=30)
+    assert await backend.room_occupied(G)
+    await backend.room_leave(G, "1", "a")
+
+    await backend.clear()
+
+    assert not await backend.room_settle(G)
+
+
+async def test_a_backend_without_occupancy_announces_nothing() -> None:
+    backend = PresenceOnlyBackend()
+    assert not await backend.room_occupied(G)
+    assert not await backend.room_settle(G)

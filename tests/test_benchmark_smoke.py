@@ -171,3 +171,50 @@ def test_the_scale_simulation_loads_what_it_was_asked(tmp_path: Path) -> None:
         assert reads[name]["wall_ms_median"] > 0
     assert report["versions"]["redis-server"]
     assert len(report["machine"]["loadavg_end"]) == 3
+
+
+def test_the_availability_benchmark_runs_and_counts_requests(tmp_path: Path) -> None:
+    """``benchmarks/availability.py --smoke``: 200 users, every measurement ran.
+
+    Request counts are not timings: idle users (about to turn away, or away) cost a beat
+    exactly the requests of idle detection off. Timing and memory are reported, never
+    asserted.
+    """
+    out = tmp_path / "availability.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "availability.py"),
+            "--smoke",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    report = json.loads(out.read_text())
+    users = report["parameters"]["users"]
+    update = report["update"]["10"]
+    assert update["announced"] is True
+    assert update["service_wall_us"] > 0
+    assert update["raw_wall_us"] > 0
+    beats = report["beats"]
+    off = beats["IDLE_AFTER=0"]
+    assert off["connections"] == users
+    assert off["states"] == {"online": users}
+    assert beats["IDLE_AFTER=300, all idle"]["states"] == {"online": users}
+    assert beats["IDLE_AFTER=300, all idle and away"]["states"] == {"away": users}
+    for name in ("IDLE_AFTER=300, all idle", "IDLE_AFTER=300, all idle and away"):
+        assert beats[name]["requests_per_beat"] == off["requests_per_beat"]
+        assert beats[name]["requests_per_beat_max"] == off["requests_per_beat_max"]
+    active = next(v for k, v in beats.items() if k.endswith(" active"))
+    assert active["first_activity_writes"] == report["parameters"]["active"]
+    assert report["sweep"]["due"]["away"] == report["sweep"]["turning_away"]
+    assert report["sweep"]["nothing due"]["away"] == 0
+    configs = report["memory"]["configs"]
+    assert len(configs) == 4
+    assert all(c["bytes_per_user"] > 0 for c in configs.values())
+    assert isinstance(report["targets"]["idle_no_more_requests_met"], bool)

@@ -358,6 +358,18 @@ BAD_VALUES: list[tuple[str, Any, list[str]]] = [
     ("HISTORY_META_TTL", "week", ["E004"]),
     ("UNDELIVERED_AFTER", 0, ["E011"]),
     ("UNDELIVERED_AFTER", True, ["E011"]),
+    ("IDLE_AFTER", -1, ["E004"]),
+    ("IDLE_AFTER", "5m", ["E004"]),
+    ("ACTIVITY_WRITE_INTERVAL", None, ["E004"]),
+    ("KEEP_PRESENT_ACTIVITIES", "in_call", ["E013"]),
+    ("KEEP_PRESENT_ACTIVITIES", ["in_call", ""], ["E013"]),
+    ("PRESENCE_DATA_MAX_BYTES", 1.5, ["E011"]),
+    ("PRESENCE_DATA_MAX_KEYS", -1, ["E011"]),
+    ("PRESENCE_UPDATE_RATE", 0, ["E011"]),
+    ("PRESENCE_UPDATE_PERIOD", 0, ["E004"]),
+    ("STATUS_TEXT_MAX_LENGTH", None, ["E011"]),
+    ("DEVICE_MAX_LENGTH", 0, ["E011"]),
+    ("ACTIVITY_MAX_LENGTH", True, ["E011"]),
     ("METRICS_HOOK", "no.such.hook", ["E009"]),
 ]
 
@@ -396,6 +408,12 @@ GOOD_VALUES: list[tuple[str, Any]] = [
     ("HISTORY_TTL", 0.5),
     ("UNDELIVERED_AFTER", None),
     ("UNDELIVERED_AFTER", 0.2),
+    ("IDLE_AFTER", 0),
+    ("ACTIVITY_WRITE_INTERVAL", 0),
+    ("KEEP_PRESENT_ACTIVITIES", []),
+    ("KEEP_PRESENT_ACTIVITIES", ("in_call", "surgery")),
+    ("PRESENCE_DATA_MAX_KEYS", 0),
+    ("PRESENCE_UPDATE_RATE", 1),
     ("METRICS_HOOK", print),
 ]
 

@@ -50,14 +50,28 @@ def test_status(presence: dict[str, Any]) -> None:
     user_online_service.add_user_connection(users[2].pk)
     closing = user_online_service.add_user_connection(users[1].pk)
     user_online_service.remove_user_connection(users[1].pk, closing, grace=30)
+    user_online_service.set_status(users[2].pk, "busy")
+    user_online_service.set_presence(users[2].pk, ttl=60, device="rota", activity="on_call")
 
     lines = run("status").splitlines()
 
     assert lines[0] == "3 users online"
-    assert lines[1].split() == ["USER", "CONNECTIONS"]
-    rows = [line.split() for line in lines[2:]]
+    assert lines[1].split() == [
+        "USER",
+        "CONNECTIONS",
+        "STATE",
+        "STATUS",
+        "DEVICES",
+        "/",
+        "ACTIVITIES",
+    ]
+    rows = [line.split(maxsplit=4) for line in lines[2:]]
     # Ordered by primary key, numerically; a user in their grace period shows 0.
-    assert rows == [[str(users[1].pk), "0"], [str(users[2].pk), "1"], [str(users[10].pk), "3"]]
+    assert rows == [
+        [str(users[1].pk), "0", "online", "available"],
+        [str(users[2].pk), "2", "busy", "busy", "rota, on_call"],  # the server-set presence
+        [str(users[10].pk), "3", "online", "available"],
+    ]
 
 
 def test_status_json(presence: dict[str, Any]) -> None:
@@ -67,7 +81,16 @@ def test_status_json(presence: dict[str, Any]) -> None:
 
     assert json.loads(run("status", "--json")) == {
         "online_users": 1,
-        "users": [{"user_id": user.pk, "connections": 2}],
+        "users": [
+            {
+                "user_id": user.pk,
+                "connections": 2,
+                "state": "online",
+                "status": "available",
+                "devices": [],
+                "activities": [],
+            }
+        ],
     }
 
 

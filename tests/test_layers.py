@@ -49,7 +49,7 @@ def layer_of(module: str) -> str:
         return "backends"
     if first in ("transitions", "delivery", "availability"):
         return "engine"
-    if first in ("runtime", "batcher", "grace_sweeps"):
+    if first in ("runtime", "batcher", "grace_sweeps", "occupancy"):
         return "runtime"
     if first == "services":
         return "services"

@@ -246,3 +246,39 @@ def test_the_mixin_on_a_sync_consumer_fails_at_the_class_statement() -> None:
         with pytest.raises(TypeError, match="needs an async one") as info:
             type("SyncRoom", (UserOnlineStatusMixin, sync_base), {"__module__": "myapp"})
         assert "myapp.SyncRoom" in str(info.value)
+
+
+async def test_frames_to_a_tracked_consumer_are_the_users_activity(
+    user: Any, presence: dict[str, Any]
+) -> None:
+    """A video call's traffic keeps its user from turning away; silence does not."""
+    idle = {
+        **presence,
+        "IDLE_AFTER": 0.6,
+        "ACTIVITY_WRITE_INTERVAL": 0.1,
+        "HEARTBEAT_INTERVAL": 0.1,
+    }
+
+    async def state() -> str:
+        return (await user_online_service.aget_presence([user.pk]))[user.pk].state
+
+    with override_settings(DJANGO_PRESENCE=idle):
+        socket = await open_socket(user)
+        assert await state() == "online"
+        # Talking for twice IDLE_AFTER: never away (and the echo is unchanged).
+        for i in range(12):
+            await socket.send_to(text_data=f"frame {i}")
+            assert await socket.receive_from() == f"echo:frame {i}"
+            assert await state() == "online"
+            await asyncio.sleep(0.1)
+        # Silent: away within IDLE_AFTER plus a beat or two.
+        await eventually(lambda: _is(state, "away"), timeout=3)
+        # One frame: online again.
+        await socket.send_to(text_data="back")
+        assert await socket.receive_from() == "echo:back"
+        await eventually(lambda: _is(state, "online"), timeout=2)
+        await socket.disconnect()
+
+
+async def _is(read: Callable[[], Awaitable[str]], expected: str) -> bool:
+    return await read() == expected

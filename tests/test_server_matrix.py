@@ -388,3 +388,53 @@ def test_the_documented_layers_are_the_tested_ones() -> None:
         (host,) = entry["CONFIG"]["hosts"]
         assert host["socket_timeout"] >= 30
         assert host["max_connections"] >= 1000
+
+
+# -- availability across servers -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server_kind", ["uvicorn"])
+@pytest.mark.parametrize("layer", list(LAYERS))
+async def test_a_status_set_on_one_server_reaches_a_watcher_on_the_other_once(
+    cell: Cell,
+) -> None:
+    """set_status through server 1: one status_changed on server 2, and his other tab told."""
+    alice_id, bob_id = cell.db.alice, cell.db.bob
+    s1, s2 = cell.server1, cell.server2
+    bob = await connect(s1, bob_id)
+    bob_elsewhere = await connect(s2, bob_id)
+    alice = await connect(s2, alice_id)
+    await alice.request("subscribe_presence", {"user_ids": [bob_id]})
+    state = (await alice.expect("presence_state"))["data"]
+    assert state["states"][str(bob_id)]["state"] == "online"
+
+    await bob.request("set_status", {"status": "busy", "text": "Ward round"}, id=1)
+    reply = await bob.expect("status")
+    assert (reply["id"], reply["data"]["status"]) == (1, "busy")
+    assert (await bob_elsewhere.expect("status"))["data"] == {
+        "status": "busy",
+        "text": "Ward round",
+        "expires_in": None,
+    }
+    frame = (await alice.expect("status_changed"))["data"]
+    assert (frame["user_id"], frame["state"], frame["is_online"]) == (bob_id, "busy", True)
+    assert frame["status_text"] == "Ward round"
+    # Exactly once: the next thing alice hears is the answer to her ping.
+    await alice.request("ping", id="after")
+    assert (await alice.expect("pong"))["id"] == "after"
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(alice.ws.recv(), 1.0)
+
+    # Invisible through server 2: alice sees him offline, once; his tabs still get messages.
+    await bob_elsewhere.request("set_status", {"status": "invisible"})
+    await bob_elsewhere.expect("status")
+    assert (await bob.expect("status"))["data"]["status"] == "invisible"
+    frame = (await alice.expect("status_changed"))["data"]
+    assert (frame["state"], frame["is_online"]) == ("offline", False)
+    await alice.request("direct_message", {"target_user_id": bob_id, "message": "there?"})
+    for tab in (bob, bob_elsewhere):
+        assert (await tab.expect("direct_message"))["data"]["message"] == "there?"
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(alice.ws.recv(), 1.0)
+    for client in (alice, bob, bob_elsewhere):
+        await client.ws.close()

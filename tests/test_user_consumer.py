@@ -18,7 +18,7 @@ from django.test import override_settings
 from django_presence.consumers import UserConsumer
 from django_presence.policies import DefaultPolicy
 from django_presence.protocol import CLOSE_UNAUTHENTICATED
-from django_presence.services import user_messaging_service
+from django_presence.services import user_messaging_service, user_online_service
 from tests.asgi import application
 
 from .tokens import make_token
@@ -390,12 +390,21 @@ async def test_join_group_message_and_leave(users: list[Any]) -> None:
     await request(a, "join_group", {"group": "room-1"}, id="j")
     assert await receive(a) == {
         "type": "group_joined",
-        "data": {"group": "room-1", "count": 1, "members_online": [alice.pk]},
+        "data": {
+            "group": "room-1",
+            "count": 1,
+            "members_online": [alice.pk],
+            "states": {str(alice.pk): "online"},
+        },
         "id": "j",
     }
+    await user_online_service.aset_status(alice.pk, "busy")
+    assert (await receive_type(a, "status"))["data"]["status"] == "busy"
     await request(b, "join_group", {"group": "room-1"})
     joined = await receive_type(b, "group_joined")
     assert sorted(joined["data"]["members_online"]) == sorted([alice.pk, bob.pk])
+    # Each member's state, derived as everywhere: alice set herself busy.
+    assert joined["data"]["states"] == {str(alice.pk): "busy", str(bob.pk): "online"}
     assert await receive(a) == {
         "type": "group_presence",
         "data": {"group": "room-1", "user_id": bob.pk, "joined": True, "count": 2},

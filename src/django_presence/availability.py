@@ -65,13 +65,15 @@ def connection_data(device: Any = "", activity: Any = "", data: Any = None) -> C
             raise AvailabilityError("data must be a JSON object.")
         keys = int(number_setting("PRESENCE_DATA_MAX_KEYS"))
         if len(data) > keys:
-            raise AvailabilityError(f"data holds at most {keys} keys.")
+            raise AvailabilityError(f"data is limited to {keys} keys.")
         try:
             text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError, RecursionError):
             raise AvailabilityError("data must hold JSON values only.") from None
+        if not encodable(text):
+            raise AvailabilityError("data must hold printable Unicode text only.")
         size = int(number_setting("PRESENCE_DATA_MAX_BYTES"))
-        if not encodable(text) or len(text.encode()) > size:
+        if len(text.encode()) > size:
             raise AvailabilityError(f"data is limited to {size} bytes as compact JSON.")
         if text == "{}":
             text = ""
@@ -130,11 +132,16 @@ class ActivityTracker:
         self._pending: dict[str, float] = {}  # user key -> latest activity not written
 
     def note(self, user_key: str) -> bool:
-        """Record activity of ``user_key`` now; True when the caller must write it now."""
+        """Record activity of ``user_key`` now; True when the caller must write it now.
+
+        Now only after a quiet spell (no write within the interval and nothing waiting):
+        the first activity of a user who may be away. Activity of a user who is active
+        anyway waits for the beat, which writes every such user in one request.
+        """
         now = self._clock()
         interval = number_setting("ACTIVITY_WRITE_INTERVAL")
         last = self._written.get(user_key)
-        if last is None or now - last >= interval:
+        if user_key not in self._pending and (last is None or now - last >= interval):
             self._written[user_key] = now
             self._pending.pop(user_key, None)
             return True

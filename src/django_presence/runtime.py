@@ -14,6 +14,8 @@ A server process serves its sockets from one event loop, and that loop has exact
 - the **grace sweeps** (:mod:`~django_presence.grace_sweeps`): after a clean close left
   a user's last lease closing, one sweep when it expires, so that the user goes offline
   at the end of ``OFFLINE_GRACE_PERIOD`` rather than at the next beat;
+- the **group settles** (:mod:`~django_presence.occupancy`): after a client group emptied,
+  one check ``OFFLINE_GRACE_PERIOD`` later that announces ``group_emptied`` once;
 - **one timer task**. Every ``HEARTBEAT_INTERVAL`` (at a fixed rate) it renews this
   process's connection leases and sweeps everybody's expired ones, in one backend round
   trip; renews the group memberships and sweeps the expired ones of its groups; and
@@ -34,9 +36,9 @@ import weakref
 from collections.abc import Awaitable, Collection, Iterable, Mapping
 from typing import Any, Protocol
 
-from . import delivery, metrics, protocol, transitions
+from . import delivery, metrics, occupancy, protocol, transitions
 from .availability import ActivityTracker
-from .backends import Change, PublicPresence, get_backend
+from .backends import Change, MemberChange, PublicPresence, SweepResult, get_backend
 from .batcher import Batcher
 from .conf import number_setting
 from .grace_sweeps import GraceSweeps, kept_closing_lease
@@ -182,6 +184,8 @@ class Runtime:
         self.grace_sweeps = GraceSweeps(
             self.batcher.submit, limit=SWEEP_LIMIT, max_sweeps=MAX_SWEEPS_PER_BEAT
         )
+        #: The settles scheduled for when emptied client groups' grace periods end.
+        self.group_settles = occupancy.GroupSettles()
         self._timer: asyncio.Task[None] | None = None
         self._reconcile_task: asyncio.Task[None] | None = None
         #: ``(stream, user key)`` -> ``(epoch, offset)`` delivered since the last beat.
@@ -228,6 +232,17 @@ class Runtime:
     def untrack_membership(self, group: str, member_id: str) -> None:
         """Stop renewing a membership (before leaving the group in the backend)."""
         self.memberships.pop((group, member_id), None)
+
+    async def member_changed(self, change: MemberChange) -> None:
+        """Note what a room join, leave or expiry did, for the group's occupancy.
+
+        A group that went from no user to some is announced occupied (``group_occupied``,
+        once across processes); one left empty is settled ``OFFLINE_GRACE_PERIOD`` later
+        (``group_emptied``, once; see :mod:`~django_presence.occupancy`).
+        """
+        await occupancy.member_changed(
+            change, self.group_settles, number_setting("OFFLINE_GRACE_PERIOD")
+        )
 
     def note_delivered(self, stream: str, user_key: str, epoch: str, offset: int) -> None:
         """Record that a stored message reached a client; written at the next beat."""
@@ -300,6 +315,7 @@ class Runtime:
             self._consumers.clear()
             self.memberships.clear()
         await self.grace_sweeps.stop()
+        await self.group_settles.stop()
         for task in (self._timer, self._reconcile_task):
             if task is not None and not task.done():
                 task.cancel()
@@ -379,9 +395,10 @@ class Runtime:
         if lost:
             await self._after_data_loss()
         sweeps = [result]
-        # More expired leases than one sweep takes (a big server crashed): keep going now
-        # rather than one interval later, a bounded number of times.
-        while result.removed >= SWEEP_LIMIT and len(sweeps) < MAX_SWEEPS_PER_BEAT:
+        # More expired leases than one sweep takes (a big server crashed), or as many users
+        # turning away as it takes (many went idle together): keep going now rather than
+        # one interval later, a bounded number of times.
+        while _sweep_was_full(result) and len(sweeps) < MAX_SWEEPS_PER_BEAT:
             result = await backend.sweep(limit=SWEEP_LIMIT)
             sweeps.append(result)
         removed = sum(r.removed for r in sweeps)
@@ -411,6 +428,7 @@ class Runtime:
         await backend.room_refresh(held, ttl=number_setting("CONNECTION_TTL", allow_zero=False))
         for change in await backend.room_sweep({group for group, _, _ in held}):
             await transitions.announce_member_change(change)
+            await self.member_changed(change)
 
     async def _resync_watchers(self) -> None:
         """Catch up subscribers on transitions whose status_changed the layer dropped."""
@@ -458,6 +476,12 @@ class Runtime:
 _runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _sweep_was_full(result: SweepResult) -> bool:
+    """Whether a sweep took as much as it may: more may be waiting."""
+    derived = sum(1 for change in result.changes if not change.changed)
+    return result.removed >= SWEEP_LIMIT or derived >= SWEEP_LIMIT
 
 
 def get_runtime() -> Runtime:

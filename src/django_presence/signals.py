@@ -1,5 +1,5 @@
-"""Signals sent on user-level presence transitions and state changes, and for messages
-nobody received.
+"""Signals sent on user-level presence transitions and state changes, for messages
+nobody received, and when a client group becomes occupied or empties.
 
 Both are sent once per transition decided by the backend (0 -> 1 and 1 -> 0 open
 connections, after any grace period), never for a second tab and never on a heartbeat,
@@ -62,6 +62,19 @@ presence_changed = Signal()
 #: docs/delivery.md for a Celery example.
 message_undelivered = Signal()
 
+#: Sent once (by one server process) when a client group that had nobody in it gets its
+#: first user, unless the group had emptied less than ``OFFLINE_GRACE_PERIOD`` before
+#: (its emptying was never announced, so it is still occupied). ``sender`` is
+#: :class:`~django_presence.backends.MemberChange`; receivers get ``group`` (the client
+#: group's name). See "Occupancy" in docs/messaging.md.
+group_occupied = Signal()
+
+#: Sent once (by one server process) when a client group announced by
+#: ``group_occupied`` has had nobody in it for ``OFFLINE_GRACE_PERIOD`` seconds (its
+#: last user left, or their membership expired with their server). ``sender`` is
+#: :class:`~django_presence.backends.MemberChange`; receivers get ``group``.
+group_emptied = Signal()
+
 
 async def send_robustly(
     signal: Signal, name: str, *, sender: Any, log_extra: dict[str, Any], **kwargs: Any
@@ -71,6 +84,8 @@ async def send_robustly(
     Async receivers are awaited on Django 5.0 and newer; on Django 4.2 the signal is sent
     from a thread. ``name`` and ``log_extra`` go into the log record of a failure.
     """
+    if not signal.receivers:
+        return  # nobody listens (presence_changed, often): no dispatch at all
     if hasattr(signal, "asend_robust"):
         responses = await signal.asend_robust(sender=sender, **kwargs)
     else:  # Django 4.2
@@ -78,11 +93,13 @@ async def send_robustly(
     for receiver, response in responses:
         if isinstance(response, Exception):
             logger.error(
-                "The %s receiver %s.%s failed for user %s",
+                "The %s receiver %s.%s failed for %s",
                 name,
                 getattr(receiver, "__module__", "?"),
                 getattr(receiver, "__qualname__", repr(receiver)),
-                kwargs.get("user_id"),
+                f"group {kwargs['group']!r}"
+                if "group" in kwargs
+                else f"user {kwargs.get('user_id')}",
                 exc_info=response,
                 extra=log_extra,
             )

@@ -113,6 +113,16 @@ test("the dots of the page are watched and follow their users", async () => {
   await waitFor(() => dots[0].attributes["data-online"] === "false", "user 7 offline");
   assert.equal(dots[0].attributes["data-last-seen"], "2026-12-06T04:00:00Z");
   assert.equal(dots[0].attributes.title, "Hors ligne");
+  assert.equal(dots[0].attributes["data-state"], "offline");
+  // A state change without a transition: the dot says busy (presence.css colours it).
+  socket.onmessage({
+    data: JSON.stringify({
+      type: "status_changed",
+      data: { user_id: 8, is_online: true, last_seen: null, seq: 100, state: "busy" },
+    }),
+  });
+  await waitFor(() => dots[1].attributes["data-state"] === "busy", "user 8 busy");
+  assert.equal(dots[1].attributes["data-online"], "true");
   context.DjangoPresence.client.close();
 });
 

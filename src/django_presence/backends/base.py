@@ -89,6 +89,10 @@ class ConnectionData:
     data: str = ""
     keep_present: bool = False
 
+    # Backends may rely on ``device``, ``activity`` and status texts being printable
+    # (no control characters: the Redis backend separates them with \x1e and \x1f);
+    # django_presence.availability.connection_data() and check_status() make sure.
+
 
 @dataclass(frozen=True)
 class PublicPresence:
@@ -560,6 +564,39 @@ class BasePresenceBackend:
         every heartbeat interval.
         """
         raise self._not_implemented("room_sweep")
+
+    # -- occupancy: a group announced occupied, then emptied, exactly once ------------------
+    #
+    # A group's *occupied flag* says its occupancy was announced and its emptying not yet.
+    # The caller sets it after a join that took the group from 0 users to 1 (room_occupied)
+    # and takes it OFFLINE_GRACE_PERIOD after a leave or an expiry that left the group empty
+    # (room_settle): a group that empties and is joined again within the grace period
+    # announces neither. The flag outlives the group's members (it is what says an
+    # emptying is pending) but is kept, like the group's other state, only two leases
+    # after the last join or refresh of one of its memberships: a group abandoned by
+    # crashed servers, which nobody sweeps, eventually forgets its flag without announcing
+    # its emptying, and so does a group whose emptying is settled later than that. The
+    # defaults, for a backend written before occupancy, never announce anything.
+
+    async def room_occupied(self, group: str) -> bool:
+        """Set ``group``'s occupied flag; True only if this call set it.
+
+        Called after a join whose change went from ``count_before`` 0 to at least 1. False
+        when the flag was already set (the group emptied and was joined again before its
+        emptying was settled: nothing to announce) or when the group has no member any
+        more (it emptied again meanwhile, and no emptying will be announced).
+        """
+        return False
+
+    async def room_settle(self, group: str) -> bool:
+        """Take ``group``'s occupied flag if the group is empty; True only if this call did.
+
+        Called a grace period after a leave or an expiry that left the group empty; True
+        means "announce that it emptied". One atomic step: of many callers, across
+        processes, at most one gets True per occupancy. False when the group has members
+        again (its next emptying settles it) or the flag is not set.
+        """
+        return False
 
     # -- streams: what was sent, so that a reconnecting client misses nothing --------------
     #

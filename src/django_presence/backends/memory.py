@@ -111,6 +111,11 @@ class MemoryBackend(BasePresenceBackend):
         self._rooms: dict[str, dict[tuple[str, str], float]] = {}
         self._room_users: dict[str, dict[str, int]] = {}
         self._room_versions: dict[str, int] = {}
+        # Occupancy: group -> until when the group's state is kept (two leases after the
+        # last join or refresh, as the Redis keys' expiry); group -> until when its occupied
+        # flag is kept (set by room_occupied, taken by room_settle; it outlives the members).
+        self._room_keep: dict[str, float] = {}
+        self._room_flags: dict[str, float] = {}
         # Streams: name -> its epoch, history and users' cursors; tracked publications as
         # a heap of (deadline, tie-breaker, stream, user id, epoch, offset, publish time).
         self._streams: dict[str, _Stream] = {}
@@ -411,7 +416,7 @@ class MemoryBackend(BasePresenceBackend):
                     record.text,
                     record.until,
                     record.last_active,
-                    {cid: d for cid, d in record.data.items() if cid in leases},
+                    {cid: record.data.get(cid, ConnectionData()) for cid in leases},
                 )
         return found
 
@@ -484,7 +489,23 @@ class MemoryBackend(BasePresenceBackend):
         if not users:
             # Forget the empty group entirely, so group names used once cost nothing.
             del self._room_users[group], self._rooms[group], self._room_versions[group]
+            self._room_keep.pop(group, None)
         return change
+
+    def _room_kept(self, group: str, ttl: float) -> None:
+        """Keep the group, and its occupied flag, two leases from now (never shorter)."""
+        until = self._clock() + 2 * ttl
+        self._room_keep[group] = max(self._room_keep.get(group, until), until)
+        if group in self._room_flags:
+            self._room_flags[group] = max(self._room_flags[group], until)
+
+    def _flagged(self, group: str) -> bool:
+        """Whether the group's occupied flag is set (and not expired: then forget it)."""
+        until = self._room_flags.get(group)
+        if until is not None and until <= self._clock():
+            del self._room_flags[group]
+            return False
+        return until is not None
 
     async def room_join(
         self, group: str, user_id: str, member_id: str, *, ttl: float
@@ -494,6 +515,7 @@ class MemoryBackend(BasePresenceBackend):
             users = self._room_users.setdefault(group, {})
             new = (user_id, member_id) not in room
             room[(user_id, member_id)] = self._clock() + ttl
+            self._room_kept(group, ttl)
             if not new:
                 return self._unchanged(group, user_id, True)
             before = len(users)
@@ -523,9 +545,12 @@ class MemoryBackend(BasePresenceBackend):
         with self._lock:
             expires = self._clock() + ttl
             for group, user_id, member_id in memberships:
-                room = self._rooms.get(group, {})
+                room = self._rooms.get(group)
+                if room is None:
+                    continue
                 if (user_id, member_id) in room:
                     room[(user_id, member_id)] = expires
+                self._room_kept(group, ttl)  # as the Redis keys' expiry
 
     async def room_sweep(self, groups: Iterable[str], *, limit: int = 1000) -> list[MemberChange]:
         changes = []
@@ -539,6 +564,20 @@ class MemoryBackend(BasePresenceBackend):
                     if change is not None:
                         changes.append(change)
         return changes
+
+    async def room_occupied(self, group: str) -> bool:
+        with self._lock:
+            if self._flagged(group) or not self._room_users.get(group):
+                return False
+            self._room_flags[group] = self._room_keep[group]
+            return True
+
+    async def room_settle(self, group: str) -> bool:
+        with self._lock:
+            if self._room_users.get(group) or not self._flagged(group):
+                return False
+            del self._room_flags[group]
+            return True
 
     # -- streams ------------------------------------------------------------------------------
 
@@ -690,3 +729,5 @@ class MemoryBackend(BasePresenceBackend):
             self._rooms.clear()
             self._room_users.clear()
             self._room_versions.clear()
+            self._room_keep.clear()
+            self._room_flags.clear()

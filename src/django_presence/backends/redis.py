@@ -19,14 +19,17 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
   status (busy or invisible; none: available), ``tx`` its text, ``un`` its expiry (ms);
   ``la`` last activity (ms) and ``aw`` when the user turns away (ms), while online;
   ``p`` the public presence last announced, while online and when it is not plain
-  ``online``; ``d:<cid>`` a connection's data (``<keep 0|1><len>:<device><len>:<activity>
-  <data>``, lengths in bytes). Offline users keep only ``st``/``tx``/``un``.
+  ``online``; ``d:<first 12 hex digits of sha1(cid)>`` a connection's data
+  (``<keep 0|1><len>:<device><len>:<activity><data>``, lengths in bytes). Offline users
+  keep only ``st``/``tx``/``un``.
 - ``{P}:adue`` sorted set: user id -> when their presence must be derived again (away
   time or status expiry, ms), taken by the sweep.
 - ``{P}:room:<group>:c`` sorted set of the group's memberships (member
   ``<len(uid)>:<uid><member id>``, score = lease expiry, ms), ``{P}:room:<group>:u`` hash:
   user id -> memberships, ``{P}:room:<group>:v`` the group's version. They expire two
   leases after the last join or refresh, and go as soon as the group is empty.
+  ``{P}:room:<group>:o`` the group's occupied flag (``room_occupied``), with the same
+  expiry, but kept when the group empties until ``room_settle`` takes it.
 - ``{P}:s:<stream>:m`` hash: the stream's epoch ``e``, latest offset ``o`` and history
   ``ttl`` ``t`` (ms, as last published, for ``stream_due``); expires
   ``meta_ttl`` after the last publication (or after the read that created the epoch).
@@ -155,6 +158,9 @@ local function next_seq(uid, went_online)
   end
   return s
 end
+-- The availability hash's field of a connection's data: short, so that the hash of a
+-- user with a device stays a compact listpack (field names up to 64 bytes).
+local function dk(cid) return 'd:' .. string.sub(redis.sha1hex(cid), 1, 12) end
 local function parse_data(v)
   local sep = string.find(v, ':', 2, true)
   local n = tonumber(string.sub(v, 2, sep - 1))
@@ -183,7 +189,7 @@ local function derive(uid, now)
   if not online then return OFF, 'offline', 'offline', st end
   local devices, activities, seen, keep = {}, {}, {}, false
   for _, cid in ipairs(redis.call('HKEYS', UP .. uid)) do
-    local v = redis.call('HGET', ak, 'd:' .. cid)
+    local v = redis.call('HGET', ak, dk(cid))
     if v then
       local k, device, activity = parse_data(v)
       keep = keep or k
@@ -276,14 +282,14 @@ local function store(uid, cid, ttl, server, now, data, idle)
     if closing ~= cid then
       redis.call('HDEL', uk, closing)
       redis.call('ZREM', K_LEASES, member(uid, closing))
-      local inherited = redis.call('HGET', ak, 'd:' .. closing)
+      local inherited = redis.call('HGET', ak, dk(closing))
       if inherited then
-        redis.call('HDEL', ak, 'd:' .. closing)
+        redis.call('HDEL', ak, dk(closing))
         if not data then data = inherited end
       end
     end
   end
-  if data then redis.call('HSET', ak, 'd:' .. cid, data) end
+  if data then redis.call('HSET', ak, dk(cid), data) end
   if idle > 0 then redis.call('HSET', ak, 'la', now, 'aw', now + idle) end
   local count = redis.call('HLEN', uk)
   local went = 0
@@ -329,7 +335,7 @@ if grace > 0 and n == 1 then
 end
 redis.call('HDEL', uk, cid)
 redis.call('ZREM', K_LEASES, member(uid, cid))
-redis.call('HDEL', UA .. uid, 'd:' .. cid)
+redis.call('HDEL', UA .. uid, dk(cid))
 local went = 0
 if n == 1 then
   redis.call('HDEL', K_ONLINE, uid)
@@ -392,7 +398,7 @@ local function sweep(limit, lock_ms, token, retention_ms)
     local uk = UP .. uid
     redis.call('ZREM', K_LEASES, m)
     redis.call('HDEL', uk, cid)
-    redis.call('HDEL', UA .. uid, 'd:' .. cid)
+    redis.call('HDEL', UA .. uid, dk(cid))
     if redis.call('HGET', K_CLOSING, uid) == cid then redis.call('HDEL', K_CLOSING, uid) end
     if redis.call('HLEN', uk) == 0 and redis.call('HDEL', K_ONLINE, uid) == 1 then
       add(uid, 2, announce(uid, now, 2))
@@ -467,7 +473,7 @@ local uid, cid = ARGV[2], ARGV[3]
 if redis.call('HEXISTS', UP .. uid, cid) == 0 or redis.call('HGET', K_CLOSING, uid) == cid then
   return {0, open_count(uid), 0, '', 0}
 end
-redis.call('HSET', UA .. uid, 'd:' .. cid, ARGV[4])
+redis.call('HSET', UA .. uid, dk(cid), ARGV[4])
 local a = announce(uid, now_ms(), 0)
 return {0, open_count(uid), a[2], a[1], a[3]}
 """
@@ -541,14 +547,9 @@ for i = 2, #ARGV do
   local ak = UA .. uid
   local f = redis.call('HMGET', ak, 'st', 'tx', 'un', 'la')
   local data = {}
-  if f[1] or f[2] or redis.call('EXISTS', ak) == 1 then
-    for _, cid in ipairs(redis.call('HKEYS', UP .. uid)) do
-      local v = redis.call('HGET', ak, 'd:' .. cid)
-      if v then
-        data[#data + 1] = cid
-        data[#data + 1] = v
-      end
-    end
+  for _, cid in ipairs(redis.call('HKEYS', UP .. uid)) do
+    data[#data + 1] = cid
+    data[#data + 1] = redis.call('HGET', ak, dk(cid)) or ''
   end
   out[#out + 1] = {
     redis.call('HEXISTS', K_ONLINE, uid), redis.call('HGET', K_TSEQ, uid) or '0', public,
@@ -588,16 +589,20 @@ _NOW = """
 return redis.call('TIME')
 """
 
-# Rooms. KEYS: 1 memberships (zset), 2 users (hash: user id -> memberships), 3 version.
+# Rooms. KEYS: 1 memberships (zset), 2 users (hash: user id -> memberships), 3 version,
+# 4 occupied flag.
 _ROOM_PRELUDE = (
     _COMMON
     + """
-local KZ, KU, KV = KEYS[1], KEYS[2], KEYS[3]
+local KZ, KU, KV, KO = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local function version() return tonumber(redis.call('GET', KV) or '0') end
 -- Keep the group two leases past the last join or refresh; never shorten it, so that a
--- membership with a short lease does not take the others' longer ones with it.
+-- membership with a short lease does not take the others' longer ones with it. The
+-- occupied flag (if set) is kept with a group that has members.
 local function keep(ttl)
-  for _, k in ipairs({KZ, KU, KV}) do
+  local keys = {KZ, KU, KV}
+  if redis.call('EXISTS', KU) == 1 then keys[4] = KO end
+  for _, k in ipairs(keys) do
     if redis.call('PTTL', k) < ttl * 2 then redis.call('PEXPIRE', k, ttl * 2) end
   end
 end
@@ -686,6 +691,27 @@ for _, m in ipairs(expired) do
   end
 end
 return out
+"""
+)
+
+# The occupied flag: set if not set while the group has members (with the group's expiry);
+# taken when the group has none. 1 when this call set or took it.
+_ROOM_OCCUPIED = (
+    _ROOM_PRELUDE
+    + """
+if redis.call('EXISTS', KO) == 1 then return 0 end
+local ttl = redis.call('PTTL', KU)
+if ttl == -2 then return 0 end
+if ttl > 0 then redis.call('SET', KO, '1', 'PX', ttl) else redis.call('SET', KO, '1') end
+return 1
+"""
+)
+
+_ROOM_SETTLE = (
+    _ROOM_PRELUDE
+    + """
+if redis.call('EXISTS', KU) == 1 then return 0 end
+return redis.call('DEL', KO)
 """
 )
 
@@ -1349,8 +1375,9 @@ class RedisBackend(BasePresenceBackend):
     # -- rooms -------------------------------------------------------------------------------
 
     def _room_keys(self, group: str) -> list[str]:
+        # Every suffix is one character, so no two groups' keys can coincide.
         base = self._room_prefix + group
-        return [f"{base}:c", f"{base}:u", f"{base}:v"]
+        return [f"{base}:c", f"{base}:u", f"{base}:v", f"{base}:o"]
 
     async def room_join(
         self, group: str, user_id: str, member_id: str, *, ttl: float
@@ -1407,6 +1434,14 @@ class RedisBackend(BasePresenceBackend):
             for group, result in zip(names, results, strict=True)
             for i in range(0, len(result), 4)
         ]
+
+    async def room_occupied(self, group: str) -> bool:
+        result = await self._eval("room_occupied", _ROOM_OCCUPIED, [], self._room_keys(group))
+        return bool(int(result))
+
+    async def room_settle(self, group: str) -> bool:
+        result = await self._eval("room_settle", _ROOM_SETTLE, [], self._room_keys(group))
+        return bool(int(result))
 
     # -- streams -----------------------------------------------------------------------------
 
@@ -1582,10 +1617,11 @@ def _changes(result: Sequence[Any]) -> list[Change]:
 def _presence(signature: Any) -> PublicPresence:
     """The public presence a script's signature (see ``derive`` in the scripts) stands for."""
     state, devices, activities, text = _str(signature).split("\x1e")
+    # Sorted here, by code point: Lua's table.sort follows the Redis server's locale.
     return PublicPresence(
         state,
-        tuple(devices.split("\x1f")) if devices else (),
-        tuple(activities.split("\x1f")) if activities else (),
+        tuple(sorted(devices.split("\x1f"))) if devices else (),
+        tuple(sorted(activities.split("\x1f"))) if activities else (),
         text,
     )
 
@@ -1602,7 +1638,10 @@ def _encode_data(data: ConnectionData | None) -> str:
 
 
 def _decode_data(value: Any) -> ConnectionData:
+    """A connection's data as the scripts store it (see :func:`_encode_data`); '' none."""
     text = value if isinstance(value, bytes) else str(value).encode()
+    if not text:
+        return ConnectionData()
     keep = text[:1] == b"1"
     sep = text.index(b":", 1)
     end = sep + 1 + int(text[1:sep])

@@ -18,14 +18,15 @@ longer one).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 from .. import protocol
-from ..availability import AvailabilityError, connection_data
+from ..availability import AvailabilityError, connection_data, data_dict
+from ..backends import get_backend
 from ..conf import number_setting
 from ..ratelimit import TokenBucket
+from ..services.availability import MAX_STATUS_SECONDS
 from ..services.online import user_online_service
 from .frames import RequestError
 
@@ -33,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: The fields of ``set_presence``.
 PRESENCE_FIELDS = ("device", "activity", "data")
-#: The longest status expiry a client may ask for: a year.
-MAX_STATUS_SECONDS = 366 * 86400
 
 
 class AvailabilityMixin:
@@ -47,10 +46,10 @@ class AvailabilityMixin:
         super().__init__(*args, **kwargs)
         #: This connection's device, activity and data, as last set by its client.
         self.presence_fields: dict[str, Any] = {"device": "", "activity": "", "data": None}
-        self._presence_seeded = False
         self._presence_bucket: TokenBucket | None = None
         self._presence_flush: asyncio.TimerHandle | None = None
         self._presence_dirty = False
+        self._presence_set = False
 
     def _update_bucket(self) -> TokenBucket:
         if self._presence_bucket is None:
@@ -75,7 +74,20 @@ class AvailabilityMixin:
                 protocol.INVALID_PAYLOAD,
                 f"set_presence takes {', '.join(PRESENCE_FIELDS)}; got {unknown[0][:40]!r}.",
             )
-        fields = {**self._held_presence_fields(), **data}
+        if not self._presence_set:
+            # The first update starts from what the connection registered with (its
+            # ``?device=``), so that setting an activity keeps the device; or, for a
+            # reconnect within the grace period, from the data it inherited from the
+            # closing lease (one backend read, once per connection).
+            initial = getattr(self, "presence_initial_data", None)
+            if initial is None and self.presence_connection_id is not None:
+                found = await get_backend().availability([self.user_key])
+                initial = found[self.user_key].connections.get(self.presence_connection_id)
+            self._presence_set = True
+            if initial is not None:
+                self.presence_fields = data_dict(initial)
+                self.presence_fields["data"] = self.presence_fields["data"] or None
+        fields = {**self.presence_fields, **data}
         try:
             connection_data(**fields)
         except AvailabilityError as e:
@@ -88,24 +100,6 @@ class AvailabilityMixin:
             return protocol.ACK, {"request": "set_presence", "deferred": False}
         self._schedule_presence_flush()
         return protocol.ACK, {"request": "set_presence", "deferred": True}
-
-    def _held_presence_fields(self) -> dict[str, Any]:
-        """The fields the connection holds: its connect-time data until a first update.
-
-        An omitted field keeps its value, and the connection may have been given one
-        when it connected (``?device=web``): without this, the first ``set_presence``
-        that names only an activity would clear the device.
-        """
-        if not self._presence_seeded:
-            self._presence_seeded = True
-            initial = self.get_presence_connection_data()  # type: ignore[attr-defined]
-            if initial is not None:
-                self.presence_fields = {
-                    "device": initial.device,
-                    "activity": initial.activity,
-                    "data": json.loads(initial.data) if initial.data else None,
-                }
-        return self.presence_fields
 
     def _schedule_presence_flush(self) -> None:
         if self._presence_flush is not None:
@@ -149,7 +143,9 @@ class AvailabilityMixin:
                 protocol.INVALID_PAYLOAD,
                 f"data.expires_in must be a number of seconds > 0 and <= {MAX_STATUS_SECONDS}.",
             )
-        status, text = data.get("status"), data.get("text") or ""
+        # null is no text; any other value that is not a string is refused (not "").
+        status, text = data.get("status"), data.get("text")
+        text = "" if text is None else text
         try:
             await user_online_service._set_status(
                 self.user_key, status, text, expires_in, origin=self.channel_name

@@ -21,6 +21,7 @@ from typing import Any
 from .. import delivery, groups, protocol
 from ..ids import wire_user_id
 from ..services.groups import group_presence_service
+from ..services.online import user_online_service
 from .frames import RequestError, group_field
 from .layer import LayerGroupsMixin
 from .streams import StreamsMixin, since_field
@@ -140,6 +141,9 @@ class GroupsMixin(StreamsMixin, LayerGroupsMixin):
         data: dict[str, Any] = {"group": name, "count": len(members)}
         if view.full:
             data["members_online"] = [wire_user_id(m) for m in members]
+            # Each member's state (online, away, busy), derived as everywhere else.
+            states = await user_online_service.aget_presence_state(members)
+            data["states"] = {str(wire_user_id(m)): states[str(m)].presence.state for m in members}
         else:
             data["count_only"] = True
         return data

@@ -62,6 +62,7 @@ class UserOnlineStatusMixin:
 
     #: The id under which this connection is registered, once accepted.
     presence_connection_id: str | None = None
+    presence_initial_data: ConnectionData | None = None
     presence_user_id: Any = None
     _presence_expiry: asyncio.TimerHandle | None = None
     _presence_close_task: asyncio.Future[None] | None = None
@@ -102,6 +103,26 @@ class UserOnlineStatusMixin:
         finally:
             if self.presence_connection_id is not None or self._presence_expiry is not None:
                 await asyncio.shield(self._presence_unregister())
+
+    #: Whether a frame from the client counts as the user's activity (they are not
+    #: away; see docs/presence-states.md). True for a consumer whose traffic is the
+    #: user's doing (a video call's signalling); ``UserConsumer`` sets it False, its
+    #: clients report activity themselves (``activity`` requests).
+    presence_activity_on_receive: bool = True
+
+    async def websocket_receive(self, message: Any) -> None:
+        """Note the user's activity (at most one backend write per interval), then handle it.
+
+        The note is a dict update; a write, when one is due, runs in a task of its own, so
+        the consumer's handling of the frame waits for nothing.
+        """
+        if self.presence_activity_on_receive and self.presence_connection_id is not None:
+            runtime = get_runtime()
+            key = str(self.presence_user_id)
+            if runtime.activity.note(key):
+                task = asyncio.get_running_loop().create_task(runtime.write_activity([(key, 0.0)]))
+                task.add_done_callback(_log_activity_failure)
+        await super().websocket_receive(message)  # type: ignore[misc]
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         """Register the connection, then accept the socket (see Channels).
@@ -186,6 +207,8 @@ class UserOnlineStatusMixin:
         connection_id = getattr(self, "channel_name", None) or new_connection_id()
         self.presence_user_id = user_id
         self.presence_connection_id = connection_id
+        #: The connection's data as registered (its device from ``?device=``...).
+        self.presence_initial_data = self.get_presence_connection_data()
         # Tracked first: if the backend is down now, the next heartbeat registers it.
         runtime.track_connection(str(user_id), connection_id, self)
         try:
@@ -193,7 +216,7 @@ class UserOnlineStatusMixin:
                 user_id,
                 connection_id,
                 limit=valid_setting("MAX_CONNECTIONS_PER_USER"),
-                data=self.get_presence_connection_data(),
+                data=self.presence_initial_data,
             )
         except TooManyConnections as e:
             runtime.untrack_connection(connection_id)
@@ -314,3 +337,8 @@ class UserOnlineStatusMixin:
                 self.presence_user_id,
                 extra=extra,
             )
+
+
+def _log_activity_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("Could not write a user's activity", exc_info=task.exception())

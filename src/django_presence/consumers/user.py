@@ -72,6 +72,8 @@ class UserConsumer(
 
     #: The policy class; None uses ``DJANGO_PRESENCE["POLICY"]``.
     policy_class: type[Any] | None = None
+    #: A ``ping`` is no sign of life of the user: clients send ``activity`` themselves.
+    presence_activity_on_receive = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 #: Connection ids of server-set presences start with this (a valid channel name).
 SERVER_PRESENCE_PREFIX = "server-presence."
+#: The longest a status may last: a year. A later expiry is no datetime (or no Redis TTL).
+MAX_STATUS_SECONDS = 366 * 86400
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class AvailabilityService:
         Kept in the backend whether the user is online or not, across reconnects and
         restarts of web servers. An ``invisible`` user is shown offline to everyone else
         and still receives messages. The user's own connections get a ``status`` frame.
-        Raises ``ValueError`` for a bad status, text or expiry.
+        Raises ``ValueError`` for a bad status, text or expiry (more than a year away).
         """
         ttl = expires_in
         if until is not None:
@@ -113,6 +115,8 @@ class AvailabilityService:
         status, text = check_status(status, text)
         if ttl is not None and (isinstance(ttl, bool) or not ttl > 0):
             raise ValueError("The status must expire in the future.")
+        if ttl is not None and not ttl <= MAX_STATUS_SECONDS:
+            raise ValueError(f"A status lasts at most {MAX_STATUS_SECONDS} seconds (a year).")
         runtime = get_runtime()
         async with runtime.hold(key):
             change = await get_backend().set_status(key, status, text=text, ttl=ttl)
@@ -171,9 +175,17 @@ class AvailabilityService:
         socket of theirs is open or it is set again. Setting it again renews it;
         :meth:`aclear_presence` ends it at once. ``device``, ``activity`` and ``data``
         are as for a connection (``device="mobile"`` after a push registration).
+        ``ttl`` is at most a year.
         """
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-            raise ValueError(f"ttl must be a number of seconds > 0, got {ttl!r}.")
+        # "not 0 < ttl <= ..." also refuses NaN, which compares false with everything.
+        if (
+            isinstance(ttl, bool)
+            or not isinstance(ttl, int | float)
+            or not 0 < ttl <= MAX_STATUS_SECONDS
+        ):
+            raise ValueError(
+                f"ttl must be a number of seconds > 0 and <= {MAX_STATUS_SECONDS}, got {ttl!r}."
+            )
         value = connection_data(device, activity, data)
         key = user_key(user_id)
         runtime = get_runtime()

@@ -14,6 +14,10 @@ which consumers use to order updates against the member list they read.
 :data:`group_presence_service` reads group presence from anywhere (``get_members`` in
 sync code, ``aget_members`` in async code); ``ajoin``/``aleave`` are what the ``ws/user/``
 consumer calls for its connections.
+
+A group that goes from no user to some sends ``group_occupied``, and one that has had no
+user for ``OFFLINE_GRACE_PERIOD`` sends ``group_emptied``, each once across processes
+(:mod:`~django_presence.occupancy`).
 """
 
 from __future__ import annotations
@@ -49,18 +53,22 @@ class GroupPresenceService:
         """
         validate_client_group_name(group)
         key = user_key(user_id)
-        get_runtime().track_membership(group, key, member_id)
+        runtime = get_runtime()
+        runtime.track_membership(group, key, member_id)
         change = await get_backend().room_join(
             group, key, member_id, ttl=number_setting("CONNECTION_TTL", allow_zero=False)
         )
         await transitions.announce_member_change(change, origin=origin)
+        await runtime.member_changed(change)
 
     async def aleave(self, group: str, user_id: Any, member_id: str, *, origin: str = "") -> None:
         """Remove a membership from ``group`` (nothing happens if it is not there)."""
         key = user_key(user_id)
-        get_runtime().untrack_membership(group, member_id)
+        runtime = get_runtime()
+        runtime.untrack_membership(group, member_id)
         change = await get_backend().room_leave(group, key, member_id)
         await transitions.announce_member_change(change, origin=origin)
+        await runtime.member_changed(change)
 
     async def aget_members(self, group: str) -> GroupMembers:
         """The users in ``group`` and its version, in one backend step."""

@@ -49,8 +49,9 @@ class PresenceState:
 
     ``seq`` is the user's last transition or presence change (0 when none is known);
     ``last_seen`` is when the user last went offline (ISO 8601, from the database copy),
-    None while online, for users never seen, or when no database copy is kept.
-    ``is_online`` and ``presence`` are what other users see: an invisible user is offline.
+    None while online, for users never seen, for an invisible user, or when no database
+    copy is kept. ``is_online`` and ``presence`` are what other users see: an invisible
+    user is offline.
     """
 
     is_online: bool
@@ -233,7 +234,12 @@ class UserOnlineService(AvailabilityService):
         """
         keys = list(dict.fromkeys(user_key(user_id) for user_id in user_ids))
         found = await get_backend().availability(keys)
-        offline = [key for key in keys if not found[key].presence.online]
+        # An invisible user's last_seen (when they really went offline) is theirs alone.
+        offline = [
+            key
+            for key in keys
+            if not found[key].presence.online and found[key].status != "invisible"
+        ]
         seen = await transitions.last_seen(offline)
         return {
             key: PresenceState(

@@ -51,7 +51,11 @@ def _state(user_id: Any, online: Any) -> str:
         logger.debug("Rendered the presence dot of user %s as unknown (async code)", user_id)
         return ""
     try:
-        return "true" if user_online_service.is_user_online(user_id) else "false"
+        if not user_online_service.is_user_online(user_id):
+            return "false"
+        # Online: shown so only when the user is not invisible (others see them offline).
+        presence = user_online_service.get_presence([user_id]).get(user_id)
+        return "false" if presence is None or presence.status == "invisible" else "true"
     except Exception as e:  # A page must render with the backend down.
         logger.warning("Rendered the presence dot of user %s as unknown: %s", user_id, e)
         return ""

@@ -1,6 +1,7 @@
 """``manage.py presence``: inspect and maintain presence.
 
-- ``presence status [--json]``: online users and their open connection counts.
+- ``presence status [--json]``: online users, their open connection counts, their state
+  (online, away, busy; offline when invisible), status, devices and activities.
 - ``presence sweep``: remove expired connections now (servers also do it on their own).
 - ``presence reconcile [--batch-size N] [--no-progress]``: make the DB ``is_online`` agree
   with the backend, with a progress bar on a terminal; ``-v 2`` lists the users changed.
@@ -89,9 +90,16 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"{len(rows)} users online")
         if rows:
-            self.stdout.write(f"{'USER':<24} {'CONNECTIONS':>11}")
+            self.stdout.write(
+                f"{'USER':<24} {'CONNECTIONS':>11}  {'STATE':<8} {'STATUS':<10} "
+                "DEVICES / ACTIVITIES"
+            )
             for row in rows:
-                self.stdout.write(f"{row['user_id']!s:<24} {row['connections']:>11}")
+                details = ", ".join(row["devices"] + row["activities"])
+                self.stdout.write(
+                    f"{row['user_id']!s:<24} {row['connections']:>11}  {row['state']:<8} "
+                    f"{row['status']:<10} {details}".rstrip()
+                )
 
     def handle_disconnect(self, **options: Any) -> None:
         """Close every socket of a user, found by primary key or username."""
@@ -215,8 +223,20 @@ def _positive_int(value: str) -> int:
 
 async def _status() -> list[dict[str, Any]]:
     backend = get_backend()
-    rows = [
-        {"user_id": pk_from_key(key), "connections": await backend.connection_count(key)}
-        for key in await backend.all_online_user_ids()
-    ]
+    pks = {key: pk_from_key(key) for key in await backend.all_online_user_ids()}
+    found = await user_online_service.aget_presence(list(pks.values()))
+    rows = []
+    for key, pk in pks.items():
+        presence = found[pk]
+        rows.append(
+            {
+                "user_id": pk,
+                "connections": await backend.connection_count(key),
+                # The state others see, the user's status, their devices and activities.
+                "state": presence.state,
+                "status": presence.status,
+                "devices": list(presence.devices),
+                "activities": list(presence.activities),
+            }
+        )
     return sorted(rows, key=lambda row: row["user_id"])

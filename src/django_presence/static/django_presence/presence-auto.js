@@ -7,7 +7,7 @@
  * data-storage (optional: "session"), data-device (optional: the kind of device, sent as
  * ?device=). It starts one PresenceClient
  * (DjangoPresence.client), subscribes to the user of every [data-presence-user] element
- * and keeps their data-online, data-last-seen and title up to date.
+ * and keeps their data-online, data-state, data-last-seen and title up to date.
  * DjangoPresence.bindPresence(root) does the same for elements added later.
  */
 (function () {
@@ -46,6 +46,8 @@
   function render(element, entry) {
     var online = entry.is_online ? "true" : "false";
     element.setAttribute("data-online", online);
+    // online, away, busy or offline (docs/presence-states.md): presence.css colours it.
+    element.setAttribute("data-state", entry.state || (entry.is_online ? "online" : "offline"));
     if (entry.last_seen) {
       element.setAttribute("data-last-seen", entry.last_seen);
     }
