@@ -282,6 +282,11 @@ def test_monitor_lists_online_users_and_their_connections(
     add(alice.pk, "alice-tab-2", server="web-2:202")
     add(bob.pk, "bob-phone", server="web-1:101")
     add(bob.pk, "bob-laptop", server="web-2:202")
+    # What alice's second tab says it is, and her status: the monitor shows both.
+    user_online_service.set_connection_data(
+        alice.pk, "alice-tab-2", device="mobile", activity="in_call"
+    )
+    user_online_service.set_status(alice.pk, "busy", text="Ward round")
     # Bob closes both; the last one is kept for the offline grace period.
     user_online_service.remove_user_connection(bob.pk, "bob-phone", grace=60)
     user_online_service.remove_user_connection(bob.pk, "bob-laptop", grace=60)
@@ -306,6 +311,9 @@ def test_monitor_lists_online_users_and_their_connections(
     ]
     assert "web-1:101" in alice_html
     assert "web-2:202" in alice_html
+    assert re.search(r'data-state="busy">busy &middot; busy &ldquo;Ward round&rdquo;<', alice_html)
+    assert re.findall(r'class="presence-said">([^<]*)<', alice_html) == ["mobile &middot; in_call"]
+    assert re.search(r'data-state="online">online<', bob_html)  # in his grace period
     # Bob is online (grace period) with no open connection: counted 0, lease shown closing.
     assert re.search(r'class="presence-count">0<', bob_html)
     assert re.findall(r'data-connection-id="([\w-]+)"', bob_html) == ["bob-laptop"]

@@ -56,7 +56,7 @@ from django.utils import timezone
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from .backends import BasePresenceBackend, ConnectionInfo, get_backend
+from .backends import Availability, BasePresenceBackend, ConnectionInfo, get_backend
 from .conf import presence_settings
 from .ids import key_order, pk_or_none
 from .services import user_online_service
@@ -173,6 +173,9 @@ class MonitoredConnection:
     opened_ago: str = ""
     renewed_ago: str = ""
     expires_in: str = ""
+    #: What the connection says it is (docs/presence-states.md), "" when unset.
+    device: str = ""
+    activity: str = ""
 
 
 @dataclass
@@ -183,6 +186,11 @@ class MonitoredUser:
     pk: Any
     user: Any
     connections: list[MonitoredConnection] = field(default_factory=list)
+    #: The state others see (online, away, busy; offline while invisible), the status
+    #: the user set and its text.
+    state: str = ""
+    status: str = ""
+    status_text: str = ""
 
     @property
     def db_is_online(self) -> bool | None:
@@ -200,10 +208,10 @@ class MonitoredUser:
 
 async def _read_connections(
     backend: BasePresenceBackend, keys: Sequence[str]
-) -> tuple[float, list[list[ConnectionInfo]]]:
+) -> tuple[float, list[list[ConnectionInfo]], dict[str, Availability]]:
     # One event loop for the whole page: the reads go out together, not one by one.
     results = await asyncio.gather(*(backend.user_connections(key) for key in keys))
-    return await backend.now(), list(results)
+    return await backend.now(), list(results), await backend.availability(keys)
 
 
 class OnlineStatusAdminMixin(_ModelAdminBase):
@@ -420,7 +428,7 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
         return TemplateResponse(request, self.presence_monitor_template, context)
 
     def _monitor_rows(self, backend: BasePresenceBackend, keys: list[str]) -> list[MonitoredUser]:
-        backend_now, per_user = async_to_sync(_read_connections)(backend, keys)
+        backend_now, per_user, found = async_to_sync(_read_connections)(backend, keys)
         # Lease times are on the backend's clock (Redis TIME, or a monotonic clock):
         # shown as this server's datetimes, through their offset from the backend's now.
         wall_now = timezone.now()
@@ -439,7 +447,13 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
         for key, connections in zip(keys, per_user, strict=True):
             pk = pks[key]
             row = MonitoredUser(key, pk, users.get(pk) if pk is not None else None)
+            availability = found.get(key)
+            if availability is not None:
+                row.state = availability.presence.state
+                row.status, row.status_text = availability.status, availability.text
+            data = availability.connections if availability is not None else {}
             for info in sorted(connections, key=lambda c: c.opened_at):
+                said = data.get(info.connection_id)
                 row.connections.append(
                     MonitoredConnection(
                         connection_id=info.connection_id,
@@ -452,6 +466,8 @@ class OnlineStatusAdminMixin(_ModelAdminBase):
                         opened_ago=duration(backend_now - info.opened_at),
                         renewed_ago=duration(backend_now - info.expires_at + ttl),
                         expires_in=duration(abs(info.expires_at - backend_now)),
+                        device=said.device if said is not None else "",
+                        activity=said.activity if said is not None else "",
                     )
                 )
             rows.append(row)
