@@ -44,6 +44,7 @@ is a client group name that already passed
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from .conf import valid_setting
@@ -149,6 +150,14 @@ class PresenceOnlyPolicy(DefaultPolicy):
     async def can_broadcast(self, user: Any) -> bool:
         """No broadcasts, staff included."""
         return False
+
+
+async def ask(policy: Any, method: str, user: Any, *args: Any) -> bool:
+    """``policy.<method>(user, *args)`` as a bool, awaited when it is a coroutine."""
+    result = getattr(policy, method)(user, *args)
+    if inspect.isawaitable(result):
+        result = await result
+    return bool(result)
 
 
 def get_policy_class() -> type[Any]:

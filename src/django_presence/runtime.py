@@ -257,9 +257,14 @@ class Runtime:
         loop, whatever its clients send; an away user's first activity is written at
         once (their last write is older than the interval).
         """
-        if not self.activity.note(user_key):
-            return
-        await self.write_activity([(user_key, 0.0)])
+        if self.activity.note(user_key):
+            await self.write_activity([(user_key, 0.0)])
+
+    def note_activity_soon(self, user_key: str) -> None:
+        """:meth:`note_activity` without waiting: a write, when due, runs in a task."""
+        if self.activity.note(user_key):
+            task = asyncio.get_running_loop().create_task(self.write_activity([(user_key, 0.0)]))
+            task.add_done_callback(_log_activity_failure)
 
     async def write_activity(self, activity: list[tuple[str, float]]) -> None:
         """Write ``(user key, seconds ago)`` activity and apply the presence it changes."""
@@ -476,6 +481,11 @@ class Runtime:
 _runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _log_activity_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("Could not write a user's activity", exc_info=task.exception())
 
 
 def _sweep_was_full(result: SweepResult) -> bool:

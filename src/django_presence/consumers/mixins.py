@@ -117,11 +117,7 @@ class UserOnlineStatusMixin:
         the consumer's handling of the frame waits for nothing.
         """
         if self.presence_activity_on_receive and self.presence_connection_id is not None:
-            runtime = get_runtime()
-            key = str(self.presence_user_id)
-            if runtime.activity.note(key):
-                task = asyncio.get_running_loop().create_task(runtime.write_activity([(key, 0.0)]))
-                task.add_done_callback(_log_activity_failure)
+            get_runtime().note_activity_soon(str(self.presence_user_id))
         await super().websocket_receive(message)  # type: ignore[misc]
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
@@ -337,8 +333,3 @@ class UserOnlineStatusMixin:
                 self.presence_user_id,
                 extra=extra,
             )
-
-
-def _log_activity_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning("Could not write a user's activity", exc_info=task.exception())

@@ -14,7 +14,6 @@ member views in :mod:`.groups`, the channel-layer groups (kept through a layer o
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import uuid
@@ -31,7 +30,7 @@ from ..availability import presence_fields, seen_as
 from ..backends import PublicPresence
 from ..conf import number_setting, presence_settings
 from ..ids import wire_user_id
-from ..policies import get_policy_class
+from ..policies import ask, get_policy_class
 from ..ratelimit import FloodDetector, TokenBucket, flood_setting, rate_setting, user_buckets
 from ..services.messaging import send_group_message, user_messaging_service
 from ..services.online import user_online_service
@@ -336,10 +335,7 @@ class UserConsumer(
         return (self.policy_class or get_policy_class())()
 
     async def _ask(self, method: str, *args: Any) -> bool:
-        result = getattr(self.policy, method)(self.user, *args)
-        if inspect.isawaitable(result):
-            result = await result
-        return bool(result)
+        return await ask(self.policy, method, self.user, *args)
 
     async def can_message(self, target_id: Any) -> bool:
         """Whether this connection's user may send a direct message to ``target_id``."""

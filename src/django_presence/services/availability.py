@@ -9,7 +9,6 @@ What a user's state is and how it is derived: ``docs/presence-states.md``.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 import time
@@ -27,7 +26,7 @@ from ..availability import check_status, connection_data, data_dict
 from ..backends import Availability, ConnectionData, get_backend
 from ..conf import number_setting, presence_settings
 from ..ids import check_connection_id, pk_from_key, user_key
-from ..policies import get_policy_class
+from ..policies import ask, get_policy_class
 from ..runtime import get_runtime
 
 logger = logging.getLogger(__name__)
@@ -72,13 +71,6 @@ def _server_presence_id(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"name must be 1 to 40 letters, digits, '_', '.' or '-', got {name!r}.")
     return SERVER_PRESENCE_PREFIX + name
-
-
-async def _ask(policy: Any, method: str, *args: Any) -> bool:
-    result = getattr(policy, method)(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return bool(result)
 
 
 class AvailabilityService:
@@ -233,9 +225,9 @@ class AvailabilityService:
             if policy is None or viewer.pk == pk_from_key(key):
                 result[pk] = _full(pk, availability, offset, last_seen)
                 continue
-            if not await _ask(policy, "can_watch", viewer, pk):
+            if not await ask(policy, "can_watch", viewer, pk):
                 continue
-            details = await _ask(policy, "can_see_details", viewer, pk)
+            details = await ask(policy, "can_see_details", viewer, pk)
             result[pk] = _as_seen(pk, availability, offset, last_seen, details=details)
         return result
 
@@ -304,8 +296,9 @@ def _full(pk: Any, a: Availability, offset: float, last_seen: datetime | None) -
         user_id=pk,
         state=a.presence.state if a.status != "invisible" else a.state,
         is_online=a.online,
-        devices=a.presence.devices or _devices(a),
-        activities=a.presence.activities or _activities(a),
+        # From the connections: the public presence has none while the user is invisible.
+        devices=_devices(a),
+        activities=_activities(a),
         status_text=a.text,
         status=a.status,
         status_expires_at=_time(a.status_expires_at, offset),
