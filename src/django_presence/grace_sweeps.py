@@ -44,6 +44,16 @@ MARGIN = 0.05
 RETRY_AFTER = 0.5
 
 
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until each has ended (the timers' ``stop()``)."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def kept_closing_lease(change: Change, grace: float) -> bool:
     """Whether ``remove_connection(..., grace=grace)`` returning ``change`` left a closing lease.
 
@@ -100,12 +110,7 @@ class GraceSweeps:
 
     async def stop(self) -> None:
         """Cancel every scheduled sweep (the beat sweeps what they would have)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._timers.clear()
         self._users.clear()
 

@@ -31,13 +31,13 @@ others a member event; nobody is left to tell of an emptying. The signals are th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from django.dispatch import Signal
 
 from . import signals
 from .backends import MemberChange, get_backend
+from .grace_sweeps import cancel_and_wait
 from .ids import SERVER_ID
 
 logger = logging.getLogger(__name__)
@@ -127,12 +127,7 @@ class GroupSettles:
 
     async def stop(self) -> None:
         """Cancel every pending settle (their flags expire with their groups' keys)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._waiting.clear()
 
     async def _run(self, group: str, grace: float) -> None:
