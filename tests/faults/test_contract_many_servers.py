@@ -1,9 +1,9 @@
 """The backend contract suite, on Redis Sentinel and Cluster.
 
 Every contract test (``tests/test_backend_contract.py``,
-``tests/test_backend_contract_rooms.py``, ``tests/test_backend_contract_streams.py`` and
-``tests/test_backend_contract_availability.py``)
-is imported here and runs against the Redis
+``tests/test_backend_contract_rooms.py``, ``tests/test_backend_contract_streams.py``,
+``tests/test_backend_contract_availability.py`` and
+``tests/test_backend_contract_servers.py``) is imported here and runs against the Redis
 backend with a ``client_factory`` for each deployment; the deployments are real processes
 started by this module (three cluster masters, or one master and one Sentinel).
 """
@@ -22,6 +22,7 @@ from django_presence.backends import reset_backend
 from ..test_backend_contract import *  # noqa: F403 - the contract tests themselves
 from ..test_backend_contract_availability import *  # noqa: F403 - and availability
 from ..test_backend_contract_rooms import *  # noqa: F403 - and the rooms and the clock
+from ..test_backend_contract_servers import *  # noqa: F403 - and the servers' leases
 from ..test_backend_contract_streams import *  # noqa: F403 - and the streams
 from .topologies import (
     RedisClusterProcesses,

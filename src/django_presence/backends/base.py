@@ -1,10 +1,11 @@
 """The contract every presence backend implements.
 
-A backend stores one *lease* per connection and decides every user-level transition
-atomically: each mutating call returns what changed for the user, and nothing outside the
-backend infers a transition from a count it read earlier. It also stores the members of
-each client group ("room"), with the same kind of leases and atomic decisions. Backends
-know nothing of Django models, consumers or the channel layer.
+A backend stores one *lease* per connection, or per server process for the connections
+filed under it, and decides every user-level transition atomically: each mutating call
+returns what changed for the user, and nothing outside the backend infers a transition
+from a count it read earlier. It also stores the members of each client group ("room"),
+with the same kind of leases and atomic decisions. Backends know nothing of Django
+models, consumers or the channel layer.
 
 Times are seconds (floats). Leases are measured on the backend's own clock (Redis server
 time for :class:`~django_presence.backends.redis.RedisBackend`), never on each web server's.
@@ -147,11 +148,16 @@ class Availability:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """What one sweep removed: ``removed`` expired leases and the users they took offline."""
+    """What one sweep removed: ``removed`` connections and the users they took offline.
+
+    ``more`` is True when the sweep stopped at its ``limit`` with more expired or retired
+    connections waiting: the caller may sweep again at once.
+    """
 
     removed: int = 0
     changes: tuple[Change, ...] = ()
     swept: bool = True  # False when another process held the sweep lock.
+    more: bool = False
 
 
 @dataclass(frozen=True)
@@ -320,6 +326,12 @@ class BasePresenceBackend:
     ) -> Change:
         """Store a connection lease of ``ttl`` seconds; ONLINE if the user had no lease.
 
+        With a ``server``, the connection is *filed under* that server instead of holding
+        a lease of its own: it lives as long as the server's lease, which the call extends
+        to at least ``ttl`` seconds from now (creating it unconfirmed, see
+        :meth:`renew_server`, when the server had none). Adding an existing connection
+        with ``server`` "" keeps the server it had, and its filing.
+
         Adding a connection removes any grace-period lease the user still had, so a
         reconnect within the grace period causes no transition at all; the new
         connection inherits that lease's data when ``data`` is None. Adding an id that
@@ -339,7 +351,8 @@ class BasePresenceBackend:
         With ``grace`` > 0 and no other open connection, the lease is kept ``grace``
         seconds longer as a *closing* lease instead: the user stays online, and a later
         :meth:`sweep` announces OFFLINE unless a connection was added meanwhile. Removing
-        an unknown connection is not an error and changes nothing.
+        an unknown connection is not an error and changes nothing. A connection filed under
+        a server leaves its filing either way: a closing lease is always one of its own.
         """
         raise self._not_implemented("remove_connection")
 
@@ -348,16 +361,23 @@ class BasePresenceBackend:
     ) -> list[tuple[str, Change]]:
         """Extend the leases of many ``(user_id, connection_id)`` pairs in one round trip.
 
-        A pair whose lease is missing or closing (it expired and was swept, the store was
-        restarted empty, or it was removed while this heartbeat was under way) is stored
-        again as an open connection. The returned list holds ``(connection_id, change)``
-        for every pair stored again, and nothing for pairs that were merely extended; the
-        caller removes again any of them it no longer holds open.
+        A pair filed under a server (see :meth:`add_connection`) is filed under it again,
+        and that server's lease is extended instead of the pair's. A pair whose lease is
+        missing or closing (it expired and was swept, the store was restarted empty, or it
+        was removed while this heartbeat was under way) is stored again as an open
+        connection (filed under ``server`` when one is given). The returned list holds
+        ``(connection_id, change)`` for every pair stored again, and nothing for pairs that
+        were merely extended; the caller removes again any of them it no longer holds open.
         """
         raise self._not_implemented("heartbeat")
 
     async def sweep(self, *, limit: int = 1000, lock_ttl: float = 0) -> SweepResult:
         """Remove up to ``limit`` expired leases and return the OFFLINE changes they caused.
+
+        A server whose lease expired is dead: everything filed under it is retired, due
+        now. Retired connections whose time came are removed unless filed again under
+        their server meanwhile. At most ``limit`` connections are examined per call
+        (``more`` says whether work is left), whatever a dead server held.
 
         It also derives again the presence of up to ``limit`` users whose ``away`` time
         or status expiry passed, and returns those that changed (transition NONE).
@@ -384,6 +404,43 @@ class BasePresenceBackend:
         """
         restored = await self.heartbeat(connections, ttl=ttl, server=server)
         return restored, await self.sweep(limit=limit, lock_ttl=lock_ttl)
+
+    async def renew_server(self, server: str, *, ttl: float, rotate: bool = False) -> bool:
+        """Extend ``server``'s lease to ``ttl`` seconds from now, whatever it holds.
+
+        True when the lease was held and *confirmed*: taken by an earlier call and never
+        lost since. False on the first call, after the lease expired and was swept (its
+        connections removed), after the store lost it, or when only
+        :meth:`add_connection` had (re)created it. After False the lease is held and
+        confirmed, and the caller must file again every connection it holds with
+        ``heartbeat(pairs, ttl=ttl, server=server)`` (those the store lost come back as
+        restored).
+
+        On False, and always with ``rotate`` (which returns False), whatever was filed
+        under the server is *retired*: a sweep removes it ``ttl`` seconds from now unless
+        it was filed again under the server by then. That drops connections a process
+        failed to remove, with no transition for the users it still holds.
+
+        The default returns False: a backend without per-server leases, whose caller
+        then heartbeats every connection on every beat.
+        """
+        return False
+
+    async def renew_server_and_sweep(
+        self,
+        server: str,
+        *,
+        ttl: float,
+        rotate: bool = False,
+        limit: int = 1000,
+        lock_ttl: float = 0,
+    ) -> tuple[bool, SweepResult]:
+        """:meth:`renew_server`, then :meth:`sweep` (one round trip on Redis).
+
+        The default makes the two calls.
+        """
+        held = await self.renew_server(server, ttl=ttl, rotate=rotate)
+        return held, await self.sweep(limit=limit, lock_ttl=lock_ttl)
 
     # -- availability: states, activity, statuses, connection data ------------------------
     #
@@ -443,7 +500,10 @@ class BasePresenceBackend:
         }
 
     async def remove_user(self, user_id: str) -> tuple[int, Change]:
-        """Remove every lease of a user, with no grace; return how many and the change."""
+        """Remove every lease of a user, with no grace; return how many and the change.
+
+        The user's connections leave their servers' filings too.
+        """
         raise self._not_implemented("remove_user")
 
     async def is_online(self, user_id: str) -> bool:
@@ -467,7 +527,11 @@ class BasePresenceBackend:
         raise self._not_implemented("all_online_user_ids")
 
     async def user_connections(self, user_id: str) -> list[ConnectionInfo]:
-        """The user's stored connections, open and closing, for monitoring."""
+        """The user's stored connections, open and closing, for monitoring.
+
+        A connection filed under a server expires with the server's lease (a retired one:
+        when it may be removed).
+        """
         raise self._not_implemented("user_connections")
 
     # -- blocking reads, for sync callers ---------------------------------------------------

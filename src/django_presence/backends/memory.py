@@ -38,10 +38,24 @@ from .base import (
 
 @dataclass
 class _Lease:
-    expires_at: float
+    expires_at: float  # Of the connection's own lease: unused while it is filed.
     opened_at: float
     closing: bool
     server: str
+
+    @property
+    def filed(self) -> bool:
+        """Filed under its server (which holds its lease), rather than a lease of its own."""
+        return bool(self.server) and not self.closing
+
+
+@dataclass
+class _Retired:
+    """A server's filing retired (rotated, or the server dead): removed once ``due``."""
+
+    server: str
+    due: float
+    pairs: set[tuple[str, str]]
 
 
 @dataclass
@@ -125,6 +139,13 @@ class MemoryBackend(BasePresenceBackend):
         # must be derived again (away time or status expiry), for sweep().
         self._avail: dict[str, _Availability] = {}
         self._avail_due: dict[str, float] = {}
+        # Server leases (as the Redis keys): server -> lease expiry; the servers whose lease
+        # is confirmed (renew_server); server -> the (user id, connection id) pairs filed
+        # under it; its retired filings, in the order they were retired.
+        self._procs: dict[str, float] = {}
+        self._pconf: set[str] = set()
+        self._filed: dict[str, set[tuple[str, str]]] = {}
+        self._retired: list[_Retired] = []
 
     def _next_seq(self, user_id: str) -> int:
         # Never below the wall clock in microseconds, as on Redis: a transition that
@@ -210,6 +231,62 @@ class MemoryBackend(BasePresenceBackend):
     def _open_count(leases: dict[str, _Lease]) -> int:
         return sum(1 for lease in leases.values() if not lease.closing)
 
+    # -- server leases: the connections filed under a server live as long as its lease --
+
+    def _file(self, user_id: str, connection_id: str, server: str) -> None:
+        self._filed.setdefault(server, set()).add((user_id, connection_id))
+
+    def _unfile(self, user_id: str, connection_id: str, lease: _Lease) -> None:
+        """Take the connection out of its server's live filing (retired ones stay: the
+        sweep skips what is gone or no longer filed there)."""
+        filing = self._filed.get(lease.server)
+        if filing is not None:
+            filing.discard((user_id, connection_id))
+            if not filing:
+                del self._filed[lease.server]
+
+    def _retire(self, server: str, due: float) -> None:
+        filing = self._filed.pop(server, None)
+        if filing:
+            self._retired.append(_Retired(server, due, filing))
+
+    def _expires_at(self, user_id: str, connection_id: str, lease: _Lease) -> float:
+        """When the connection goes: its own lease's expiry, or its server's (retired: when
+        the first retired filing holding it may be removed)."""
+        if not lease.filed:
+            return lease.expires_at
+        pair = (user_id, connection_id)
+        if pair in self._filed.get(lease.server, ()):
+            return self._procs.get(lease.server, lease.expires_at)
+        dues = [r.due for r in self._retired if r.server == lease.server and pair in r.pairs]
+        return min(dues, default=lease.expires_at)
+
+    async def renew_server(self, server: str, *, ttl: float, rotate: bool = False) -> bool:
+        with self._lock:
+            return self._renew_server(server, ttl, rotate)
+
+    def _renew_server(self, server: str, ttl: float, rotate: bool) -> bool:
+        now = self._clock()
+        held = server in self._pconf
+        self._procs[server] = now + ttl
+        self._pconf.add(server)
+        if rotate or not held:
+            self._retire(server, now + ttl)
+        return held and not rotate
+
+    async def renew_server_and_sweep(
+        self,
+        server: str,
+        *,
+        ttl: float,
+        rotate: bool = False,
+        limit: int = 1000,
+        lock_ttl: float = 0,
+    ) -> tuple[bool, SweepResult]:
+        with self._lock:
+            held = self._renew_server(server, ttl, rotate)
+            return held, self._sweep(limit, lock_ttl)
+
     def _store(
         self,
         user_id: str,
@@ -232,9 +309,14 @@ class MemoryBackend(BasePresenceBackend):
                 inherited = record.data.pop(cid, None)
                 if data is None and inherited is not None:
                     data = inherited
-        leases[connection_id] = _Lease(
+        lease = leases[connection_id] = _Lease(
             now + ttl, old.opened_at if old else now, False, server or (old.server if old else "")
         )
+        if old is not None and old.server != lease.server:
+            self._unfile(user_id, connection_id, old)
+        if lease.server:
+            self._file(user_id, connection_id, lease.server)
+            self._procs[lease.server] = max(self._procs.get(lease.server, now), now + ttl)
         if data is not None:
             self._set_data(user_id, connection_id, data)
         if idle > 0:
@@ -277,6 +359,7 @@ class MemoryBackend(BasePresenceBackend):
             lease = leases[connection_id]
             if lease.closing:
                 return Change(user_id, Transition.NONE, 0)
+            self._unfile(user_id, connection_id, lease)
             if grace > 0 and self._open_count(leases) == 1:
                 lease.closing = True
                 lease.expires_at = self._clock() + grace
@@ -298,45 +381,84 @@ class MemoryBackend(BasePresenceBackend):
                 lease = self._users.get(user_id, {}).get(connection_id)
                 if lease is not None and not lease.closing:
                     lease.expires_at = expires
+                    if lease.filed:
+                        self._file(user_id, connection_id, lease.server)
+                        self._procs[lease.server] = expires
                     continue
                 restored.append((connection_id, self._store(user_id, connection_id, ttl, server)))
         return restored
 
     async def sweep(self, *, limit: int = 1000, lock_ttl: float = 0) -> SweepResult:
         with self._lock:
-            now = self._clock()
-            if lock_ttl > 0:
-                if now < self._sweep_lock_until:
-                    return SweepResult(swept=False)
-                self._sweep_lock_until = now + lock_ttl
-            self._forget_old_transitions(now, limit)
-            removed = 0
-            changes = []
-            for user_id in list(self._users):
-                leases = self._users[user_id]
-                expired = [c for c, lease in leases.items() if lease.expires_at <= now]
-                for cid in expired:
-                    if removed >= limit:
-                        break
+            return self._sweep(limit, lock_ttl)
+
+    def _sweep(self, limit: int, lock_ttl: float) -> SweepResult:
+        now = self._clock()
+        if lock_ttl > 0:
+            if now < self._sweep_lock_until:
+                return SweepResult(swept=False)
+            self._sweep_lock_until = now + lock_ttl
+        self._forget_old_transitions(now, limit)
+        # Connections with a lease of their own whose lease expired.
+        expired: dict[str, list[str]] = {}
+        examined = 0
+        more = False
+        for user_id, leases in self._users.items():
+            for cid, lease in leases.items():
+                if lease.filed or lease.expires_at > now:
+                    continue
+                if examined >= limit:
+                    more = True
+                    break
+                expired.setdefault(user_id, []).append(cid)
+                examined += 1
+            if more:
+                break
+        # Dead servers: everything they filed is retired, removable now.
+        for server in [s for s, until in self._procs.items() if until <= now]:
+            del self._procs[server]
+            self._pconf.discard(server)
+            self._retire(server, now)
+        # Retired connections whose time came, unless filed again under their server.
+        for retired in sorted((r for r in self._retired if r.due <= now), key=lambda r: r.due):
+            while retired.pairs and examined < limit:
+                user_id, cid = retired.pairs.pop()
+                examined += 1
+                found = self._users.get(user_id, {}).get(cid)
+                if (
+                    found is not None
+                    and found.filed
+                    and found.server == retired.server
+                    and (user_id, cid) not in self._filed.get(retired.server, ())
+                ):
+                    expired.setdefault(user_id, []).append(cid)
+            if retired.pairs:
+                more = True
+                break
+        self._retired = [r for r in self._retired if r.pairs]
+        removed = 0
+        changes = []
+        for user_id, cids in expired.items():
+            leases = self._users[user_id]
+            for cid in cids:
+                if cid in leases:  # Twice when in two retired filings of its server.
                     del leases[cid]
                     self._set_data(user_id, cid, None)
                     removed += 1
-                if not leases:
-                    del self._users[user_id]
-                    changes.append(self._transition(user_id, Transition.OFFLINE, 0))
-                elif expired:
-                    change = self._announce(user_id, Transition.NONE, 0)
-                    if change.presence is not None:
-                        changes.append(change)
-                if removed >= limit:
-                    break
-            due = [uid for uid, when in self._avail_due.items() if when <= now][:limit]
-            for user_id in due:
-                # connection_count 0, as on Redis: a presence change counts nothing.
+            if not leases:
+                del self._users[user_id]
+                changes.append(self._transition(user_id, Transition.OFFLINE, 0))
+            else:
                 change = self._announce(user_id, Transition.NONE, 0)
                 if change.presence is not None:
                     changes.append(change)
-            return SweepResult(removed, tuple(changes))
+        due = [uid for uid, when in self._avail_due.items() if when <= now][:limit]
+        for user_id in due:
+            # connection_count 0, as on Redis: a presence change counts nothing.
+            change = self._announce(user_id, Transition.NONE, 0)
+            if change.presence is not None:
+                changes.append(change)
+        return SweepResult(removed, tuple(changes), more=more)
 
     def _forget_old_transitions(self, now: float, limit: int) -> None:
         for user_id, since in list(itertools.islice(self._offline_since.items(), limit)):
@@ -351,6 +473,8 @@ class MemoryBackend(BasePresenceBackend):
             leases = self._users.pop(user_id, None)
             if not leases:
                 return 0, Change(user_id, Transition.NONE, 0)
+            for cid, lease in leases.items():
+                self._unfile(user_id, cid, lease)
             return len(leases), self._transition(user_id, Transition.OFFLINE, 0)
 
     async def set_connection_data(
@@ -457,7 +581,12 @@ class MemoryBackend(BasePresenceBackend):
         with self._lock:
             return [
                 ConnectionInfo(
-                    user_id, cid, lease.opened_at, lease.expires_at, lease.closing, lease.server
+                    user_id,
+                    cid,
+                    lease.opened_at,
+                    self._expires_at(user_id, cid, lease),
+                    lease.closing,
+                    lease.server,
                 )
                 for cid, lease in self._users.get(user_id, {}).items()
             ]
@@ -723,6 +852,10 @@ class MemoryBackend(BasePresenceBackend):
             self._avail.clear()
             self._avail_due.clear()
             self._users.clear()
+            self._procs.clear()
+            self._pconf.clear()
+            self._filed.clear()
+            self._retired.clear()
             self._transition_seq.clear()
             self._offline_since.clear()
             self._sweep_lock_until = 0.0
