@@ -3,8 +3,22 @@
 Layout: every key carries the hash tag ``{<KEY_PREFIX>}``, so each script touches one hash
 slot and the backend works on Redis Cluster as well as on a single server or Sentinel.
 
-- ``{P}:leases``   sorted set: member ``<len(uid)>:<uid><cid>``, score = lease expiry (ms,
-  Redis server time).
+- ``{P}:procs``    sorted set: server -> lease expiry (ms, Redis server time). A connection
+  added with a server is *filed* under it and lives as long as the server's lease: one
+  renewal per server per interval, whatever it holds. ``{P}:pconf`` set: the servers
+  whose lease ``renew()`` took (confirmed); a lease ``store()`` made is not, so the
+  server's next renewal tells it to file again what it holds.
+- ``{P}:pc:<server>`` set of the connections filed under the server, member
+  ``<len(uid)>:<uid><cid>``.
+- ``{P}:retired`` sorted set: ``<server>\x1f<n>`` -> when the connections of the retired
+  filing ``{P}:pr:<server>\x1f<n>`` may be removed (ms); ``{P}:rseq`` numbers them. A
+  filing is retired (renamed, O(1)) when its server's lease expired (removable at once)
+  or when the server renews without holding a confirmed lease or rotates (removable a
+  lease from now). The sweep removes a retired connection unless it was filed again
+  under its server meanwhile, at most ``limit`` examined per call.
+- ``{P}:leases``   sorted set: the connections with a lease of their own (added without a
+  server, and closing leases), member ``<len(uid)>:<uid><cid>``, score = lease expiry
+  (ms, Redis server time).
 - ``{P}:u:<uid>``  hash: connection id -> ``<opened ms>|<server>``; one per online user.
 - ``{P}:online``   hash: user id -> ms since which the user is online.
 - ``{P}:closing``  hash: user id -> connection id of the user's grace-period lease (at most
@@ -46,7 +60,8 @@ atomic step. Leases use ``TIME`` on the Redis server, never a web server's clock
 
 Round trips: one per connect and per disconnect (plus one read when the service writes a
 transition to the DB), and one per heartbeat interval per server process, whatever the
-number of connections it holds (up to 5000; one more per further 5000).
+number of connections it holds (``renew_server_and_sweep``); filing every connection
+again (after a lost lease) takes one script call per 5,000.
 
 Tested with redis-py 8.1.0 and channels_redis 4.3.0, against Redis server 7.0.15 and
 6.0.9. redis-py 8 changed two defaults that matter here, so this backend sets both
@@ -121,15 +136,55 @@ local function split(m)
 end
 """
 
-# KEYS: 1 leases, 2 online, 3 seq, 4 tseq, 5 closing, 6 sweeplock, 7 offline.
-# ARGV[1]: user key prefix.
+# KEYS: 1 leases, 2 online, 3 seq, 4 tseq, 5 closing, 6 sweeplock, 7 offline, 8 adue,
+# 9 procs, 10 pconf, 11 retired. ARGV[1]: user key prefix.
 _PRELUDE = (
     _COMMON
     + """
 local K_LEASES, K_ONLINE, K_SEQ, K_TSEQ, K_CLOSING = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_OFFLINE, K_DUE = KEYS[7], KEYS[8]
+local K_PROCS, K_PCONF, K_RETIRED = KEYS[9], KEYS[10], KEYS[11]
 local UP = ARGV[1]
-local UA = string.sub(UP, 1, -3) .. 'a:'
+local BASE = string.sub(UP, 1, -3)
+local UA, PC, PR = BASE .. 'a:', BASE .. 'pc:', BASE .. 'pr:'
+-- The server a connection is filed under, from its record (''; a lease of its own).
+local function server_of(v) return string.sub(v, string.find(v, '|', 1, true) + 1) end
+-- Extend server s's lease to at least until_ms; a lease made here is not confirmed (only
+-- renew() confirms one, and tells the process to file again what it holds).
+local function extend_server(s, until_ms)
+  local e = redis.call('ZSCORE', K_PROCS, s)
+  if not e then
+    redis.call('SREM', K_PCONF, s)
+    redis.call('ZADD', K_PROCS, until_ms, s)
+  elseif tonumber(e) < until_ms then
+    redis.call('ZADD', K_PROCS, until_ms, s)
+  end
+end
+-- A connection filed under a server lives as long as the server's lease; with no server,
+-- it has a lease of its own in K_LEASES.
+local function file(uid, cid, s, until_ms)
+  local m = member(uid, cid)
+  if s == '' then
+    redis.call('ZADD', K_LEASES, until_ms, m)
+  else
+    redis.call('ZREM', K_LEASES, m)
+    redis.call('SADD', PC .. s, m)
+    extend_server(s, until_ms)
+  end
+end
+local function unfile(uid, cid, s)
+  local m = member(uid, cid)
+  redis.call('ZREM', K_LEASES, m)
+  if s ~= '' then redis.call('SREM', PC .. s, m) end
+end
+-- Retire what server s has filed: a sweep removes it from when_ms on, but for what is
+-- filed under s again by then. RENAME is O(1) whatever the filing holds.
+local function retire(s, when_ms)
+  if redis.call('EXISTS', PC .. s) == 0 then return end
+  local name = s .. '\\31' .. redis.call('INCR', BASE .. 'rseq')
+  redis.call('RENAME', PC .. s, PR .. name)
+  redis.call('ZADD', K_RETIRED, when_ms, name)
+end
 -- Public presence signatures: state, devices, activities (\\31-separated), status text,
 -- \\30 between.
 local PLAIN, OFF = 'online\\30\\30\\30', 'offline\\30\\30\\30'
@@ -275,7 +330,7 @@ local function store(uid, cid, ttl, server, now, data, idle)
     if server == '' then server = string.sub(old, sep + 1) end
   end
   redis.call('HSET', uk, cid, opened .. '|' .. server)
-  redis.call('ZADD', K_LEASES, now + ttl, member(uid, cid))
+  file(uid, cid, server, now + ttl)
   local closing = redis.call('HGET', K_CLOSING, uid)
   if closing then
     redis.call('HDEL', K_CLOSING, uid)
@@ -328,13 +383,14 @@ if redis.call('HEXISTS', uk, cid) == 0 or redis.call('HGET', K_CLOSING, uid) == 
   return {0, open_count(uid), 0, '', 0}
 end
 local n = redis.call('HLEN', uk)
+unfile(uid, cid, server_of(redis.call('HGET', uk, cid)))
 if grace > 0 and n == 1 then
+  -- A closing lease is the connection's own, whatever its server.
   redis.call('HSET', K_CLOSING, uid, cid)
   redis.call('ZADD', K_LEASES, now_ms() + grace, member(uid, cid))
   return {0, 0, 0, '', 0}
 end
 redis.call('HDEL', uk, cid)
-redis.call('ZREM', K_LEASES, member(uid, cid))
 redis.call('HDEL', UA .. uid, dk(cid))
 local went = 0
 if n == 1 then
@@ -346,16 +402,26 @@ return {went, n - 1, a[2], a[1], a[3]}
 """
 )
 
-# heartbeat(): extend the leases of the pairs in ARGV[first..]; store again the missing ones.
+# heartbeat(): extend the leases of the pairs in ARGV[first..] (file those with a server
+# under it again, and extend its lease); store again the missing ones.
 _HEARTBEAT_FN = """
 local function heartbeat(ttl, server, first)
   local now = now_ms()
-  local restored = {}
+  local restored, extended = {}, {}
   for i = first, #ARGV, 2 do
     local uid, cid = ARGV[i], ARGV[i + 1]
-    if redis.call('HEXISTS', UP .. uid, cid) == 1 and redis.call('HGET', K_CLOSING, uid) ~= cid
-    then
-      redis.call('ZADD', K_LEASES, 'XX', now + ttl, member(uid, cid))
+    local v = redis.call('HGET', UP .. uid, cid)
+    if v and redis.call('HGET', K_CLOSING, uid) ~= cid then
+      local s = server_of(v)
+      if s == '' then
+        redis.call('ZADD', K_LEASES, 'XX', now + ttl, member(uid, cid))
+      else
+        redis.call('SADD', PC .. s, member(uid, cid))
+        if not extended[s] then
+          extended[s] = true
+          extend_server(s, now + ttl)
+        end
+      end
     else
       local r = store(uid, cid, ttl, server, now, false, 0)
       restored[#restored + 1] = uid
@@ -367,10 +433,13 @@ local function heartbeat(ttl, server, first)
 end
 """
 
-# sweep(): {-1} when another process holds the lock, else {removed, then per change: uid,
-# transition, seq, presence signature, hidden}. It also derives again the presence of up
-# to ``limit`` users whose away time or status expiry passed, and forgets the last seq of
-# up to ``limit`` users offline for ``retention_ms``.
+# sweep(): {-1} when another process holds the lock, else {removed, more (1: it stopped at
+# ``limit`` with more waiting), then per change: uid, transition, seq, presence signature,
+# hidden}. Servers whose lease expired are dead: what they filed is retired, to be removed
+# now. Then it examines up to ``limit`` connections: those of retired filings whose time
+# came (removed unless filed again), then expired leases of their own. It also derives
+# again the presence of up to ``limit`` users whose away time or status expiry passed,
+# and forgets the last seq of up to ``limit`` users offline for ``retention_ms``.
 _SWEEP_FN = """
 local function sweep(limit, lock_ms, token, retention_ms)
   if lock_ms > 0 and not redis.call('SET', KEYS[6], token, 'NX', 'PX', lock_ms) then
@@ -383,8 +452,7 @@ local function sweep(limit, lock_ms, token, retention_ms)
     redis.call('ZREM', K_OFFLINE, uid)
     if redis.call('HEXISTS', K_ONLINE, uid) == 0 then redis.call('HDEL', K_TSEQ, uid) end
   end
-  local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, limit)
-  local out = {#expired}
+  local out = {0, 0}
   local function add(uid, went, a)
     out[#out + 1] = uid
     out[#out + 1] = went
@@ -392,19 +460,58 @@ local function sweep(limit, lock_ms, token, retention_ms)
     out[#out + 1] = a[1]
     out[#out + 1] = a[3]
   end
-  local still, order = {}, {}
-  for _, m in ipairs(expired) do
-    local uid, cid = split(m)
+  local removed, examined, still, order = 0, 0, {}, {}
+  -- Remove a connection (closing: it was the user's closing lease). A user still online
+  -- is derived again only when the connection had data (a device, an activity): without
+  -- any, what others see of them cannot have changed.
+  local function drop(uid, cid, closing)
     local uk = UP .. uid
-    redis.call('ZREM', K_LEASES, m)
     redis.call('HDEL', uk, cid)
-    redis.call('HDEL', UA .. uid, dk(cid))
-    if redis.call('HGET', K_CLOSING, uid) == cid then redis.call('HDEL', K_CLOSING, uid) end
+    local had = redis.call('HDEL', UA .. uid, dk(cid))
+    if closing then redis.call('HDEL', K_CLOSING, uid) end
+    removed = removed + 1
     if redis.call('HLEN', uk) == 0 and redis.call('HDEL', K_ONLINE, uid) == 1 then
       add(uid, 2, announce(uid, now, 2))
-    elseif not still[uid] then
+    elseif had == 1 and not still[uid] then
       still[uid] = true
       order[#order + 1] = uid
+    end
+  end
+  for _, s in ipairs(redis.call('ZRANGEBYSCORE', K_PROCS, '-inf', now, 'LIMIT', 0, limit)) do
+    redis.call('ZREM', K_PROCS, s)
+    redis.call('SREM', K_PCONF, s)
+    retire(s, now)
+  end
+  while examined < limit do
+    local due = redis.call('ZRANGEBYSCORE', K_RETIRED, '-inf', now, 'LIMIT', 0, 1)
+    if #due == 0 then break end
+    local name = due[1]
+    local s = string.sub(name, 1, string.find(name, '\\31', 1, true) - 1)
+    for _, m in ipairs(redis.call('SPOP', PR .. name, limit - examined)) do
+      examined = examined + 1
+      local uid, cid = split(m)
+      local v = redis.call('HGET', UP .. uid, cid)
+      if v and server_of(v) == s and redis.call('HGET', K_CLOSING, uid) ~= cid
+        and redis.call('SISMEMBER', PC .. s, m) == 0 then
+        drop(uid, cid, false)
+      end
+    end
+    if redis.call('EXISTS', PR .. name) == 0 then redis.call('ZREM', K_RETIRED, name) end
+  end
+  if examined < limit then
+    local expired =
+      redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, limit - examined)
+    for _, m in ipairs(expired) do
+      examined = examined + 1
+      local uid, cid = split(m)
+      redis.call('ZREM', K_LEASES, m)
+      drop(uid, cid, redis.call('HGET', K_CLOSING, uid) == cid)
+    end
+  end
+  out[1] = removed
+  if examined >= limit then
+    for _, k in ipairs({K_PROCS, K_RETIRED, K_LEASES}) do
+      if #redis.call('ZRANGEBYSCORE', k, '-inf', now, 'LIMIT', 0, 1) > 0 then out[2] = 1 end
     end
   end
   for _, uid in ipairs(order) do
@@ -417,6 +524,20 @@ local function sweep(limit, lock_ms, token, retention_ms)
     if a[1] ~= '' then add(uid, 0, a) end
   end
   return out
+end
+"""
+
+# renew(): extend server s's lease; 1 if it was held and confirmed, else 0 (then what s had
+# filed is retired, ``ttl`` from now: the process files again what it holds).
+_RENEW_FN = """
+local function renew(s, ttl, rotate)
+  local now = now_ms()
+  local held = redis.call('ZSCORE', K_PROCS, s) and redis.call('SISMEMBER', K_PCONF, s) == 1
+  if rotate or not held then retire(s, now + ttl) end
+  redis.call('ZADD', K_PROCS, now + ttl, s)
+  redis.call('SADD', K_PCONF, s)
+  if held and not rotate then return 1 end
+  return 0
 end
 """
 
@@ -448,13 +569,37 @@ return {restored, sweep(tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], tonumber(
 """
 )
 
+_RENEW = (
+    _PRELUDE
+    + _RENEW_FN
+    + """
+return renew(ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1')
+"""
+)
+
+# One round trip per heartbeat interval, whatever the process holds: its lease first, so
+# that its connections are never swept, then everybody's expired ones.
+_RENEW_AND_SWEEP = (
+    _PRELUDE
+    + _RENEW_FN
+    + _SWEEP_FN
+    + """
+local held = renew(ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1')
+return {held, sweep(tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]))}
+"""
+)
+
 _REMOVE_USER = (
     _PRELUDE
     + """
 local uid = ARGV[2]
 local uk = UP .. uid
-local cids = redis.call('HKEYS', uk)
-for _, cid in ipairs(cids) do redis.call('ZREM', K_LEASES, member(uid, cid)) end
+local records = redis.call('HGETALL', uk)
+local cids = {}
+for i = 1, #records, 2 do
+  cids[#cids + 1] = records[i]
+  unfile(uid, records[i], server_of(records[i + 1]))
+end
 redis.call('DEL', uk)
 redis.call('HDEL', K_CLOSING, uid)
 if redis.call('HDEL', K_ONLINE, uid) == 1 then
@@ -577,7 +722,22 @@ for i = 1, #entries, 2 do
   local cid = entries[i]
   out[#out + 1] = cid
   out[#out + 1] = entries[i + 1]
-  out[#out + 1] = redis.call('ZSCORE', K_LEASES, member(uid, cid)) or '0'
+  local s, m = server_of(entries[i + 1]), member(uid, cid)
+  local expiry = false
+  if closing == cid or s == '' then
+    expiry = redis.call('ZSCORE', K_LEASES, m)
+  elseif redis.call('SISMEMBER', PC .. s, m) == 1 then
+    expiry = redis.call('ZSCORE', K_PROCS, s)
+  else
+    -- Retired, not filed again: when a sweep may remove it (the earliest, if twice).
+    for _, name in ipairs(redis.call('ZRANGE', K_RETIRED, 0, -1)) do
+      if not expiry and string.sub(name, 1, #s + 1) == s .. '\\31'
+        and redis.call('SISMEMBER', PR .. name, m) == 1 then
+        expiry = redis.call('ZSCORE', K_RETIRED, name)
+      end
+    end
+  end
+  out[#out + 1] = expiry or '0'
   out[#out + 1] = (closing == cid) and 1 or 0
 end
 return out
@@ -1001,6 +1161,9 @@ class RedisBackend(BasePresenceBackend):
             f"{tag}:sweeplock",
             f"{tag}:offline",
             f"{tag}:adue",
+            f"{tag}:procs",
+            f"{tag}:pconf",
+            f"{tag}:retired",
         ]
         self._user_prefix = f"{tag}:u:"
         self._room_prefix = f"{tag}:room:"
@@ -1205,6 +1368,25 @@ class RedisBackend(BasePresenceBackend):
         args += _pair_args(connections[last:])
         beat, swept = await self._eval("heartbeat_and_sweep", _HEARTBEAT_AND_SWEEP, args)
         return restored + _restored(beat), _sweep_result(swept)
+
+    async def renew_server(self, server: str, *, ttl: float, rotate: bool = False) -> bool:
+        args = [self._user_prefix, server, _ms(ttl), int(rotate)]
+        return bool(int(await self._eval("renew", _RENEW, args)))
+
+    async def renew_server_and_sweep(
+        self,
+        server: str,
+        *,
+        ttl: float,
+        rotate: bool = False,
+        limit: int = 1000,
+        lock_ttl: float = 0,
+    ) -> tuple[bool, SweepResult]:
+        """One script, hence one round trip, whatever the server holds (see the base)."""
+        args = [self._user_prefix, server, _ms(ttl), int(rotate), limit, _ms(lock_ttl)]
+        args += [uuid.uuid4().hex, self._retention_ms]
+        held, swept = await self._eval("renew_and_sweep", _RENEW_AND_SWEEP, args)
+        return bool(int(held)), _sweep_result(swept)
 
     async def remove_user(self, user_id: str) -> tuple[int, Change]:
         result = await self._eval("remove_user", _REMOVE_USER, [self._user_prefix, user_id])
@@ -1676,7 +1858,7 @@ def _restored(result: Sequence[Any]) -> list[tuple[str, Change]]:
 def _sweep_result(result: Sequence[Any]) -> SweepResult:
     if result[0] == -1:
         return SweepResult(swept=False)
-    return SweepResult(int(result[0]), tuple(_changes(result[1:])))
+    return SweepResult(int(result[0]), tuple(_changes(result[2:])), more=bool(int(result[1])))
 
 
 def _glob_escape(value: str) -> str:
