@@ -145,7 +145,7 @@ class GraceSweeps:
             result = await backend.sweep(limit=self._limit)  # atomic; no lock: lock_ttl=0
             removed += result.removed
             offline += result.changes
-            if result.removed < self._limit:
+            if not result.more and result.removed < self._limit:
                 break
         metrics.increment("sweeps")
         if removed:

@@ -17,11 +17,12 @@ A server process serves its sockets from one event loop, and that loop has exact
 - the **group settles** (:mod:`~django_presence.occupancy`): after a client group emptied,
   one check ``OFFLINE_GRACE_PERIOD`` later that announces ``group_emptied`` once;
 - **one timer task**. Every ``HEARTBEAT_INTERVAL`` (at a fixed rate) it renews this
-  process's connection leases and sweeps everybody's expired ones, in one backend round
-  trip; renews the group memberships and sweeps the expired ones of its groups; and
-  re-reads the presence its subscribers watch, to make good a ``status_changed`` the
-  channel layer lost. So the users of a crashed server go offline, and leave their
-  groups, within ``CONNECTION_TTL + HEARTBEAT_INTERVAL``, without any cron job.
+  runtime's lease, which every connection it registered shares (one request whatever
+  their number), and sweeps everybody's expired ones, in one backend round trip; renews
+  the group memberships and sweeps the expired ones of its groups; and re-reads the
+  presence its subscribers watch, to make good a ``status_changed`` the channel layer
+  lost. So the users of a crashed server go offline, and leave their groups, within
+  ``CONNECTION_TTL + HEARTBEAT_INTERVAL``, without any cron job.
 
 Nothing is shared between loops, and a finished loop frees its runtime.
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Collection, Iterable, Mapping
@@ -46,10 +48,11 @@ from .ids import SERVER_ID
 
 logger = logging.getLogger(__name__)
 
-#: Expired leases removed by one sweep call.
+#: Connections one sweep call examines at most (one Redis call of a few milliseconds).
 SWEEP_LIMIT = 1000
-#: Sweep calls one beat may make when more than SWEEP_LIMIT leases expired at once.
-MAX_SWEEPS_PER_BEAT = 10
+#: Sweep calls one beat may make when more than SWEEP_LIMIT connections wait: a crashed
+#: server holding up to 50,000 connections is swept within one beat.
+MAX_SWEEPS_PER_BEAT = 50
 
 
 class TrackedConsumer(Protocol):
@@ -169,8 +172,17 @@ class Runtime:
     """What one event loop holds for presence, and its timer task (see the module)."""
 
     def __init__(self) -> None:
+        #: The name this runtime registers its connections under: their lease is this
+        #: name's (:meth:`~django_presence.backends.BasePresenceBackend.renew_server`).
+        #: ``SERVER_ID`` and a random suffix, so that a new process that reuses a pid, or
+        #: another event loop of this process, never shares it.
+        self.server = f"{SERVER_ID}#{secrets.token_hex(3)}"
         #: Connection id -> user key of the connections this loop holds open.
         self.connections = _Connections()
+        # File every connection again at the next beat (a registration failed), or retire
+        # what is filed and file again (a removal failed: drop what is no longer held).
+        self._refile = False
+        self._rotate = False
         self._consumers: dict[str, weakref.ReferenceType[TrackedConsumer]] = {}
         #: ``(group, member id)`` -> user key of the client-group memberships held here.
         self.memberships: dict[tuple[str, str], str] = {}
@@ -209,6 +221,18 @@ class Runtime:
         """Stop renewing a connection's lease (before removing it from the backend)."""
         self.connections.pop(connection_id, None)
         self._consumers.pop(connection_id, None)
+
+    def registration_failed(self) -> None:
+        """A tracked connection could not be registered: the next beat registers it."""
+        self._refile = True
+
+    def removal_failed(self) -> None:
+        """A connection could not be removed from the backend.
+
+        Its record outlives it under this runtime's lease: the next beat retires what
+        the lease holds and files again what is open, so the sweep removes the rest.
+        """
+        self._rotate = True
 
     def consumers(self) -> list[TrackedConsumer]:
         """The live consumers of the connections tracked here."""
@@ -365,16 +389,31 @@ class Runtime:
         await delivery.beat(self.consumers(), delivered, hand_over=swept)
 
     async def _beat_connections(self) -> bool:
-        """Renew every tracked lease and sweep, in one backend round trip; True if swept."""
+        """Renew this runtime's lease and sweep, in one backend round trip; True if swept.
+
+        When the backend did not hold the lease (the first beat, a lease that expired
+        during a long pause and was swept, a Redis restart) or a registration failed,
+        every connection held here is filed again: one more request per 5,000.
+        """
         backend = get_backend()
         interval = number_setting("HEARTBEAT_INTERVAL", allow_zero=False)
-        restored, result = await backend.heartbeat_and_sweep(
-            self.connections.pairs(),
-            ttl=number_setting("CONNECTION_TTL", allow_zero=False),
-            server=SERVER_ID,
+        ttl = number_setting("CONNECTION_TTL", allow_zero=False)
+        held, result = await backend.renew_server_and_sweep(
+            self.server,
+            ttl=ttl,
+            rotate=self._rotate,
             limit=SWEEP_LIMIT,
             lock_ttl=interval * 0.9,
         )
+        # Until the connections are filed again, the next beat files them (the lease is
+        # confirmed now, so the backend would not ask again).
+        self._rotate, self._refile = False, self._refile or not held
+        restored: list[tuple[str, Change]] = []
+        if self._refile:
+            restored = await backend.heartbeat(
+                self.connections.pairs(), ttl=ttl, server=self.server
+            )
+            self._refile = False
         changes = [change for _, change in restored]
         # Connections still open here that the backend had lost: evidence of data loss (a
         # Redis restart), unlike one closed while this beat was under way.
@@ -383,7 +422,8 @@ class Runtime:
             metrics.increment("connections_restored", len(lost))
             logger.warning(
                 "The presence backend had lost %d open connections of this server (a Redis "
-                "restart?); registered them again",
+                "restart, or this server's lease expired during a pause); registered them "
+                "again",
                 len(lost),
                 extra={"server": SERVER_ID, "connections": len(lost)},
             )
@@ -491,7 +531,7 @@ def _log_activity_failure(task: asyncio.Task[None]) -> None:
 def _sweep_was_full(result: SweepResult) -> bool:
     """Whether a sweep took as much as it may: more may be waiting."""
     derived = sum(1 for change in result.changes if not change.changed)
-    return result.removed >= SWEEP_LIMIT or derived >= SWEEP_LIMIT
+    return result.more or result.removed >= SWEEP_LIMIT or derived >= SWEEP_LIMIT
 
 
 def get_runtime() -> Runtime:

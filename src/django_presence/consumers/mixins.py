@@ -221,6 +221,7 @@ class UserOnlineStatusMixin:
         except Exception:
             # The backend or the DB is down: the socket stays open, and the runtime
             # registers the connection again at its next beat.
+            runtime.registration_failed()
             metrics.increment("connections_opened")
             metrics.increment("connection_errors", operation="register")
             logger.exception(
@@ -312,16 +313,19 @@ class UserOnlineStatusMixin:
             return
         extra = self.get_presence_log_extra()
         self.presence_connection_id = None
-        get_runtime().untrack_connection(connection_id)
+        runtime = get_runtime()
+        runtime.untrack_connection(connection_id)
         metrics.increment("connections_closed")
         try:
             await user_online_service.aremove_user_connection(self.presence_user_id, connection_id)
         except Exception:
-            # The backend or the DB is down: the lease expires by itself and a sweep
-            # announces the user offline.
+            # The backend or the DB is down: the runtime's next beat retires what its
+            # lease holds and files again what is still open, and a sweep then removes
+            # this connection and announces the user offline.
+            runtime.removal_failed()
             metrics.increment("connection_errors", operation="unregister")
             logger.exception(
-                "Could not remove connection %s of user %s; its lease expires by itself",
+                "Could not remove connection %s of user %s; a sweep removes it",
                 connection_id,
                 self.presence_user_id,
                 extra=extra,

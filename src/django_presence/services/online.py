@@ -89,11 +89,16 @@ class UserOnlineService(AvailabilityService):
         user_id: Any,
         connection_id: str | None = None,
         *,
-        server: str = SERVER_ID,
+        server: str | None = None,
         limit: int | None = None,
         data: ConnectionData | None = None,
     ) -> str:
         """Register a connection of ``user_id``; return its id (generated if not given).
+
+        A connection the calling event loop's runtime tracks (as the consumer mixin's
+        are) is filed under the runtime's lease, which its beat renews; any other one
+        under ``server`` (default: this process's ``SERVER_ID``), whose lease lasts
+        ``CONNECTION_TTL`` unless renewed (:meth:`aheartbeat`).
 
         With ``limit``, raise :class:`~django_presence.exceptions.TooManyConnections`
         (and register nothing) when the user already holds ``limit`` open connections on
@@ -107,6 +112,8 @@ class UserOnlineService(AvailabilityService):
         check_connection_id(connection_id)
         ttl = number_setting("CONNECTION_TTL", allow_zero=False)
         runtime = get_runtime()
+        if server is None:
+            server = runtime.server if connection_id in runtime.connections else SERVER_ID
         async with runtime.hold(key):
             change = await get_backend().add_connection(
                 key,
@@ -187,9 +194,16 @@ class UserOnlineService(AvailabilityService):
         Server processes sweep on their own every ``HEARTBEAT_INTERVAL``; this is for
         management commands and tests. Returns how many connections were removed.
         """
-        result = await get_backend().sweep()
-        await get_runtime().submit(result.changes)
-        return result.removed
+        backend, removed = get_backend(), 0
+        # Until nothing is left (a dead server's connections take one call per 1,000),
+        # a bounded number of calls.
+        for _ in range(1000):
+            result = await backend.sweep()
+            await get_runtime().submit(result.changes)
+            removed += result.removed
+            if not result.more:
+                break
+        return removed
 
     async def aheartbeat(self, connections: Sequence[tuple[Any, str]]) -> None:
         """Extend the leases of ``(user_id, connection_id)`` pairs in one round trip."""
