@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import random
 import signal
+import socket
 import time
 from typing import Any
 
@@ -97,9 +98,34 @@ async def wait_settled(
 # -- 1. crash ------------------------------------------------------------------------------
 
 
+#: Connections of users with no socket (ids above the database's) that the crashed server's
+#: lease holds besides its clients': issue 17's "20,000 of its connections held in Redis".
+HELD = 20_000
+HELD_USERS = 1_000
+HELD_FIRST_ID = 10_000_000
+
+
+async def hold_connections_under(stack: Any, server: str) -> None:
+    """File ``HELD`` connections of ``HELD_USERS`` users under ``server``'s lease."""
+    from django_presence.backends.redis import RedisBackend
+
+    backend = RedisBackend(url=stack.redis.url, key_prefix=stack.key_prefix)
+    pairs = [(str(HELD_FIRST_ID + i % HELD_USERS), f"specific.held!{i:032x}") for i in range(HELD)]
+    try:
+        restored = await backend.heartbeat(pairs, ttl=3600, server=server)
+    finally:
+        await backend.aclose()
+    assert len(restored) == HELD
+
+
 async def test_crashed_server_users_go_offline_within_ttl_plus_heartbeat(
     make_stack: Any, fault_db: FaultDatabase
 ) -> None:
+    """A SIGKILLed server: its users go offline everywhere within the bound, once each.
+
+    Its lease holds ``HELD`` more connections than its clients': the surviving server
+    sweeps all of them, a bounded batch per Redis call, within the same bound.
+    """
     stack = make_stack(ttl=3, heartbeat=1, grace=1)
     a, b = stack.start_server("a"), stack.start_server("b")
     ids = fault_db.user_ids
@@ -111,6 +137,11 @@ async def test_crashed_server_users_go_offline_within_ttl_plus_heartbeat(
     clients = [Client(u, a.url) for u in only_a + both] + [Client(u, b.url) for u in both + only_b]
     await connect_all(clients)
     await wait_settled(stack, fault_db, [sub], set(watched), watched)
+    with stack.redis_client() as client:
+        [record] = client.hvals("{" + stack.key_prefix + "}:u:" + str(only_a[0]))
+    a_server = record.partition("|")[2]  # "<opened ms>|<server>": a's lease name
+    assert a_server.startswith(f"{socket.gethostname()}:{a.pid}#")
+    await hold_connections_under(stack, a_server)
     events_before = len(stack.events())
 
     t0, wall0 = time.monotonic(), time.time()
@@ -142,16 +173,36 @@ async def test_crashed_server_users_go_offline_within_ttl_plus_heartbeat(
                 measured.setdefault(f"user {u} user_offline", offline_events[u])
         return len(measured) == 4 * len(only_a)
 
+    def held_gone() -> bool:
+        backend = stack.backend_online()
+        if not any(HELD_FIRST_ID <= u < HELD_FIRST_ID + HELD_USERS for u in backend):
+            measured.setdefault(
+                f"all {HELD} held connections' users backend", time.monotonic() - t0
+            )
+            return True
+        return False
+
     await await_until(
-        observe,
+        lambda: observe() and held_gone(),
         stack.crash_bound + SLACK,
         interval=0.05,
         what="every user of the crashed server offline everywhere",
     )
     report("crash: SIGKILL -> offline", measured, stack.crash_bound)
     assert b.alive()
+    with stack.redis_client() as client:
+        tag = "{" + stack.key_prefix + "}"
+        assert not client.exists(f"{tag}:pc:{a_server}")  # its filing is gone...
+        assert client.zcard(f"{tag}:retired") == 0  # ...and swept to the end
+        assert client.zscore(f"{tag}:procs", a_server) is None
+    held_offline = [
+        e
+        for e in stack.events()[events_before:]
+        if e["event"] == "offline" and e["user_id"] >= HELD_FIRST_ID
+    ]
+    assert len(held_offline) == HELD_USERS  # once each
     # No offline signal or status_changed for users who still had a connection on b.
-    events = stack.events()[events_before:]
+    events = [e for e in stack.events()[events_before:] if e["user_id"] < HELD_FIRST_ID]
     assert not [e for e in events if e["user_id"] in survivors], events
     for u in survivors:
         assert [online for t, online in sub.status_changes(u) if t > t0] == []
