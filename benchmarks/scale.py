@@ -7,27 +7,40 @@
 
 Starts its own redis-server (``tests/servers.py``'s ``RedisProcess``, never a shared one)
 and drives the package's ``RedisBackend`` directly, as server processes would: N
-connections (default 1,000,000) of U users (300,000) filed under P server processes (50),
-each process registering its connections with one ``heartbeat`` of all of them (the
-backend stores again every pair it does not hold: that is how connections are loaded in
-bulk, in chunks of 5,000 per script call). Connection ids look like channels_redis
-channel names (``specific.<32 hex>!<32 hex>``), user ids are integer keys, server names
-``host:pid``. A user's connections are spread over several processes.
+connections (default 1,000,000) of U users (300,000) filed under P server processes (50).
+Each process takes its lease with ``renew_server`` (its first call: not held, so it files
+what it holds), then files its connections with one ``heartbeat(pairs, server=...)`` of
+all of them (the backend stores again every pair it does not hold: that is how
+connections are loaded in bulk, in chunks of 5,000 per script call). A connection filed
+under a process (member of the set ``{P}:pc:<server>``) has no lease of its own: it lives
+as long as its process's lease (its entry in the sorted set ``{P}:procs``). Connection ids
+look like channels_redis channel names (``specific.<32 hex>!<32 hex>``), user ids are
+integer keys, server names ``host:pid``. A user's connections are spread over several
+processes.
 
 Measured, with ``INFO memory``, ``INFO commandstats`` and ``SLOWLOG`` (threshold 0, so
 every command and its server time are logged; only the backend's own are read):
 
 - ``memory``: ``used_memory`` after loading minus before, per connection and per online
-  user, and ``MEMORY USAGE`` of the large keys (issue 17: at most 200 B per connection).
-- ``beat``: ``heartbeat_and_sweep`` of one process's N/P connections (what one process
-  sends each ``HEARTBEAT_INTERVAL``), repeated: wall time, Redis requests (``EVALSHA``
-  calls), server time, the longest single call (issue 17: no Redis call over 10 ms),
-  commands run inside the scripts.
-- ``beat_sizes``: the same for a process holding 10, 10,000 and 100,000 connections
-  (issue 17: one request per process per beat whatever it holds).
-- ``dead_sweep``: one process stops beating: its N/P leases are shortened to
-  ``--dead-ttl`` seconds, left to expire, then ``sweep(limit=1000)`` is called until
-  nothing is left: total time, calls, longest call.
+  user, and ``MEMORY USAGE`` of the large keys: the 50 ``pc:<server>`` sets together,
+  ``procs``, ``online``, ``tseq``, ``offline``, the user hashes (estimated from 200)
+  (issue 17: at most 200 B per connection).
+- ``beat``: one process's beat, ``renew_server_and_sweep`` of its lease (what one process
+  sends each ``HEARTBEAT_INTERVAL`` while its lease is held: its N/P connections are not
+  sent), repeated: wall time, Redis requests (``EVALSHA`` calls), server time, the longest
+  single call (issue 17: no Redis call over 10 ms), commands run inside the script, and
+  ``held`` (True every time: the process never has to file its connections again).
+- ``beat["sizes"]``: the same for a process holding 10, 10,000 and 100,000 connections
+  (capped at N; fresh connection ids of existing users, filed under a fresh server per
+  size, loaded unmeasured): issue 17 asks one request per process per beat whatever it
+  holds, and the commands run inside are the same at every size. Measured last, after the
+  reads and the dead process, so that these extra connections change neither.
+- ``dead_sweep``: the last process stops beating: its lease is shortened to
+  ``--dead-ttl`` seconds (``renew_server(ttl=...)``), left to expire, then
+  ``sweep(limit=--sweep-limit)`` (default 1000) is called while it removed something or
+  says ``more``: total time, calls, longest call, users who went offline, and whether it
+  is complete (every connection of the dead process removed, its filing and the retired
+  filings gone, every other process's connections still filed).
 - ``reads``: ``online_user_ids`` of 10,000 ids (half of them online), ``presence_snapshot``
   of 1,000 users (median of 20 calls each), ``all_online_user_ids`` (median of 3), one
   connect and disconnect of a new user (median of 20 pairs), keys and memory counts.
@@ -226,15 +239,30 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def key(name: str) -> str:
+    return f"{{{PREFIX}}}:{name}"
+
+
+def filed(redis: Redis, servers: list[str]) -> int:
+    """Connections filed under these servers: the sum of SCARD of their ``pc`` sets."""
+    pipe = redis.client.pipeline(transaction=False)
+    for server in servers:
+        pipe.scard(key(f"pc:{server}"))
+    return sum(int(n) for n in pipe.execute())
+
+
 async def load(backend: Any, pop: Population, redis: Redis, budget: Budget) -> dict[str, Any]:
     # The slow log keeps the arguments of the commands it logs: off while memory is measured.
     redis.client.config_set("slowlog-log-slower-than", -1)
     redis.slowlog_reset()
     before = redis.used_memory()
     start = time.perf_counter()
-    stored = online = 0
+    stored = online = held = 0
     for p, pairs in enumerate(pop.by_process):
         budget.check(f"loading process {p}")
+        # A process's first renew_server: not held (False), its lease is now confirmed and
+        # it files everything it holds.
+        held += await backend.renew_server(pop.servers[p], ttl=LONG_TTL)
         restored = await backend.heartbeat(pairs, ttl=LONG_TTL, server=pop.servers[p])
         stored += len(restored)
         online += sum(1 for _, change in restored if change.transition.name == "ONLINE")
@@ -242,9 +270,11 @@ async def load(backend: Any, pop: Population, redis: Redis, budget: Budget) -> d
     after = redis.used_memory()
     delta = after - before
     client = redis.client
-    keys = [f"{{{PREFIX}}}:{k}" for k in ("leases", "online", "tseq", "offline")]
-    by_key = {k.split(":")[-1]: int(client.memory_usage(k, samples=1000) or 0) for k in keys}
-    sample = [f"{{{PREFIX}}}:u:{uid}" for uid, _ in random.Random(1).sample(pop.all_pairs(), 200)]
+    pc = sum(int(client.memory_usage(key(f"pc:{s}"), samples=0) or 0) for s in pop.servers)
+    by_key = {"pc:* (all servers)": pc}
+    for name in ("procs", "online", "tseq", "offline"):
+        by_key[name] = int(client.memory_usage(key(name), samples=1000) or 0)
+    sample = [key(f"u:{uid}") for uid, _ in random.Random(1).sample(pop.all_pairs(), 200)]
     per_user_hash = statistics.mean(int(client.memory_usage(k, samples=0) or 0) for k in sample)
     by_key["u:* (estimated)"] = int(per_user_hash * pop.users)
     info = client.info("memory")
@@ -253,10 +283,13 @@ async def load(backend: Any, pop: Population, redis: Redis, budget: Budget) -> d
         "connections_per_second": pop.connections / seconds,
         "stored": stored,
         "went_online": online,
+        "first_renew_held": held,
         "loaded": {
-            "connections": int(client.zcard(keys[0])),
-            "users": int(client.hlen(keys[1])),
+            "connections": filed(redis, pop.servers),
+            "users": int(client.hlen(key("online"))),
             "processes": len(pop.by_process),
+            "servers_with_a_lease": int(client.zcard(key("procs"))),
+            "servers_confirmed": int(client.scard(key("pconf"))),
             "keys": int(client.dbsize()),
         },
         "memory": {
@@ -273,74 +306,122 @@ async def load(backend: Any, pop: Population, redis: Redis, budget: Budget) -> d
     }
 
 
+async def beats_of(backend: Any, redis: Redis, server: str, count: int) -> list[dict[str, Any]]:
+    """``count`` measured beats of ``server``: one ``renew_server_and_sweep`` each."""
+
+    async def one() -> Any:
+        held, swept = await backend.renew_server_and_sweep(
+            server, ttl=LONG_TTL, limit=SWEEP_LIMIT, lock_ttl=0
+        )
+        return {"held": held, "swept": swept.removed}
+
+    return [await measured(redis, one) for _ in range(count)]
+
+
 async def beat(backend: Any, pop: Population, redis: Redis, beats: int) -> dict[str, Any]:
     pairs, server = pop.by_process[0], pop.servers[0]
-
-    async def one(connections: list[tuple[str, str]]) -> Any:
-        restored, swept = await backend.heartbeat_and_sweep(
-            connections, ttl=LONG_TTL, server=server, limit=SWEEP_LIMIT, lock_ttl=0
-        )
-        return {"restored": len(restored), "swept": swept.removed}
-
-    runs = [await measured(redis, lambda: one(pairs)) for _ in range(beats)]
-    sizes = {}
-    everyone = pop.all_pairs()
-    for size in sorted({min(s, len(everyone)) for s in BEAT_SIZES}):
-        chunk = everyone[:size]
-        size_runs = [await measured(redis, lambda chunk=chunk: one(chunk)) for _ in range(3)]
-        sizes[str(size)] = summary(size_runs)
-        sizes[str(size)]["restored"] = size_runs[-1]["result"]["restored"]
+    runs = await beats_of(backend, redis, server, beats)
+    # Unmeasured: what the process would file again had its lease been lost. Nothing to
+    # store again (0): the beats kept every connection it holds.
+    restored = await backend.heartbeat(pairs, ttl=LONG_TTL, server=server)
     return {
         "connections": len(pairs),
         **summary(runs),
-        "restored": runs[-1]["result"]["restored"],
+        "held": all(r["result"]["held"] for r in runs),
+        "swept": sum(r["result"]["swept"] for r in runs),
+        "restored": len(restored),
         "per_call_ms": [round(r["wall_ms"], 2) for r in runs],
         "inner_by_command": runs[-1]["inner_by_command"],
-        "sizes": sizes,
         "target_longest_command_ms": 10,
         "target_requests_per_beat": 1,
     }
 
 
+async def beat_sizes(
+    backend: Any, pop: Population, redis: Redis, budget: Budget
+) -> dict[str, dict[str, Any]]:
+    """Beats of a process holding 10, 10,000, 100,000 fresh connections (capped at N)."""
+    rng = random.Random(3)
+    sizes: dict[str, dict[str, Any]] = {}
+    for size in sorted({min(s, pop.connections) for s in BEAT_SIZES}):
+        server = f"web-size-{size}.internal:{rng.randint(1000, 65000)}"
+        layer = f"{rng.getrandbits(128):032x}"
+        pairs = [
+            (str(j % pop.users + 1), f"specific.{layer}!{rng.getrandbits(128):032x}")
+            for j in range(size)
+        ]
+        held_before = await backend.renew_server(server, ttl=LONG_TTL)
+        stored = 0
+        for start in range(0, size, CHUNK):
+            budget.check(f"loading the beat of {size:,} connections")
+            chunk = pairs[start : start + CHUNK]
+            stored += len(await backend.heartbeat(chunk, ttl=LONG_TTL, server=server))
+        runs = await beats_of(backend, redis, server, 3)
+        sizes[str(size)] = {
+            **summary(runs),
+            "first_renew_held": held_before,
+            "stored": stored,
+            "filed": filed(redis, [server]),
+            "held": all(r["result"]["held"] for r in runs),
+            "inner_by_command": runs[-1]["inner_by_command"],
+        }
+    return sizes
+
+
 async def dead_sweep(
-    backend: Any, pop: Population, redis: Redis, ttl: float, budget: Budget
+    backend: Any, pop: Population, redis: Redis, ttl: float, limit: int, budget: Budget
 ) -> dict[str, Any]:
-    dead = pop.by_process[-1]
-    await backend.heartbeat(dead, ttl=ttl, server=pop.servers[-1])
+    dead, server = pop.by_process[-1], pop.servers[-1]
+    # The process dies: its last renewal shortens its lease to ``ttl``.
+    held = await backend.renew_server(server, ttl=ttl)
     await asyncio.sleep(ttl + 0.25)
-    max_calls = math.ceil(len(dead) / SWEEP_LIMIT) * 3 + 10
+    max_calls = math.ceil(len(dead) / limit) * 3 + 10
     redis.slowlog_reset()
     before = redis.commandstats()
-    calls, removed, offline, walls, useful = 0, 0, 0, [], 0
+    calls, removed, offline, walls, useful, more = 0, 0, 0, [], 0, False
     start = time.perf_counter()
     while calls < max_calls:
         budget.check("a dead process's sweep")
         t = time.perf_counter()
-        result = await backend.sweep(limit=SWEEP_LIMIT)
+        result = await backend.sweep(limit=limit)
         walls.append((time.perf_counter() - t) * 1000)
         calls += 1
         removed += result.removed
-        offline += len(result.changes)
+        offline += sum(1 for c in result.changes if c.transition.name == "OFFLINE")
         useful += result.removed > 0
-        if result.removed == 0:
+        more = result.more
+        if not result.more and result.removed == 0:
             break
     total = time.perf_counter() - start
     delta = stats_delta(before, redis.commandstats())
-    leases = int(redis.client.zcard(f"{{{PREFIX}}}:leases"))
+    longest = redis.longest_script_us() / 1000  # before the harness's own reads below
+    left = filed(redis, pop.servers[:-1])
+    dead_filing = bool(redis.client.exists(key(f"pc:{server}")))
+    retired = int(redis.client.zcard(key("retired")))
     return {
         "connections": len(dead),
         "ttl_seconds": ttl,
+        "sweep_limit": limit,
+        "held_at_last_renewal": held,
         "removed": removed,
         "users_offline": offline,
         "calls": calls,
         "calls_that_removed": useful,
+        "stopped_with_more": more,
         "total_ms": total * 1000,
         "longest_call_wall_ms": max(walls),
-        "longest_command_ms": redis.longest_script_us() / 1000,
+        "longest_command_ms": longest,
         "server_ms": delta["script_usec"] / 1000,
         "inner_commands": delta["inner_commands"],
-        "leases_left": leases,
-        "complete": removed == len(dead) and leases == pop.connections - len(dead),
+        "inner_by_command": delta["inner_by_command"],
+        "per_call_ms": [round(w, 2) for w in walls],
+        "filed_left": left,
+        "dead_filing_exists": dead_filing,
+        "retired_left": retired,
+        "complete": removed == len(dead)
+        and left == pop.connections - len(dead)
+        and not dead_filing
+        and retired == 0,
     }
 
 
@@ -424,7 +505,8 @@ async def run(args: argparse.Namespace, url: str, budget: Budget) -> dict[str, A
             "processes": processes,
             "connections_per_process": connections // processes,
             "scale": args.scale,
-            "sweep_limit": SWEEP_LIMIT,
+            "sweep_limit": args.sweep_limit,
+            "beat_sweep_limit": SWEEP_LIMIT,
             "heartbeat_chunk": CHUNK,
             "dead_ttl": args.dead_ttl,
         },
@@ -435,8 +517,9 @@ async def run(args: argparse.Namespace, url: str, budget: Budget) -> dict[str, A
     backend = RedisBackend(url=url, key_prefix=PREFIX)
     # Load every script and open the pool first, then start from an empty database.
     warm = [("0", "warm-up")]
+    await backend.renew_server("warm", ttl=1)
     await backend.heartbeat(warm, ttl=1, server="warm")
-    await backend.heartbeat_and_sweep(warm, ttl=1, server="warm")
+    await backend.renew_server_and_sweep("warm", ttl=1)
     await backend.sweep()
     await backend.presence_snapshot(["0"])
     await backend.add_connection("0", "w", ttl=1)
@@ -457,7 +540,12 @@ async def run(args: argparse.Namespace, url: str, budget: Budget) -> dict[str, A
         report["reads"] = await reads(backend, pop, redis)
         budget.check("the dead process")
         print("a dead process")
-        report["dead_sweep"] = await dead_sweep(backend, pop, redis, args.dead_ttl, budget)
+        report["dead_sweep"] = await dead_sweep(
+            backend, pop, redis, args.dead_ttl, args.sweep_limit, budget
+        )
+        budget.check("the beats of 10 to 100,000 connections")
+        print("beats of 10 to 100,000 connections")
+        report["beat"]["sizes"] = await beat_sizes(backend, pop, redis, budget)
         report["machine"]["loadavg_end"] = list(os.getloadavg())
         report["seconds"] = budget.elapsed()
     finally:
@@ -479,7 +567,7 @@ def table(report: dict[str, Any]) -> str:
             ),
         ),
         (
-            "load time (heartbeat of every process)",
+            "load time (renew_server + heartbeat of every process)",
             f"{report['load']['seconds']:.1f} s "
             f"({report['load']['connections_per_second']:,.0f} conn/s)",
         ),
@@ -491,22 +579,23 @@ def table(report: dict[str, Any]) -> str:
         ),
         ("bytes per online user", f"{m['bytes_per_online_user']:.0f}"),
         (
-            f"one beat, {b['connections']:,} conns: wall, median [min-max]",
+            f"one beat (renew_server_and_sweep), {b['connections']:,} conns:"
+            " wall, median [min-max]",
             f"{b['wall_ms_median']:.1f} ms [{b['wall_ms_min']:.1f}-{b['wall_ms_max']:.1f}]",
         ),
         (
-            "one beat: Redis requests / server time",
-            f"{b['requests']} / {b['server_ms_median']:.1f} ms",
+            "one beat: Redis requests / server time / lease held",
+            f"{b['requests']} / {b['server_ms_median']:.2f} ms / {b['held']}",
         ),
-        ("one beat: longest single call (target <= 10 ms)", f"{b['longest_command_ms']:.1f} ms"),
-        ("one beat: commands run inside the scripts", f"{b['inner_commands']:,}"),
+        ("one beat: longest single call (target <= 10 ms)", f"{b['longest_command_ms']:.2f} ms"),
+        ("one beat: commands run inside the script", f"{b['inner_commands']:,}"),
     ]
     for size, s in b["sizes"].items():
         rows.append(
             (
-                f"beat of {int(size):,} conns: requests / wall / longest call",
-                f"{s['requests']} / {s['wall_ms_median']:.1f} ms"
-                f" / {s['longest_command_ms']:.1f} ms",
+                f"beat of {int(size):,} conns: requests / wall / longest call / commands",
+                f"{s['requests']} / {s['wall_ms_median']:.2f} ms"
+                f" / {s['longest_command_ms']:.2f} ms / {s['inner_commands']}",
             )
         )
     rows += [
@@ -516,7 +605,11 @@ def table(report: dict[str, Any]) -> str:
         ),
         (
             "dead process: longest single sweep call",
-            f"{d['longest_command_ms']:.1f} ms (wall {d['longest_call_wall_ms']:.1f} ms)",
+            f"{d['longest_command_ms']:.2f} ms (wall {d['longest_call_wall_ms']:.1f} ms)",
+        ),
+        (
+            "dead process: sweep server time",
+            f"{d['server_ms']:.1f} ms",
         ),
         (
             "dead process: removed / users offline / complete",
@@ -550,6 +643,12 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies N and U")
     parser.add_argument("--beats", type=int, default=5, help="beats of one process timed")
     parser.add_argument("--dead-ttl", type=float, default=2.0, help="s; the dead process's lease")
+    parser.add_argument(
+        "--sweep-limit",
+        type=int,
+        default=SWEEP_LIMIT,
+        help="connections examined per sweep call of the dead process",
+    )
     parser.add_argument("--budget", type=float, default=230.0, help="s; stop past it")
     parser.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args()

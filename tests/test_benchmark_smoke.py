@@ -141,27 +141,60 @@ def test_the_scale_simulation_loads_what_it_was_asked(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     params, loaded = report["parameters"], report["loaded"]
     assert (params["connections"], params["users"], params["processes"]) == (2000, 600, 50)
-    assert loaded["connections"] == params["connections"]
+    assert params["sweep_limit"] == 1000
+    assert loaded["connections"] == params["connections"]  # filed under the 50 servers
     assert loaded["users"] == params["users"]
     assert loaded["processes"] == params["processes"]
+    assert loaded["servers_with_a_lease"] == loaded["servers_confirmed"] == 50
+    assert report["load"]["first_renew_held"] == 0  # a first renew_server is never held
     assert report["load"]["stored"] == params["connections"]
     assert report["load"]["went_online"] == params["users"]
-    # One hash per online user, and the four shared keys (leases, online, seq, tseq).
-    assert loaded["keys"] == params["users"] + 4
+    # One hash per online user; the shared keys online, seq, tseq, procs (the leases) and
+    # pconf (the confirmed servers); one pc:<server> set per process. No leases (every
+    # connection is filed under a server), no offline/closing/adue/retired (none yet), no
+    # a:<uid> (no data, no idle detection).
+    assert loaded["keys"] == params["users"] + 5 + params["processes"]
     assert report["memory"]["delta"] > 0
     assert report["memory"]["bytes_per_connection"] > 0
     assert isinstance(report["memory"]["target_met"], bool)
+    assert set(report["memory"]["memory_usage_by_key"]) == {
+        "pc:* (all servers)",
+        "procs",
+        "online",
+        "tseq",
+        "offline",
+        "u:* (estimated)",
+    }
+    assert report["memory"]["memory_usage_by_key"]["pc:* (all servers)"] > 0
     beat = report["beat"]
     assert beat["connections"] == params["connections_per_process"] == 40
-    assert beat["restored"] == 0  # every lease was there: the beat only renewed them
+    assert beat["held"] is True  # the lease was held and confirmed at every beat
     assert beat["requests"] == 1
-    assert beat["inner_by_command"]["zadd"] == beat["connections"]
-    assert set(beat["sizes"]) == {"10", "2000"}  # 10,000 and 100,000 capped at N
-    assert beat["sizes"]["10"]["requests"] == 1
+    assert beat["swept"] == 0
+    assert beat["restored"] == 0  # filing its connections again afterwards stored none
+    assert beat["inner_by_command"]["zadd"] == 1  # its lease, not one per connection
+    sizes = beat["sizes"]
+    assert set(sizes) == {"10", "2000"}  # 10,000 and 100,000 capped at N
+    for size, s in sizes.items():
+        assert s["requests"] == 1
+        assert s["held"] is True
+        assert s["first_renew_held"] is False
+        assert s["stored"] == s["filed"] == int(size)
+    # O(1): a beat runs the same commands whatever its process holds.
+    assert sizes["10"]["inner_commands"] == sizes["2000"]["inner_commands"]
+    assert sizes["10"]["inner_by_command"] == sizes["2000"]["inner_by_command"]
+    assert beat["inner_commands"] == sizes["10"]["inner_commands"]
     dead = report["dead_sweep"]
+    assert dead["held_at_last_renewal"] is True
     assert dead["removed"] == dead["connections"] == 40
+    # Each of its users also has connections on other processes: nobody went offline.
+    assert dead["users_offline"] == 0
     assert dead["complete"] is True
-    assert dead["leases_left"] == params["connections"] - 40
+    assert dead["filed_left"] == params["connections"] - 40
+    assert dead["dead_filing_exists"] is False
+    assert dead["retired_left"] == 0
+    assert dead["stopped_with_more"] is False
+    assert 1 <= dead["calls"] <= 3  # bounded: 40 connections, limit 1000
     reads = report["reads"]
     assert reads["online_user_ids"]["ids"] == 10_000
     assert reads["online_user_ids"]["online"] == min(5000, params["users"])
