@@ -37,10 +37,17 @@ def layer(host: dict[str, Any]) -> RedisChannelLayer:
 
 
 async def receive_after_idle(channel_layer: RedisChannelLayer, idle: float) -> Any:
+    """Receive on a new channel that stays empty for ``idle`` s, then gets one message.
+
+    A receive that breaks while idle (redis-py 8's 5 s socket timeout) raises as soon as it
+    breaks, not after the whole ``idle``: the wait ends when the receive does.
+    """
     channel = await channel_layer.new_channel()
     receiving = asyncio.ensure_future(channel_layer.receive(channel))
     try:
-        await asyncio.sleep(idle)
+        await asyncio.wait({receiving}, timeout=idle)
+        if receiving.done():  # nothing was sent: the receive broke (it raises here)
+            return receiving.result()
         await channel_layer.send(channel, {"type": "hello"})
         return await asyncio.wait_for(receiving, 10)
     finally:

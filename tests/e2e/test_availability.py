@@ -3,9 +3,9 @@
 The doctor sets their status on the dashboard and marks themselves in a consultation on
 the room page; the patient watches from the waiting room, which says "Doctor available",
 "Doctor away", "Doctor busy", "Doctor offline" or "Doctor in a consultation". The idle
-tests run the example with ``IDLE_AFTER`` = 2 s (the pages then report activity every
-0.5 s), the others with the example's default (60 s), so that nobody turns away during
-them.
+tests run the example with ``IDLE_AFTER`` = 1.5 s (the pages then report activity every
+0.375 s) and a beat every 0.25 s, the others with the example's default (60 s), so that
+nobody turns away during them.
 """
 
 from __future__ import annotations
@@ -23,16 +23,18 @@ from .harness import HEARTBEAT_INTERVAL, ExampleServer, log_in, wait_connected
 DOCTOR, PATIENT, ADMIN = 1, 2, 3
 CONSULTATION = 1
 
-#: The shortened idle timings of the idle tests.
-IDLE_AFTER = 2.0
+#: The shortened idle timings of the idle tests (a beat sweeps the idle users: a shorter
+#: one shows away sooner after IDLE_AFTER).
+IDLE_AFTER = 1.5
 ACTIVITY_WRITE_INTERVAL = 0.2
+IDLE_HEARTBEAT_INTERVAL = 0.25
 
 pytestmark = pytest.mark.server
 
 
 @pytest.fixture
 def idle_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExampleServer]:
-    """The example with users turning away after 2 s without input (on Redis when asked)."""
+    """The example with users turning away after 1.5 s without input (on Redis if asked)."""
     on_redis = getattr(request, "param", "memory") == "redis"
     server = ExampleServer(
         tmp_path,
@@ -40,6 +42,7 @@ def idle_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Exam
         extra_env={
             "PRESENCE_IDLE_AFTER": str(IDLE_AFTER),
             "PRESENCE_ACTIVITY_WRITE_INTERVAL": str(ACTIVITY_WRITE_INTERVAL),
+            "PRESENCE_HEARTBEAT_INTERVAL": str(IDLE_HEARTBEAT_INTERVAL),
         },
     ).start()
     yield server
@@ -102,7 +105,7 @@ def test_the_waiting_room_sees_the_doctor_turn_away_and_come_back_after_input(
     wait_connected(doctor)
     connected_at = time.monotonic()
     # The page reports activity four times per IDLE_AFTER (users/context_processors.py).
-    assert doctor.evaluate("presenceClient.options.activityInterval") == 500
+    assert doctor.evaluate("presenceClient.options.activityInterval") == IDLE_AFTER * 1000 / 4
     wait_doctor(patient, "online")
     assert doctor_line(patient) == "Doctor available"
 
@@ -159,7 +162,7 @@ def test_in_a_consultation_shows_in_the_waiting_room_keeps_the_doctor_present_an
     assert patient.evaluate(f"presenceClient.getStatus({DOCTOR}).activities") == ["in_call"]
 
     # No input at all for well over IDLE_AFTER: in_call keeps the doctor from turning away.
-    time.sleep(IDLE_AFTER + 6 * HEARTBEAT_INTERVAL)
+    time.sleep(IDLE_AFTER + 6 * IDLE_HEARTBEAT_INTERVAL)
     assert patient.get_attribute("#doctor-availability", "data-availability") == "in_call"
     assert "away" not in patient.evaluate("window.doctorStates")
 

@@ -20,7 +20,7 @@ from .harness import ExampleServer, log_in, wait_connected
 
 pytestmark = pytest.mark.server
 
-INTERVAL_MS = 1500
+INTERVAL_MS = 1000
 DEVICE = "e2e-activity"
 
 OPEN_CLIENT = """([interval, device]) => new Promise((resolve, reject) => {
