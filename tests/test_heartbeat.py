@@ -275,9 +275,11 @@ async def test_one_round_trip_heartbeats_every_connection(
     with override_settings(DJANGO_PRESENCE=settings_dict):
         heartbeat = Runtime()  # Not started: beat() is called by hand.
         pairs = [(str(i % 97), f"c{i}") for i in range(connections)]
-        await get_backend().heartbeat(pairs, ttl=30)
+        await get_backend().heartbeat(pairs, ttl=30, server=heartbeat.server)
         heartbeat.connections.update({cid: uid for uid, cid in pairs})
-        await heartbeat.beat()  # Loads the scripts into the server's cache.
+        # Loads the scripts into the server's cache; the lease was not confirmed yet, so
+        # this beat also files every connection again (one more request).
+        await heartbeat.beat()
         command_counter.reset()
 
         for _ in range(3):
@@ -287,6 +289,80 @@ async def test_one_round_trip_heartbeats_every_connection(
         print(f"\n{connections} connections, 3 beats: {counts}")
         assert counts == {"evalsha": 3}
         await get_backend().aclose()
+
+
+async def test_a_process_whose_lease_was_swept_registers_again_at_its_next_beat(
+    fast: dict[str, Any], signal_log: SignalLog
+) -> None:
+    """A pause longer than the lease: swept as dead, then back online at the next beat."""
+    users = await database_sync_to_async(
+        lambda: [User.objects.create_user(f"u{i}") for i in range(2)]
+    )()
+    for user in users:
+        await connect(user.pk)
+    runtime = get_runtime()
+    await runtime.beat()
+    await stop_heartbeat(runtime, forget=False)  # The process pauses (a long GC, a partition).
+    signal_log.clear()
+    await asyncio.sleep(TTL + 0.1)
+    await user_online_service.asweep()  # Another process sweeps it as dead.
+    assert await user_online_service.aget_online_user_ids([u.pk for u in users]) == set()
+
+    await runtime.beat()  # It resumes: the backend says its lease was lost.
+
+    assert await user_online_service.aget_online_user_ids([u.pk for u in users]) == {
+        u.pk for u in users
+    }
+    assert sorted(signal_log.kinds()) == ["offline", "offline", "online", "online"]
+    assert all([await database_sync_to_async(db_online)(u.pk) for u in users])
+    await runtime.beat()  # Held again: nothing more happens.
+    assert len(signal_log.kinds()) == 4
+
+
+async def test_a_lease_that_expired_unswept_is_renewed_without_a_transition(
+    fast: dict[str, Any], signal_log: SignalLog
+) -> None:
+    user = await database_sync_to_async(User.objects.create_user)("alice")
+    await connect(user.pk)
+    runtime = get_runtime()
+    await runtime.beat()
+    await stop_heartbeat(runtime, forget=False)
+    signal_log.clear()
+    await asyncio.sleep(TTL + 0.1)  # Expired, and nobody swept meanwhile.
+
+    await runtime.beat()  # Renews first, then sweeps: its own connection is not swept.
+    await user_online_service.asweep()
+
+    assert await user_online_service.ais_user_online(user.pk)
+    assert signal_log.kinds() == []
+
+
+async def test_a_connection_whose_removal_failed_is_swept_after_a_rotation(
+    fast: dict[str, Any], signal_log: SignalLog
+) -> None:
+    """Its record outlives it under the lease: the next beat retires it, a sweep drops it."""
+    stays, leaves = await database_sync_to_async(
+        lambda: [User.objects.create_user(name) for name in ("stays", "leaves")]
+    )()
+    await connect(stays.pk)
+    cid = await connect(leaves.pk)
+    runtime = get_runtime()
+    await runtime.beat()
+    signal_log.clear()
+    # What the mixin does when the backend refused the removal: untracked, record kept.
+    runtime.untrack_connection(cid)
+    runtime.removal_failed()
+
+    async def gone() -> bool:
+        return not await user_online_service.ais_user_online(leaves.pk)
+
+    start = time.monotonic()
+    await eventually(gone, "the connection whose removal failed swept")
+    # Retired at the next beat, removable a lease later, swept at the beat after that.
+    assert time.monotonic() - start <= TTL + 3 * INTERVAL + 1
+    assert await user_online_service.ais_user_online(stays.pk)
+    assert signal_log.kinds() == ["offline"]
+    assert signal_log.of(leaves.pk) == ["offline"]
 
 
 async def test_one_beat_sweeps_a_big_crash_entirely(
