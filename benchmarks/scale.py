@@ -37,10 +37,10 @@ every command and its server time are logged; only the backend's own are read):
   reads and the dead process, so that these extra connections change neither.
 - ``dead_sweep``: the last process stops beating: its lease is shortened to
   ``--dead-ttl`` seconds (``renew_server(ttl=...)``), left to expire, then
-  ``sweep(limit=--sweep-limit)`` (default 1000) is called while it removed something or
-  says ``more``: total time, calls, longest call, users who went offline, and whether it
-  is complete (every connection of the dead process removed, its filing and the retired
-  filings gone, every other process's connections still filed).
+  ``sweep(limit=--sweep-limit)`` (default 500, the runtime's) is called while it removed
+  something or says ``more``: total time, calls, longest call, users who went offline,
+  and whether it is complete (every connection of the dead process removed, its filing
+  and the retired filings gone, every other process's connections still filed).
 - ``reads``: ``online_user_ids`` of 10,000 ids (half of them online), ``presence_snapshot``
   of 1,000 users (median of 20 calls each), ``all_online_user_ids`` (median of 3), one
   connect and disconnect of a new user (median of 20 pairs), keys and memory counts.
@@ -74,7 +74,7 @@ from procs import RedisProcess  # noqa: E402
 
 PREFIX = "scale"
 LONG_TTL = 3600.0  # seconds: no lease expires during the run unless the run says so
-SWEEP_LIMIT = 1000  # what runtime.SWEEP_LIMIT is
+SWEEP_LIMIT = 500  # what runtime.SWEEP_LIMIT is
 CHUNK = 5000  # connections per heartbeat script call (backends/redis.py, _CHUNK)
 BEAT_SIZES = (10, 10_000, 100_000)
 # Commands that are the harness's own, not the backend's work (it reads ZCARD and HLEN

@@ -48,11 +48,12 @@ from .ids import SERVER_ID
 
 logger = logging.getLogger(__name__)
 
-#: Connections one sweep call examines at most (one Redis call of a few milliseconds).
-SWEEP_LIMIT = 1000
+#: Connections one sweep call examines at most: one Redis call of about 5 ms (measured
+#: by benchmarks/scale.py; issue 17 allows no call over 10 ms).
+SWEEP_LIMIT = 500
 #: Sweep calls one beat may make when more than SWEEP_LIMIT connections wait: a crashed
 #: server holding up to 50,000 connections is swept within one beat.
-MAX_SWEEPS_PER_BEAT = 50
+MAX_SWEEPS_PER_BEAT = 100
 
 
 class TrackedConsumer(Protocol):

@@ -26,7 +26,7 @@ from ..backends import OFFLINE, Change, ConnectionData, PublicPresence, get_back
 from ..conf import number_setting, presence_settings
 from ..exceptions import TooManyConnections
 from ..ids import SERVER_ID, check_connection_id, new_connection_id, user_key
-from ..runtime import get_runtime
+from ..runtime import SWEEP_LIMIT, get_runtime
 from ..transitions import ReconcileResult
 from .availability import AvailabilityService, Presence
 
@@ -195,10 +195,10 @@ class UserOnlineService(AvailabilityService):
         management commands and tests. Returns how many connections were removed.
         """
         backend, removed = get_backend(), 0
-        # Until nothing is left (a dead server's connections take one call per 1,000),
-        # a bounded number of calls.
+        # Until nothing is left (a dead server's connections take one call per
+        # SWEEP_LIMIT), a bounded number of calls.
         for _ in range(1000):
-            result = await backend.sweep()
+            result = await backend.sweep(limit=SWEEP_LIMIT)
             await get_runtime().submit(result.changes)
             removed += result.removed
             if not result.more:
