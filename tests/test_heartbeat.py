@@ -354,7 +354,10 @@ async def test_a_connection_whose_removal_failed_is_swept_after_a_rotation(
     runtime.removal_failed()
 
     async def gone() -> bool:
-        return not await user_online_service.ais_user_online(leaves.pk)
+        # Offline in the backend, and the transition's side effects applied.
+        return not await user_online_service.ais_user_online(leaves.pk) and bool(
+            signal_log.kinds()
+        )
 
     start = time.monotonic()
     await eventually(gone, "the connection whose removal failed swept")
