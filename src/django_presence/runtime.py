@@ -394,7 +394,7 @@ class Runtime:
 
         When the backend did not hold the lease (the first beat, a lease that expired
         during a long pause and was swept, a Redis restart) or a registration failed,
-        every connection held here is filed again: one more request per 5,000.
+        every connection held here is filed again: one more round trip.
         """
         backend = get_backend()
         interval = number_setting("HEARTBEAT_INTERVAL", allow_zero=False)
