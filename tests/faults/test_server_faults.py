@@ -106,13 +106,23 @@ HELD_FIRST_ID = 10_000_000
 
 
 async def hold_connections_under(stack: Any, server: str) -> None:
-    """File ``HELD`` connections of ``HELD_USERS`` users under ``server``'s lease."""
+    """File ``HELD`` connections of ``HELD_USERS`` users under ``server``'s lease.
+
+    Once the server's first beat confirmed its lease: before it, the beat retires what is
+    filed (the server files again only what it holds), and these would go a lease later.
+    """
     from django_presence.backends.redis import RedisBackend
 
+    def confirmed() -> bool:
+        with stack.redis_client() as client:
+            return bool(client.sismember("{" + stack.key_prefix + "}:pconf", server))
+
+    await await_until(confirmed, 10, interval=0.05, what=f"{server}'s lease confirmed")
     backend = RedisBackend(url=stack.redis.url, key_prefix=stack.key_prefix)
     pairs = [(str(HELD_FIRST_ID + i % HELD_USERS), f"specific.held!{i:032x}") for i in range(HELD)]
     try:
-        restored = await backend.heartbeat(pairs, ttl=3600, server=server)
+        # The server's own ttl: a longer one would extend its lease past its crash.
+        restored = await backend.heartbeat(pairs, ttl=stack.ttl, server=server)
     finally:
         await backend.aclose()
     assert len(restored) == HELD
