@@ -32,14 +32,20 @@ def doctor_availability(presence: Any) -> str:
     return str(presence.state)
 
 
-@login_required
-def room(request: HttpRequest, pk: int) -> HttpResponse:
-    """The room: the other participant's presence, and the call's signalling."""
+def participant_consultation(request: HttpRequest, pk: int) -> Consultation:
+    """Consultation ``pk``, if the requesting user takes part in it; else 404."""
     consultation = get_object_or_404(
         Consultation.objects.select_related("doctor", "patient"), pk=pk
     )
     if not consultation.is_participant(request.user):
         raise Http404("No such consultation among yours.")
+    return consultation
+
+
+@login_required
+def room(request: HttpRequest, pk: int) -> HttpResponse:
+    """The room: the other participant's presence, and the call's signalling."""
+    consultation = participant_consultation(request, pk)
     peer = get_user_model().objects.get(pk=consultation.other_participant_id(request.user))
     return render(
         request,
@@ -55,11 +61,7 @@ def room(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def waiting_room(request: HttpRequest, pk: int) -> HttpResponse:
     """The patient's waiting room: whether the doctor is available, busy, in a consultation."""
-    consultation = get_object_or_404(
-        Consultation.objects.select_related("doctor", "patient"), pk=pk
-    )
-    if not consultation.is_participant(request.user):
-        raise Http404("No such consultation among yours.")
+    consultation = participant_consultation(request, pk)
     doctor = consultation.doctor
     # As this viewer may see the doctor (the policy decides): the page's first paint,
     # which the doctor's status_changed frames then keep up to date.
