@@ -422,3 +422,43 @@ def test_the_cached_pairs_follow_every_change_of_the_tracked_connections() -> No
     assert len(connections.pairs()) == 1
     connections.clear()
     assert connections.pairs() == []
+
+
+async def test_stop_ends_the_timer_even_when_a_beat_lost_its_cancellation() -> None:
+    """A cancellation swallowed inside a beat must not leave stop() waiting a whole interval.
+
+    On Python 3.11, ``asyncio.wait_for`` (in redis-py) can swallow a cancellation that
+    arrives as its inner call completes; the timer then went on to sleep a full
+    ``HEARTBEAT_INTERVAL`` and beat again, and ``stop()`` waited for it forever.
+    """
+    in_beat = asyncio.Event()
+    beats = 0
+
+    class LosesOneCancellation(Runtime):
+        async def beat(self) -> None:
+            nonlocal beats
+            beats += 1
+            in_beat.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                pass  # what a library that swallowed it does: carry on
+
+    settings_dict = presence_settings_for("memory", "", HEARTBEAT_INTERVAL=0.05)
+    with override_settings(DJANGO_PRESENCE=settings_dict):
+        runtime = LosesOneCancellation()
+        runtime.track_connection("1", "c1")
+        await asyncio.wait_for(in_beat.wait(), 5)
+    # The settings' interval is back to the default (seconds): only a second
+    # cancellation ends the timer's sleep. (Not wait_for(): cancelling stop() on its
+    # timeout would cancel the timer a second time, and hide the hang.)
+    stopping = asyncio.ensure_future(runtime.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=2)
+
+    try:
+        assert stopping in done, "stop() still waits for a timer that lost its cancellation"
+        assert not runtime.running
+        assert beats == 1
+    finally:
+        stopping.cancel()
+        await asyncio.wait({stopping}, timeout=5)

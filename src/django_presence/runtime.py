@@ -43,17 +43,17 @@ from .availability import ActivityTracker
 from .backends import Change, MemberChange, PublicPresence, SweepResult, get_backend
 from .batcher import Batcher
 from .conf import number_setting
-from .grace_sweeps import GraceSweeps, kept_closing_lease
+from .grace_sweeps import GraceSweeps, cancel_and_wait, kept_closing_lease
 from .ids import SERVER_ID
 
 logger = logging.getLogger(__name__)
 
-#: Connections one sweep call examines at most: one Redis call of about 5 ms (measured
-#: by benchmarks/scale.py; issue 17 allows no call over 10 ms).
-SWEEP_LIMIT = 500
+#: Connections one sweep call examines at most: one Redis call of 2-5 ms (measured by
+#: benchmarks/scale.py; issue 17 allows no call over 10 ms).
+SWEEP_LIMIT = 250
 #: Sweep calls one beat may make when more than SWEEP_LIMIT connections wait: a crashed
 #: server holding up to 50,000 connections is swept within one beat.
-MAX_SWEEPS_PER_BEAT = 100
+MAX_SWEEPS_PER_BEAT = 200
 
 
 class TrackedConsumer(Protocol):
@@ -346,11 +346,9 @@ class Runtime:
             self.memberships.clear()
         await self.grace_sweeps.stop()
         await self.group_settles.stop()
-        for task in (self._timer, self._reconcile_task):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(
+            task for task in (self._timer, self._reconcile_task) if task is not None
+        )
         self._timer = self._reconcile_task = None
 
     async def _run(self) -> None:
