@@ -37,7 +37,7 @@ every command and its server time are logged; only the backend's own are read):
   reads and the dead process, so that these extra connections change neither.
 - ``dead_sweep``: the last process stops beating: its lease is shortened to
   ``--dead-ttl`` seconds (``renew_server(ttl=...)``), left to expire, then
-  ``sweep(limit=--sweep-limit)`` (default 500, the runtime's) is called while it removed
+  ``sweep(limit=--sweep-limit)`` (default 250, the runtime's) is called while it removed
   something or says ``more``: total time, calls, longest call, users who went offline,
   and whether it is complete (every connection of the dead process removed, its filing
   and the retired filings gone, every other process's connections still filed).
@@ -74,7 +74,7 @@ from procs import RedisProcess  # noqa: E402
 
 PREFIX = "scale"
 LONG_TTL = 3600.0  # seconds: no lease expires during the run unless the run says so
-SWEEP_LIMIT = 500  # what runtime.SWEEP_LIMIT is
+SWEEP_LIMIT = 250  # what runtime.SWEEP_LIMIT is
 CHUNK = 5000  # connections per heartbeat script call (backends/redis.py, _CHUNK)
 BEAT_SIZES = (10, 10_000, 100_000)
 # Commands that are the harness's own, not the backend's work (it reads ZCARD and HLEN
@@ -498,6 +498,9 @@ async def run(args: argparse.Namespace, url: str, budget: Budget) -> dict[str, A
     processes = min(args.processes, connections)
     redis = Redis(url)
     redis.client.config_set("slowlog-max-len", 1024)
+    for directive in args.redis_config:
+        name, _, value = directive.partition(" ")
+        redis.client.config_set(name, value)
     report: dict[str, Any] = {
         "parameters": {
             "connections": connections,
@@ -509,6 +512,7 @@ async def run(args: argparse.Namespace, url: str, budget: Budget) -> dict[str, A
             "beat_sweep_limit": SWEEP_LIMIT,
             "heartbeat_chunk": CHUNK,
             "dead_ttl": args.dead_ttl,
+            "redis_config": args.redis_config,
         },
         "versions": versions(redis),
         "machine": {"cores": os.cpu_count(), "loadavg_start": list(os.getloadavg())},
@@ -648,6 +652,13 @@ def main() -> None:
         type=int,
         default=SWEEP_LIMIT,
         help="connections examined per sweep call of the dead process",
+    )
+    parser.add_argument(
+        "--redis-config",
+        action="append",
+        default=[],
+        metavar="'NAME VALUE'",
+        help="a CONFIG SET of the benchmark's Redis, e.g. 'hash-max-listpack-value 128'",
     )
     parser.add_argument("--budget", type=float, default=230.0, help="s; stop past it")
     parser.add_argument("--json", type=Path, help="write the report here")

@@ -163,6 +163,82 @@ async def test_nothing_is_left_of_users_long_offline(
     await backend.aclose()
 
 
+async def test_a_filing_holds_a_digest_of_each_connection_id(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A filing member is the user id and 16 hex digits, whatever the channel name's length.
+
+    The filing holds one member per connection (the largest key of a server process): the
+    user's hash keeps the 74-byte channels_redis name in full, and the sweep finds it there
+    from the digest, also among many connections of the same user.
+    """
+    backend = make_backend(redis_url)
+    dead, alive = "web-1:10#aaaaaa", "web-2:20#bbbbbb"
+    names = [f"specific.{uuid.uuid4().hex}!{uuid.uuid4().hex}" for _ in range(6)]
+    for cid in names[:4]:
+        await backend.add_connection("42", cid, ttl=0.2, server=dead)
+    for cid in names[4:]:
+        await backend.add_connection("42", cid, ttl=30, server=alive)
+    tag = "{" + backend.key_prefix + "}"
+    members = {m.decode() for m in redis_client.smembers(f"{tag}:pc:{dead}")}
+    assert len(members) == 4
+    assert all(len(m) == len("2:42") + 16 for m in members)
+    await asyncio.sleep(0.3)
+
+    result = await backend.sweep()
+
+    assert result.removed == 4
+    assert not result.changes or not any(c.changed for c in result.changes)  # still online
+    left = sorted(info.connection_id for info in await backend.user_connections("42"))
+    assert left == sorted(names[4:])
+    await backend.clear()
+    await backend.aclose()
+
+
+async def test_channel_names_are_stored_packed_and_read_back_whole(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A 74-byte channels_redis name is stored in 44 bytes; every read gives it back whole.
+
+    Packed, the user's hash stays a listpack (Redis's compact encoding, for fields of at
+    most 64 bytes): about 80 B less per connection. Ids that are not channel names, and
+    ids that look like a packed one, are kept as they are.
+    """
+    from django_presence.availability import connection_data
+
+    backend = make_backend(redis_url)
+    server = "web-1:10#aaaaaa"
+    channel = f"specific.{uuid.uuid4().hex}!{uuid.uuid4().hex}"
+    odd = ["~", "~~x", "~" + "A" * 43, "specific.inmemory!abcdefghijkl"]
+    await backend.add_connection(
+        "7", channel, ttl=30, server=server, data=connection_data(device="phone")
+    )
+    for cid in odd:
+        await backend.add_connection("7", cid, ttl=30)
+    tag = "{" + backend.key_prefix + "}"
+
+    fields = {f.decode() for f in redis_client.hkeys(f"{tag}:u:7")}
+    stored_odd = {"~~", "~~~x", "~~" + "A" * 43, "specific.inmemory!abcdefghijkl"}
+    assert stored_odd <= fields
+    (packed,) = fields - stored_odd
+    assert len(packed) == 44  # the channel name, packed
+    assert packed.startswith("~")
+    assert redis_client.object("encoding", f"{tag}:u:7") == b"listpack"
+    infos = {info.connection_id: info for info in await backend.user_connections("7")}
+    assert set(infos) == {channel, *odd}
+    assert infos[channel].server == server
+    found = (await backend.availability(["7"]))["7"]
+    assert found.connections[channel].device == "phone"
+    # The heartbeat of a lost connection stores it again and names it whole.
+    redis_client.delete(f"{tag}:u:7")
+    restored = await backend.heartbeat([("7", channel)], ttl=30, server=server)
+    assert [cid for cid, _ in restored] == [channel]
+    await backend.remove_connection("7", channel)
+    assert {info.connection_id for info in await backend.user_connections("7")} == set()
+    await backend.clear()
+    await backend.aclose()
+
+
 @pytest.mark.parametrize("prefix", ["", "a{b", "x}", 5])
 def test_key_prefix_is_validated(redis_url: str, prefix: Any) -> None:
     with pytest.raises(ValueError, match="KEY_PREFIX"):

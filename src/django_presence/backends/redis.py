@@ -9,7 +9,8 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
   whose lease ``renew()`` took (confirmed); a lease ``store()`` made is not, so the
   server's next renewal tells it to file again what it holds.
 - ``{P}:pc:<server>`` set of the connections filed under the server, member
-  ``<len(uid)>:<uid><cid>``.
+  ``<len(uid)>:<uid><first 16 hex digits of sha1(cid)>`` (the user's hash has the id in
+  full: a channel name is 74 bytes).
 - ``{P}:retired`` sorted set: ``<server>\x1f<n>`` -> when the connections of the retired
   filing ``{P}:pr:<server>\x1f<n>`` may be removed (ms); ``{P}:rseq`` numbers them. A
   filing is retired (renamed, O(1)) when its server's lease expired (removable at once)
@@ -20,6 +21,9 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
   server, and closing leases), member ``<len(uid)>:<uid><cid>``, score = lease expiry
   (ms, Redis server time).
 - ``{P}:u:<uid>``  hash: connection id -> ``<opened ms>|<server>``; one per online user.
+  Connection ids are stored packed (everywhere in these keys): a channels_redis channel
+  name as ``~`` and base64url (44 bytes instead of 74, see ``_pack_cid``), so that the
+  hash stays a compact listpack.
 - ``{P}:online``   hash: user id -> ms since which the user is online.
 - ``{P}:closing``  hash: user id -> connection id of the user's grace-period lease (at most
   one: adding a connection drops it).
@@ -72,7 +76,9 @@ to ``pool_timeout`` 10 s instead of raising ``MaxConnectionsError`` in a burst).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import re
 import secrets
 import threading
 import types
@@ -160,22 +166,37 @@ local function extend_server(s, until_ms)
     redis.call('ZADD', K_PROCS, until_ms, s)
   end
 end
+-- A connection's member in its server's filing: the user id and 64 bits of the digest of
+-- the connection id (a channels_redis channel name is 74 bytes, and a filing holds one
+-- member per connection; the user's record has the id in full).
+local function fmember(uid, cid)
+  return #uid .. ':' .. uid .. string.sub(redis.sha1hex(cid), 1, 16)
+end
+-- The connection of user uid whose digest is tail (a filing member's): its id and record,
+-- or nil when the user has no such connection any more.
+local function fcid(uid, tail)
+  local entries = redis.call('HGETALL', UP .. uid)
+  for i = 1, #entries, 2 do
+    if string.sub(redis.sha1hex(entries[i]), 1, 16) == tail then
+      return entries[i], entries[i + 1]
+    end
+  end
+  return nil, nil
+end
 -- A connection filed under a server lives as long as the server's lease; with no server,
 -- it has a lease of its own in K_LEASES.
 local function file(uid, cid, s, until_ms)
-  local m = member(uid, cid)
   if s == '' then
-    redis.call('ZADD', K_LEASES, until_ms, m)
+    redis.call('ZADD', K_LEASES, until_ms, member(uid, cid))
   else
-    redis.call('ZREM', K_LEASES, m)
-    redis.call('SADD', PC .. s, m)
+    redis.call('ZREM', K_LEASES, member(uid, cid))
+    redis.call('SADD', PC .. s, fmember(uid, cid))
     extend_server(s, until_ms)
   end
 end
 local function unfile(uid, cid, s)
-  local m = member(uid, cid)
-  redis.call('ZREM', K_LEASES, m)
-  if s ~= '' then redis.call('SREM', PC .. s, m) end
+  redis.call('ZREM', K_LEASES, member(uid, cid))
+  if s ~= '' then redis.call('SREM', PC .. s, fmember(uid, cid)) end
 end
 -- Retire what server s has filed: a sweep removes it from when_ms on, but for what is
 -- filed under s again by then. RENAME is O(1) whatever the filing holds.
@@ -416,7 +437,7 @@ local function heartbeat(ttl, server, first)
       if s == '' then
         redis.call('ZADD', K_LEASES, 'XX', now + ttl, member(uid, cid))
       else
-        redis.call('SADD', PC .. s, member(uid, cid))
+        redis.call('SADD', PC .. s, fmember(uid, cid))
         if not extended[s] then
           extended[s] = true
           extend_server(s, now + ttl)
@@ -489,8 +510,8 @@ local function sweep(limit, lock_ms, token, retention_ms)
     local s = string.sub(name, 1, string.find(name, '\\31', 1, true) - 1)
     for _, m in ipairs(redis.call('SPOP', PR .. name, limit - examined)) do
       examined = examined + 1
-      local uid, cid = split(m)
-      local v = redis.call('HGET', UP .. uid, cid)
+      local uid, tail = split(m)
+      local cid, v = fcid(uid, tail)
       if v and server_of(v) == s and redis.call('HGET', K_CLOSING, uid) ~= cid
         and redis.call('SISMEMBER', PC .. s, m) == 0 then
         drop(uid, cid, false)
@@ -722,7 +743,8 @@ for i = 1, #entries, 2 do
   local cid = entries[i]
   out[#out + 1] = cid
   out[#out + 1] = entries[i + 1]
-  local s, m = server_of(entries[i + 1]), member(uid, cid)
+  local s = server_of(entries[i + 1])
+  local m = (closing == cid or s == '') and member(uid, cid) or fmember(uid, cid)
   local expiry = false
   if closing == cid or s == '' then
     expiry = redis.call('ZSCORE', K_LEASES, m)
@@ -1326,15 +1348,15 @@ class RedisBackend(BasePresenceBackend):
         data: ConnectionData | None = None,
         idle: float = 0,
     ) -> Change:
-        args = [self._user_prefix, user_id, connection_id, _ms(ttl), server, limit or 0]
-        args += [_encode_data(data), _ms(idle)]
+        args = [self._user_prefix, user_id, _pack_cid(connection_id), _ms(ttl), server]
+        args += [limit or 0, _encode_data(data), _ms(idle)]
         return _change(user_id, await self._eval("add", _ADD, args))
 
     async def remove_connection(
         self, user_id: str, connection_id: str, *, grace: float = 0
     ) -> Change:
         result = await self._eval(
-            "remove", _REMOVE, [self._user_prefix, user_id, connection_id, _ms(grace)]
+            "remove", _REMOVE, [self._user_prefix, user_id, _pack_cid(connection_id), _ms(grace)]
         )
         return _change(user_id, result)
 
@@ -1411,7 +1433,7 @@ class RedisBackend(BasePresenceBackend):
     async def set_connection_data(
         self, user_id: str, connection_id: str, data: ConnectionData
     ) -> Change:
-        args = [self._user_prefix, user_id, connection_id, _encode_data(data)]
+        args = [self._user_prefix, user_id, _pack_cid(connection_id), _encode_data(data)]
         return _change(user_id, await self._eval("set_data", _SET_DATA, args))
 
     async def touch(self, activity: Sequence[tuple[str, float]], *, idle: float) -> list[Change]:
@@ -1448,7 +1470,10 @@ class RedisBackend(BasePresenceBackend):
                     _str(text),
                     int(until) / 1000 if until else None,
                     int(active) / 1000 if active else None,
-                    {_str(data[i]): _decode_data(data[i + 1]) for i in range(0, len(data), 2)},
+                    {
+                        _unpack_cid(data[i]): _decode_data(data[i + 1])
+                        for i in range(0, len(data), 2)
+                    },
                 )
         return found
 
@@ -1555,7 +1580,7 @@ class RedisBackend(BasePresenceBackend):
             infos.append(
                 ConnectionInfo(
                     user_id=user_id,
-                    connection_id=_str(result[i]),
+                    connection_id=_unpack_cid(result[i]),
                     opened_at=int(opened) / 1000,
                     expires_at=float(result[i + 2]) / 1000,
                     closing=bool(int(result[i + 3])),
@@ -1789,6 +1814,40 @@ def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# channels_redis's channel names, the connection ids of consumers: 74 bytes.
+_CHANNEL_NAME = re.compile(r"specific\.([0-9a-f]{32})!([0-9a-f]{32})\Z")
+_PACKED = "~"
+
+
+def _pack_cid(cid: str) -> str:
+    """A connection id as the scripts store it (see :func:`_unpack_cid`).
+
+    A channels_redis channel name, ``specific.<32 hex>!<32 hex>`` (74 bytes), is stored
+    as ``~`` and its 32 bytes in unpadded base64url (44 bytes): a user's hash then stays
+    a compact listpack, whose values Redis keeps only up to 64 bytes
+    (``hash-max-listpack-value``); with 74-byte fields it is a hashtable of about twice the
+    memory. Any other id is stored as it is, with one more ``~`` in front when it starts
+    with one.
+    """
+    name = _CHANNEL_NAME.match(cid)
+    if name is not None:
+        packed = base64.urlsafe_b64encode(bytes.fromhex(name[1] + name[2]))
+        return _PACKED + packed.decode().rstrip("=")
+    return _PACKED + cid if cid.startswith(_PACKED) else cid
+
+
+def _unpack_cid(value: Any) -> str:
+    """The connection id that :func:`_pack_cid` stored as ``value``."""
+    text = _str(value)
+    if not text.startswith(_PACKED):
+        return text
+    rest = text[1:]
+    if rest.startswith(_PACKED):
+        return rest
+    raw = base64.urlsafe_b64decode(rest + "=").hex()
+    return f"specific.{raw[:32]}!{raw[32:]}"
+
+
 def _change(user_id: str, result: Sequence[Any]) -> Change:
     """A Change from a script's ``{transition, count, seq, signature, hidden}``."""
     if int(result[0]) == _REFUSED:
@@ -1861,12 +1920,12 @@ def _online(ids: Sequence[str], chunks: Iterable[Sequence[Any]]) -> set[str]:
 
 
 def _pair_args(connections: Sequence[tuple[str, str]]) -> list[Any]:
-    return [value for pair in connections for value in pair]
+    return [value for user_id, cid in connections for value in (user_id, _pack_cid(cid))]
 
 
 def _restored(result: Sequence[Any]) -> list[tuple[str, Change]]:
     return [
-        (_str(result[i + 1]), _change(_str(result[i]), result[i + 2 : i + 7]))
+        (_unpack_cid(result[i + 1]), _change(_str(result[i]), result[i + 2 : i + 7]))
         for i in range(0, len(result), 7)
     ]
 
