@@ -1055,9 +1055,11 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 results[variant].append(asyncio.run(measure_variant(run, variant)))
-        if args.profile and "package" in args.variants:
-            print("profiling the package's churn ...", file=sys.stderr, flush=True)
-            profile = asyncio.run(measure_variant(run, "package", profile=True)).get("profile")
+        # The package's own variant (package-cheap when only the cheap pair is run).
+        profiled = next((v for v in ("package", "package-cheap") if v in args.variants), None)
+        if args.profile and profiled:
+            print(f"profiling {profiled}'s churn ...", file=sys.stderr, flush=True)
+            profile = asyncio.run(measure_variant(run, profiled, profile=True)).get("profile")
         if args.idle_sockets:
             counts = sorted({min(1000, args.idle_sockets), args.idle_sockets})
             for ping in [float(p) for p in args.idle_ws_ping_intervals.split(",")]:
