@@ -744,9 +744,10 @@ for i = 1, #entries, 2 do
   out[#out + 1] = cid
   out[#out + 1] = entries[i + 1]
   local s = server_of(entries[i + 1])
-  local m = (closing == cid or s == '') and member(uid, cid) or fmember(uid, cid)
+  local own_lease = closing == cid or s == ''
+  local m = own_lease and member(uid, cid) or fmember(uid, cid)
   local expiry = false
-  if closing == cid or s == '' then
+  if own_lease then
     expiry = redis.call('ZSCORE', K_LEASES, m)
   elseif redis.call('SISMEMBER', PC .. s, m) == 1 then
     expiry = redis.call('ZSCORE', K_PROCS, s)
