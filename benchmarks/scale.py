@@ -72,9 +72,10 @@ sys.path.insert(0, str(ROOT))
 
 from procs import RedisProcess  # noqa: E402
 
+from django_presence.runtime import SWEEP_LIMIT  # noqa: E402  (what a beat's sweep uses)
+
 PREFIX = "scale"
 LONG_TTL = 3600.0  # seconds: no lease expires during the run unless the run says so
-SWEEP_LIMIT = 250  # what runtime.SWEEP_LIMIT is
 CHUNK = 5000  # connections per heartbeat script call (backends/redis.py, _CHUNK)
 BEAT_SIZES = (10, 10_000, 100_000)
 # Commands that are the harness's own, not the backend's work (it reads ZCARD and HLEN
