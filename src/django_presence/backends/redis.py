@@ -8,9 +8,8 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
   renewal per server per interval, whatever it holds. ``{P}:pconf`` set: the servers
   whose lease ``renew()`` took (confirmed); a lease ``store()`` made is not, so the
   server's next renewal tells it to file again what it holds.
-- ``{P}:pc:<server>`` set of the connections filed under the server, member
-  ``<len(uid)>:<uid><first 16 hex digits of sha1(cid)>`` (the user's hash has the id in
-  full: a channel name is 74 bytes).
+- ``{P}:pc:<server>`` set of the connections filed under the server, member ``<uid>``
+  and the first 8 bytes of ``sha1(cid)``, raw (the user's hash has the id in full).
 - ``{P}:retired`` sorted set: ``<server>\x1f<n>`` -> when the connections of the retired
   filing ``{P}:pr:<server>\x1f<n>`` may be removed (ms); ``{P}:rseq`` numbers them. A
   filing is retired (renamed, O(1)) when its server's lease expired (removable at once)
@@ -166,22 +165,28 @@ local function extend_server(s, until_ms)
     redis.call('ZADD', K_PROCS, until_ms, s)
   end
 end
--- A connection's member in its server's filing: the user id and 64 bits of the digest of
--- the connection id (a channels_redis channel name is 74 bytes, and a filing holds one
--- member per connection; the user's record has the id in full).
+-- A connection's member in its server's filing: the user id and the first 8 bytes of the
+-- SHA-1 of the connection id, raw: a filing holds one member per connection, and one of
+-- 14 bytes (a 6-digit user id) takes Redis 16 bytes where the former ``<len>:<uid>`` and
+-- 16 hex digits took 32. The user's record has the id in full.
 local function fmember(uid, cid)
-  return #uid .. ':' .. uid .. string.sub(redis.sha1hex(cid), 1, 16)
+  local h, b = redis.sha1hex(cid), {}
+  for i = 1, 8 do b[i] = tonumber(string.sub(h, 2 * i - 1, 2 * i), 16) end
+  return uid .. string.char(unpack(b))
 end
--- The connection of user uid whose digest is tail (a filing member's): its id and record,
--- or nil when the user has no such connection any more.
-local function fcid(uid, tail)
+local HEX8 = string.rep('%02x', 8)
+-- The connection of the filing member m: its user, id and record (nil, nil when the user
+-- has no such connection any more). The digest is compared in hex: one conversion per
+-- member rather than one per connection of the user.
+local function fcid(m)
+  local uid, tail = string.sub(m, 1, -9), string.format(HEX8, string.byte(m, -8, -1))
   local entries = redis.call('HGETALL', UP .. uid)
   for i = 1, #entries, 2 do
     if string.sub(redis.sha1hex(entries[i]), 1, 16) == tail then
-      return entries[i], entries[i + 1]
+      return uid, entries[i], entries[i + 1]
     end
   end
-  return nil, nil
+  return uid, nil, nil
 end
 -- A connection filed under a server lives as long as the server's lease; with no server,
 -- it has a lease of its own in K_LEASES.
@@ -510,8 +515,7 @@ local function sweep(limit, lock_ms, token, retention_ms)
     local s = string.sub(name, 1, string.find(name, '\\31', 1, true) - 1)
     for _, m in ipairs(redis.call('SPOP', PR .. name, limit - examined)) do
       examined = examined + 1
-      local uid, tail = split(m)
-      local cid, v = fcid(uid, tail)
+      local uid, cid, v = fcid(m)
       if v and server_of(v) == s and redis.call('HGET', K_CLOSING, uid) ~= cid
         and redis.call('SISMEMBER', PC .. s, m) == 0 then
         drop(uid, cid, false)
