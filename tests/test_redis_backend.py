@@ -195,6 +195,47 @@ async def test_a_filing_holds_a_digest_of_each_connection_id(
     await backend.aclose()
 
 
+async def test_an_online_users_seq_is_kept_once_and_read_whichever_version_wrote_it(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """An online user has one entry (``online``: their seq), an offline one ``tseq``.
+
+    Processes of earlier versions kept an online user's seq in ``tseq`` and the time they
+    went online in ``online``: during a rolling deploy the larger of the two is the seq,
+    so snapshots never go back in time whichever process made the last transition.
+    """
+    backend = make_backend(redis_url)
+    tag = "{" + backend.key_prefix + "}"
+    online = (await backend.add_connection("5", "c1", ttl=30, server="web-1:1#aaaaaa")).seq
+    assert int(redis_client.hget(f"{tag}:online", "5")) == online
+    assert redis_client.hget(f"{tag}:tseq", "5") is None
+    assert (await backend.presence_snapshot(["5"]))["5"] == (True, online)
+    assert (await backend.availability(["5"]))["5"].seq == online
+
+    offline = (await backend.remove_connection("5", "c1")).seq
+    assert offline > online
+    assert redis_client.hget(f"{tag}:online", "5") is None
+    assert int(redis_client.hget(f"{tag}:tseq", "5")) == offline
+    assert (await backend.presence_snapshot(["5"]))["5"] == (False, offline)
+    assert (await backend.availability(["5"]))["5"].seq == offline
+
+    # What an earlier version writes for a user who went online: the time, and the seq.
+    earlier = offline + 10
+    redis_client.hset(f"{tag}:online", "6", "1765000000000")
+    redis_client.hset(f"{tag}:tseq", "6", str(earlier))
+    assert (await backend.presence_snapshot(["6"]))["6"] == (True, earlier)
+    assert (await backend.availability(["6"]))["6"].seq == earlier
+    # A transition here moves it on; the stale entry in tseq is not read any more.
+    later = (await backend.add_connection("6", "c2", ttl=30)).seq
+    assert later == 0  # already online: no transition
+    await backend.set_status("6", "busy")
+    snapshot = await backend.presence_snapshot(["6"])
+    assert snapshot["6"][1] > earlier
+    assert (await backend.availability(["6"]))["6"].seq == snapshot["6"][1]
+    await backend.clear()
+    await backend.aclose()
+
+
 async def test_channel_names_are_stored_packed_and_read_back_whole(
     redis_url: str, redis_client: redis.Redis
 ) -> None:

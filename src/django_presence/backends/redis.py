@@ -23,12 +23,15 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
   Connection ids are stored packed (everywhere in these keys): a channels_redis channel
   name as ``~`` and base64url (44 bytes instead of 74, see ``_pack_cid``), so that the
   hash stays a compact listpack.
-- ``{P}:online``   hash: user id -> ms since which the user is online.
+- ``{P}:online``   hash: user id -> the seq of the user's last transition, one entry per
+  online user (``{P}:tseq`` below has it once they are offline).
 - ``{P}:closing``  hash: user id -> connection id of the user's grace-period lease (at most
   one: adding a connection drops it).
 - ``{P}:seq``      counter of transitions, never below the server time in microseconds so
   that it keeps increasing after Redis lost its data; ``{P}:tseq`` hash: user id -> last
-  transition seq, kept while the user is online and ``transition_retention`` seconds after;
+  transition seq of an offline user, kept ``transition_retention`` seconds (a user's seq
+  is the larger of the two hashes': processes of earlier versions keep an online
+  user's seq in ``tseq`` and the time they went online in ``online``);
   ``{P}:offline`` sorted set: user id -> ms since which the user is offline, for pruning
   ``tseq`` (so neither grows with every user who was ever online).
 - ``{P}:sweeplock`` the sweep lock.
@@ -217,9 +220,10 @@ local PLAIN, OFF = 'online\\30\\30\\30', 'offline\\30\\30\\30'
 -- Transition numbers never go back, even when Redis restarted empty and K_SEQ is gone:
 -- the counter is floored at the server time in microseconds (below 2^53, so the number
 -- survives Lua's doubles and JavaScript clients), and INCR keeps it unique.
--- A user's last seq is kept while online, and in K_OFFLINE's care once offline: sweep()
+-- A user's last seq is the value of their entry in K_ONLINE while online (one entry per
+-- online user rather than two), and in K_TSEQ once offline, in K_OFFLINE's care: sweep()
 -- forgets it after the retention period.
-local function bump_seq(uid)
+local function bump_seq(uid, online)
   local s = redis.call('INCR', K_SEQ)
   local t = redis.call('TIME')
   local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -227,17 +231,25 @@ local function bump_seq(uid)
     s = floor
     redis.call('SET', K_SEQ, string.format('%d', s))
   end
-  redis.call('HSET', K_TSEQ, uid, string.format('%d', s))
+  redis.call('HSET', online and K_ONLINE or K_TSEQ, uid, string.format('%d', s))
   return s, floor
 end
 local function next_seq(uid, went_online)
-  local s, floor = bump_seq(uid)
+  local s, floor = bump_seq(uid, went_online)
   if went_online then
     redis.call('ZREM', K_OFFLINE, uid)
+    redis.call('HDEL', K_TSEQ, uid)
   else
     redis.call('ZADD', K_OFFLINE, math.floor(floor / 1000), uid)
   end
   return s
+end
+-- The user's last seq, '0' if none (see K_TSEQ in the module's docstring for why both).
+local function seq_of(uid)
+  local a = redis.call('HGET', K_ONLINE, uid)
+  local b = redis.call('HGET', K_TSEQ, uid)
+  if a and (not b or tonumber(a) > tonumber(b)) then return a end
+  return b or '0'
 end
 -- The availability hash's field of a connection's data: short, so that the hash of a
 -- user with a device stays a compact listpack (field names up to 64 bytes).
@@ -313,7 +325,7 @@ local function announce(uid, now, went)
   elseif went == 2 then
     seq = next_seq(uid, false)
   elseif public ~= old then
-    seq = bump_seq(uid)
+    seq = bump_seq(uid, online)
   end
   if online then
     if public == PLAIN then
@@ -375,7 +387,8 @@ local function store(uid, cid, ttl, server, now, data, idle)
   local count = redis.call('HLEN', uk)
   local went = 0
   if was == 0 then
-    redis.call('HSET', K_ONLINE, uid, now)
+    -- Its value, the seq, is set by announce() (next_seq).
+    redis.call('HSET', K_ONLINE, uid, '0')
     went = 1
   end
   local a = announce(uid, now, went)
@@ -722,7 +735,7 @@ for i = 2, #ARGV do
     data[#data + 1] = redis.call('HGET', ak, dk(cid)) or ''
   end
   out[#out + 1] = {
-    redis.call('HEXISTS', K_ONLINE, uid), redis.call('HGET', K_TSEQ, uid) or '0', public,
+    redis.call('HEXISTS', K_ONLINE, uid), seq_of(uid), public,
     state, f[1] or '', f[2] or '', f[3] or '', f[4] or '', data,
   }
 end
@@ -1567,7 +1580,9 @@ class RedisBackend(BasePresenceBackend):
             chunk = ids[start : start + _CHUNK]
             online, seqs = await self._eval("snapshot", _SNAPSHOT, [self._user_prefix, *chunk])
             for uid, on, seq in zip(chunk, online, seqs, strict=True):
-                snapshot[uid] = (on is not None, int(seq or 0))
+                # The larger: an online user's seq is in ``online`` (in ``tseq`` when
+                # a process of an earlier version made the transition).
+                snapshot[uid] = (on is not None, max(int(on or 0), int(seq or 0)))
         return snapshot
 
     async def all_online_user_ids(self) -> set[str]:
