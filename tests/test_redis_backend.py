@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import logging
 import socket
 import threading
@@ -191,6 +192,45 @@ async def test_a_filing_holds_a_digest_of_each_connection_id(
     assert not result.changes or not any(c.changed for c in result.changes)  # still online
     left = sorted(info.connection_id for info in await backend.user_connections("42"))
     assert left == sorted(names[4:])
+    await backend.clear()
+    await backend.aclose()
+
+
+async def test_a_record_names_its_server_by_a_short_reference(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Each connection's record has a 10-digit reference, not the server's whole name.
+
+    Reads give the name back while the server is alive; once a dead server's filing is
+    swept, its name is forgotten. A record that an earlier version wrote with the name
+    itself still reads back, and is removed from that server's filing.
+    """
+    backend = make_backend(redis_url)
+    tag = "{" + backend.key_prefix + "}"
+    dead = "presence-web-7d9f8c6b5-x2k4q:12345#abcdef"  # a Kubernetes pod name
+    alive = "web-2:20#bbbbbb"
+    await backend.add_connection("8", "d1", ttl=0.2, server=dead)
+    await backend.add_connection("8", "a1", ttl=30, server=alive)
+    records = {k.decode(): v.decode() for k, v in redis_client.hgetall(f"{tag}:u:8").items()}
+    assert {v.partition("|")[2] for v in records.values()} == {
+        hashlib.sha1(dead.encode()).hexdigest()[:10],
+        hashlib.sha1(alive.encode()).hexdigest()[:10],
+    }
+    servers = {i.connection_id: i.server for i in await backend.user_connections("8")}
+    assert servers == {"d1": dead, "a1": alive}
+    assert redis_client.hlen(f"{tag}:pname") == 2
+    await asyncio.sleep(0.3)
+
+    assert (await backend.sweep()).removed == 1
+    assert {i.server for i in await backend.user_connections("8")} == {alive}
+    assert redis_client.hvals(f"{tag}:pname") == [alive.encode()]
+
+    # An earlier version's record: the server's name in full.
+    redis_client.hset(f"{tag}:u:8", "a1", records["a1"].partition("|")[0] + "|" + alive)
+    assert {i.server for i in await backend.user_connections("8")} == {alive}
+    await backend.remove_connection("8", "a1")
+    assert not await backend.is_online("8")
+    assert not redis_client.exists(f"{tag}:pc:{alive}")
     await backend.clear()
     await backend.aclose()
 

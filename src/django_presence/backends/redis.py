@@ -19,7 +19,10 @@ slot and the backend works on Redis Cluster as well as on a single server or Sen
 - ``{P}:leases``   sorted set: the connections with a lease of their own (added without a
   server, and closing leases), member ``<len(uid)>:<uid><cid>``, score = lease expiry
   (ms, Redis server time).
-- ``{P}:u:<uid>``  hash: connection id -> ``<opened ms>|<server>``; one per online user.
+- ``{P}:u:<uid>``  hash: connection id -> ``<opened ms>|<server ref>``; one per online
+  user. The server ref is 10 hex digits of ``sha1(server)`` ('' for a connection with a
+  lease of its own); ``{P}:pname`` hash: server ref -> server name, while the server
+  has a lease or a filing to sweep.
   Connection ids are stored packed (everywhere in these keys): a channels_redis channel
   name as ``~`` and base64url (44 bytes instead of 74, see ``_pack_cid``), so that the
   hash stays a compact listpack.
@@ -155,13 +158,30 @@ local K_PROCS, K_PCONF, K_RETIRED = KEYS[9], KEYS[10], KEYS[11]
 local UP = ARGV[1]
 local BASE = string.sub(UP, 1, -3)
 local UA, PC, PR = BASE .. 'a:', BASE .. 'pc:', BASE .. 'pr:'
--- The server a connection is filed under, from its record (''; a lease of its own).
+local K_PNAME = BASE .. 'pname'
+-- A connection's record names its server by a reference: 10 hex digits of the digest of
+-- the server's name ('' for none), which K_PNAME maps back to the name while the server
+-- has a lease or connections to sweep. Server names are host:pid and a suffix, 30 to
+-- 60 bytes, and each connection's record has one.
+local function sref(s)
+  if s == '' then return '' end
+  return string.sub(redis.sha1hex(s), 1, 10)
+end
+-- The name of the server a record's reference stands for; a record written by an
+-- earlier version holds the name itself, which has no entry and is returned as it is.
+local function sname(ref)
+  if ref == '' then return '' end
+  return redis.call('HGET', K_PNAME, ref) or ref
+end
+-- The reference of the server a connection is filed under, from its record (''; a lease
+-- of its own).
 local function server_of(v) return string.sub(v, string.find(v, '|', 1, true) + 1) end
 -- Extend server s's lease to at least until_ms; a lease made here is not confirmed (only
 -- renew() confirms one, and tells the process to file again what it holds).
 local function extend_server(s, until_ms)
   local e = redis.call('ZSCORE', K_PROCS, s)
   if not e then
+    redis.call('HSET', K_PNAME, sref(s), s)
     redis.call('SREM', K_PCONF, s)
     redis.call('ZADD', K_PROCS, until_ms, s)
   elseif tonumber(e) < until_ms then
@@ -360,14 +380,17 @@ local function store(uid, cid, ttl, server, now, data, idle)
   local uk = UP .. uid
   local ak = UA .. uid
   local was = redis.call('HEXISTS', K_ONLINE, uid)
-  local opened = now
+  local opened, ref = now, sref(server)
   local old = redis.call('HGET', uk, cid)
   if old then
     local sep = string.find(old, '|', 1, true)
     opened = tonumber(string.sub(old, 1, sep - 1))
-    if server == '' then server = string.sub(old, sep + 1) end
+    if server == '' then
+      ref = string.sub(old, sep + 1)
+      server = sname(ref)
+    end
   end
-  redis.call('HSET', uk, cid, opened .. '|' .. server)
+  redis.call('HSET', uk, cid, opened .. '|' .. ref)
   file(uid, cid, server, now + ttl)
   local closing = redis.call('HGET', K_CLOSING, uid)
   if closing then
@@ -422,7 +445,7 @@ if redis.call('HEXISTS', uk, cid) == 0 or redis.call('HGET', K_CLOSING, uid) == 
   return {0, open_count(uid), 0, '', 0}
 end
 local n = redis.call('HLEN', uk)
-unfile(uid, cid, server_of(redis.call('HGET', uk, cid)))
+unfile(uid, cid, sname(server_of(redis.call('HGET', uk, cid))))
 if grace > 0 and n == 1 then
   -- A closing lease is the connection's own, whatever its server.
   redis.call('HSET', K_CLOSING, uid, cid)
@@ -446,12 +469,13 @@ return {went, n - 1, a[2], a[1], a[3]}
 _HEARTBEAT_FN = """
 local function heartbeat(ttl, server, first)
   local now = now_ms()
-  local restored, extended = {}, {}
+  local restored, extended, own = {}, {}, sref(server)
   for i = first, #ARGV, 2 do
     local uid, cid = ARGV[i], ARGV[i + 1]
     local v = redis.call('HGET', UP .. uid, cid)
     if v and redis.call('HGET', K_CLOSING, uid) ~= cid then
       local s = server_of(v)
+      if s == own then s = server elseif s ~= '' then s = sname(s) end
       if s == '' then
         redis.call('ZADD', K_LEASES, 'XX', now + ttl, member(uid, cid))
       else
@@ -519,6 +543,7 @@ local function sweep(limit, lock_ms, token, retention_ms)
   for _, s in ipairs(redis.call('ZRANGEBYSCORE', K_PROCS, '-inf', now, 'LIMIT', 0, limit)) do
     redis.call('ZREM', K_PROCS, s)
     redis.call('SREM', K_PCONF, s)
+    if redis.call('EXISTS', PC .. s) == 0 then redis.call('HDEL', K_PNAME, sref(s)) end
     retire(s, now)
   end
   while examined < limit do
@@ -526,15 +551,20 @@ local function sweep(limit, lock_ms, token, retention_ms)
     if #due == 0 then break end
     local name = due[1]
     local s = string.sub(name, 1, string.find(name, '\\31', 1, true) - 1)
+    local ref = sref(s)
     for _, m in ipairs(redis.call('SPOP', PR .. name, limit - examined)) do
       examined = examined + 1
       local uid, cid, v = fcid(m)
-      if v and server_of(v) == s and redis.call('HGET', K_CLOSING, uid) ~= cid
+      if v and server_of(v) == ref and redis.call('HGET', K_CLOSING, uid) ~= cid
         and redis.call('SISMEMBER', PC .. s, m) == 0 then
         drop(uid, cid, false)
       end
     end
-    if redis.call('EXISTS', PR .. name) == 0 then redis.call('ZREM', K_RETIRED, name) end
+    if redis.call('EXISTS', PR .. name) == 0 then
+      redis.call('ZREM', K_RETIRED, name)
+      -- A dead server's name is not needed once what it filed is gone.
+      if not redis.call('ZSCORE', K_PROCS, s) then redis.call('HDEL', K_PNAME, ref) end
+    end
   end
   if examined < limit then
     local expired =
@@ -572,6 +602,7 @@ local function renew(s, ttl, rotate)
   local now = now_ms()
   local held = redis.call('ZSCORE', K_PROCS, s) and redis.call('SISMEMBER', K_PCONF, s) == 1
   if rotate or not held then retire(s, now + ttl) end
+  if not held then redis.call('HSET', K_PNAME, sref(s), s) end
   redis.call('ZADD', K_PROCS, now + ttl, s)
   redis.call('SADD', K_PCONF, s)
   if held and not rotate then return 1 end
@@ -636,7 +667,7 @@ local records = redis.call('HGETALL', uk)
 local cids = {}
 for i = 1, #records, 2 do
   cids[#cids + 1] = records[i]
-  unfile(uid, records[i], server_of(records[i + 1]))
+  unfile(uid, records[i], sname(server_of(records[i + 1])))
 end
 redis.call('DEL', uk)
 redis.call('HDEL', K_CLOSING, uid)
@@ -757,10 +788,10 @@ local entries = redis.call('HGETALL', UP .. uid)
 local closing = redis.call('HGET', K_CLOSING, uid)
 local out = {}
 for i = 1, #entries, 2 do
-  local cid = entries[i]
+  local cid, v = entries[i], entries[i + 1]
+  local s = sname(server_of(v))
   out[#out + 1] = cid
-  out[#out + 1] = entries[i + 1]
-  local s = server_of(entries[i + 1])
+  out[#out + 1] = string.sub(v, 1, string.find(v, '|', 1, true)) .. s
   local own_lease = closing == cid or s == ''
   local m = own_lease and member(uid, cid) or fmember(uid, cid)
   local expiry = false
