@@ -147,9 +147,12 @@ async def test_crashed_server_users_go_offline_within_ttl_plus_heartbeat(
     clients = [Client(u, a.url) for u in only_a + both] + [Client(u, b.url) for u in both + only_b]
     await connect_all(clients)
     await wait_settled(stack, fault_db, [sub], set(watched), watched)
+    tag = "{" + stack.key_prefix + "}"
     with stack.redis_client() as client:
-        [record] = client.hvals("{" + stack.key_prefix + "}:u:" + str(only_a[0]))
-    a_server = record.partition("|")[2]  # "<opened ms>|<server>": a's lease name
+        [record] = client.hvals(f"{tag}:u:{only_a[0]}")
+        # "<opened ms>|<server ref>"; {P}:pname has the lease name the reference stands for.
+        a_ref = record.partition("|")[2]
+        a_server = client.hget(f"{tag}:pname", a_ref)
     assert a_server.startswith(f"{socket.gethostname()}:{a.pid}#")
     await hold_connections_under(stack, a_server)
     events_before = len(stack.events())
@@ -201,10 +204,10 @@ async def test_crashed_server_users_go_offline_within_ttl_plus_heartbeat(
     report("crash: SIGKILL -> offline", measured, stack.crash_bound)
     assert b.alive()
     with stack.redis_client() as client:
-        tag = "{" + stack.key_prefix + "}"
         assert not client.exists(f"{tag}:pc:{a_server}")  # its filing is gone...
         assert client.zcard(f"{tag}:retired") == 0  # ...and swept to the end
         assert client.zscore(f"{tag}:procs", a_server) is None
+        assert client.hget(f"{tag}:pname", a_ref) is None  # ...and its name forgotten
     held_offline = [
         e
         for e in stack.events()[events_before:]
