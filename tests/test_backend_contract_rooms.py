@@ -401,11 +401,13 @@ async def test_the_occupied_flag_of_an_abandoned_group_expires(
 
 
 async def test_refresh_keeps_the_occupied_flag(backend: BasePresenceBackend) -> None:
-    await backend.room_join(G, "1", "a", ttl=0.2)
+    # The flag expires two leases (1 s) after the join: refreshes keep it 1.25 s. (With
+    # 0.2 s leases, one refresh 0.4 s late on a loaded machine failed the test.)
+    await backend.room_join(G, "1", "a", ttl=0.5)
     assert await backend.room_occupied(G)
-    for _ in range(4):
-        await asyncio.sleep(0.1)
-        await backend.room_refresh([(G, "1", "a")], ttl=0.2)
+    for _ in range(5):
+        await asyncio.sleep(0.25)
+        await backend.room_refresh([(G, "1", "a")], ttl=0.5)
     await backend.room_leave(G, "1", "a")
 
     assert await backend.room_settle(G)
