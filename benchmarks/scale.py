@@ -426,6 +426,36 @@ async def dead_sweep(
     }
 
 
+async def restore(backend: Any, pop: Population, redis: Redis) -> dict[str, Any]:
+    """The dead process was only paused: its lease was lost, it files everything again.
+
+    What a process does after its connections were swept during a pause longer than
+    ``CONNECTION_TTL``, or after Redis lost its data: one ``heartbeat`` of what it holds,
+    scripts of ``_HEARTBEAT_CHUNK`` pairs, each pair stored again in full.
+    """
+    from django_presence.backends.redis import _HEARTBEAT_CHUNK
+
+    pairs, server = pop.by_process[-1], pop.servers[-1]
+    held = await backend.renew_server(server, ttl=LONG_TTL)
+    redis.slowlog_reset()
+    before = redis.commandstats()
+    start = time.perf_counter()
+    restored = await backend.heartbeat(pairs, ttl=LONG_TTL, server=server)
+    wall = (time.perf_counter() - start) * 1000
+    delta = stats_delta(before, redis.commandstats())
+    return {
+        "connections": len(pairs),
+        "held": held,
+        "restored": len(restored),
+        "pairs_per_call": _HEARTBEAT_CHUNK,
+        "calls": delta["script_calls"],
+        "wall_ms": wall,
+        "server_ms": delta["script_usec"] / 1000,
+        "longest_command_ms": redis.longest_script_us() / 1000,
+        "target_longest_command_ms": 10,
+    }
+
+
 async def timed_calls(redis: Redis, call: Any, count: int) -> dict[str, Any]:
     walls = []
     redis.slowlog_reset()
@@ -548,6 +578,9 @@ async def run(args: argparse.Namespace, url: str, budget: Budget) -> dict[str, A
         report["dead_sweep"] = await dead_sweep(
             backend, pop, redis, args.dead_ttl, args.sweep_limit, budget
         )
+        budget.check("the dead process filing again")
+        print("the dead process files its connections again")
+        report["restore"] = await restore(backend, pop, redis)
         budget.check("the beats of 10 to 100,000 connections")
         print("beats of 10 to 100,000 connections")
         report["beat"]["sizes"] = await beat_sizes(backend, pop, redis, budget)
@@ -621,6 +654,16 @@ def table(report: dict[str, Any]) -> str:
             f"{d['removed']:,} / {d['users_offline']:,} / {d['complete']}",
         ),
     ]
+    if "restore" in report:
+        x = report["restore"]
+        rows.append(
+            (
+                f"lost lease: filing {x['connections']:,} conns again, {x['pairs_per_call']}"
+                " per call: calls / wall / Redis time / longest call (target <= 10 ms)",
+                f"{x['calls']} / {x['wall_ms']:.0f} ms / {x['server_ms']:.1f} ms"
+                f" / {x['longest_command_ms']:.2f} ms ({x['restored']:,} stored again)",
+            )
+        )
     for name, label in (
         ("online_user_ids", "online_user_ids, {ids:,} ids"),
         ("presence_snapshot", "presence_snapshot, {ids:,} users"),

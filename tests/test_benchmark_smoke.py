@@ -151,10 +151,11 @@ def test_the_scale_simulation_loads_what_it_was_asked(tmp_path: Path) -> None:
     assert report["load"]["first_renew_held"] == 0  # a first renew_server is never held
     assert report["load"]["stored"] == params["connections"]
     assert report["load"]["went_online"] == params["users"]
-    # One hash per online user; the shared keys online, seq, tseq, procs (the leases) and
-    # pconf (the confirmed servers); one pc:<server> set per process. No leases (every
-    # connection is filed under a server), no offline/closing/adue/retired (none yet), no
-    # a:<uid> (no data, no idle detection).
+    # One hash per online user; the shared keys online (with each online user's seq), seq,
+    # procs (the leases), pconf (the confirmed servers) and pname (their names); one
+    # pc:<server> set per process. No leases (every connection is filed under a server),
+    # no tseq/offline/closing/adue/retired (nobody went offline yet), no a:<uid> (no
+    # data, no idle detection).
     assert loaded["keys"] == params["users"] + 5 + params["processes"]
     assert report["memory"]["delta"] > 0
     assert report["memory"]["bytes_per_connection"] > 0
@@ -197,6 +198,10 @@ def test_the_scale_simulation_loads_what_it_was_asked(tmp_path: Path) -> None:
     assert dead["retired_left"] == 0
     assert dead["stopped_with_more"] is False
     assert 1 <= dead["calls"] <= 3  # bounded: 40 connections, limit 250
+    restore = report["restore"]
+    assert restore["held"] is False  # swept: its lease was lost
+    assert restore["restored"] == restore["connections"] == 40  # all stored again
+    assert restore["calls"] == -(-40 // restore["pairs_per_call"])
     reads = report["reads"]
     assert reads["online_user_ids"]["ids"] == 10_000
     assert reads["online_user_ids"]["online"] == min(5000, params["users"])
