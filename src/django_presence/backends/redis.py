@@ -70,7 +70,7 @@ atomic step. Leases use ``TIME`` on the Redis server, never a web server's clock
 Round trips: one per connect and per disconnect (plus one read when the service writes a
 transition to the DB), and one per heartbeat interval per server process, whatever the
 number of connections it holds (``renew_server_and_sweep``); filing every connection
-again (after a lost lease) is one more round trip, scripts of 200 pairs pipelined.
+again (after a lost lease) is one more round trip, scripts of 100 pairs pipelined.
 
 Tested with redis-py 8.1.0 and channels_redis 4.3.0, against Redis server 7.0.15 and
 6.0.9. redis-py 8 changed two defaults that matter here, so this backend sets both
@@ -1165,10 +1165,11 @@ return out
 # Sizes above which a list of ids is split into several commands, to stay far below
 # Lua's unpack() limit and Redis's argument limits.
 _CHUNK = 5000
-# Pairs per heartbeat script, so that a call holds Redis about 10 ms at most: storing 500
+# Pairs per heartbeat script, so that a call holds Redis well under 10 ms: storing 500
 # lost pairs again took 16-23 ms of Redis (SLOWLOG, private redis-server 7.0.15, a loaded
-# machine), 200 took 4.5-10.9 ms; filing 200 held ones again 0.7-2.5 ms.
-_HEARTBEAT_CHUNK = 200
+# machine), 200 took 4.5-10.9 ms (9.5-9.7 ms in benchmarks/scale.py's "lost lease"
+# step); filing 200 held ones again 0.7-2.5 ms. The calls are pipelined: one round trip.
+_HEARTBEAT_CHUNK = 100
 # Streams per script call in the stream methods (each call pipelined, one round trip).
 _STREAM_CHUNK = 1000
 
