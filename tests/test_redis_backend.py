@@ -231,6 +231,14 @@ async def test_a_record_names_its_server_by_a_short_reference(
     await backend.remove_connection("8", "a1")
     assert not await backend.is_online("8")
     assert not redis_client.exists(f"{tag}:pc:{alive}")
+    # ...and one filed under a server that dies is swept like any other.
+    old_server = "web-3:30#cccccc"
+    await backend.add_connection("9", "e1", ttl=0.2, server=old_server)
+    [opened] = [v.partition(b"|")[0] for v in redis_client.hvals(f"{tag}:u:9")]
+    redis_client.hset(f"{tag}:u:9", "e1", opened + b"|" + old_server.encode())
+    await asyncio.sleep(0.3)
+    assert (await backend.sweep()).removed == 1
+    assert not await backend.is_online("9")
     await backend.clear()
     await backend.aclose()
 

@@ -555,7 +555,9 @@ local function sweep(limit, lock_ms, token, retention_ms)
     for _, m in ipairs(redis.call('SPOP', PR .. name, limit - examined)) do
       examined = examined + 1
       local uid, cid, v = fcid(m)
-      if v and server_of(v) == ref and redis.call('HGET', K_CLOSING, uid) ~= cid
+      -- (A record may name the server in full: written before references.)
+      local sv = v and server_of(v)
+      if v and (sv == ref or sv == s) and redis.call('HGET', K_CLOSING, uid) ~= cid
         and redis.call('SISMEMBER', PC .. s, m) == 0 then
         drop(uid, cid, false)
       end
