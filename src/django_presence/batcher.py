@@ -82,10 +82,10 @@ class Batcher:
         when that is 0. A cancelled caller stops waiting; its transitions are applied all
         the same.
         """
+        loop = asyncio.get_running_loop()
         pending = [change for change in changes if change.announces]
         if not pending:
-            return _nothing()
-        loop = asyncio.get_running_loop()
+            return _nothing(loop)
         done: asyncio.Future[None] = loop.create_future()
         nested = _applying.get()
         self._pending.append((pending, done, nested))
@@ -97,7 +97,7 @@ class Batcher:
         if nested:
             # A signal receiver of the batch being applied (or code it started): its
             # transitions join that batch; waiting for it would wait for ourselves.
-            return _nothing()
+            return _nothing(loop)
         return done
 
     def _forget_applier(self, task: asyncio.Task[None]) -> None:
@@ -136,5 +136,8 @@ class Batcher:
                     done.set_result(None)
 
 
-async def _nothing() -> None:
-    return None
+def _nothing(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    """An awaitable that is done already (a future: dropping it unawaited is harmless)."""
+    done: asyncio.Future[None] = loop.create_future()
+    done.set_result(None)
+    return done

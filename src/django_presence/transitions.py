@@ -238,15 +238,22 @@ async def _notify_watchers(
     keys = list(dict.fromkeys(change.user_id for change, _ in announced))
     names = {key: groups.watchers_group(pk_from_key(key)) for key in keys}
     watched = await groups_with_members(layer, list(names.values()))
-    sends = [
-        _send_status(layer, names[change.user_id], change, presence, now)
+    todo = [
+        (names[change.user_id], change, presence)
         for change, presence in announced
         if watched is None or names[change.user_id] in watched
     ]
-    # A few at a time. One user's transitions stay in order: a batch rarely holds two of
-    # the same user, and subscribers drop any update whose seq is not newer than the last.
-    for start in range(0, len(sends), _CONCURRENT_SENDS):
-        await asyncio.gather(*sends[start : start + _CONCURRENT_SENDS])
+    # A few at a time (each coroutine made when its turn comes, so that none is left
+    # unawaited if the loop stops meanwhile). One user's transitions stay in order: a batch
+    # rarely holds two of the same user, and subscribers drop any update whose seq is not
+    # newer than the last.
+    for start in range(0, len(todo), _CONCURRENT_SENDS):
+        await asyncio.gather(
+            *(
+                _send_status(layer, group, change, presence, now)
+                for group, change, presence in todo[start : start + _CONCURRENT_SENDS]
+            )
+        )
 
 
 def status_event(
