@@ -22,6 +22,7 @@ from django.test import override_settings
 from django_presence.backends import get_backend
 from django_presence.backends.memory import MemoryBackend
 from django_presence.backends.redis import RedisBackend
+from django_presence.exceptions import BackendUnavailable
 from django_presence.runtime import SWEEP_LIMIT, Runtime, get_runtime
 from django_presence.services import user_online_service
 
@@ -383,6 +384,46 @@ async def test_one_beat_sweeps_a_big_crash_entirely(
 
         assert await backend.all_online_user_ids() == set()
     assert signal_log.kinds() == ["offline"] * count
+
+
+async def test_users_a_sweep_took_offline_are_announced_though_a_later_call_fails(
+    fast: dict[str, Any], signal_log: SignalLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each sweep call's transitions are queued as it returns, not after the last call.
+
+    A big crash is swept in many calls within one beat; the users the first call took
+    offline get their signal and DB write even when a later call fails (Redis went away
+    mid-beat), rather than being removed from the backend without a word.
+    """
+    count = SWEEP_LIMIT * 2 + 5
+    with override_settings(DJANGO_PRESENCE={**fast, "SYNC_USER_MODEL": False}):
+        backend = get_backend()
+        await backend.heartbeat([(str(10_000 + i), "c") for i in range(count)], ttl=0.1)
+        await asyncio.sleep(0.2)
+        sweep, calls = backend.sweep, []
+
+        async def failing_second_call(**kwargs: Any) -> Any:
+            calls.append(kwargs)
+            if len(calls) == 2:
+                raise BackendUnavailable("Redis went away")
+            return await sweep(**kwargs)
+
+        monkeypatch.setattr(backend, "sweep", failing_second_call)
+        runtime = Runtime()
+
+        with pytest.raises(BackendUnavailable):
+            await runtime.beat()
+        left = await backend.all_online_user_ids()
+
+        async def announced() -> bool:
+            # Every signal, and the batcher done (its watchers' messages sent too).
+            applier = runtime.batcher._applier
+            return len(signal_log.kinds()) == count - len(left) and applier is None
+
+        await eventually(announced, "the first calls' users announced")
+    assert len(calls) == 2
+    assert 0 < count - len(left) < count  # the beat's own sweep and one call took some
+    assert set(signal_log.kinds()) == {"offline"}
 
 
 def test_a_finished_loop_and_its_heartbeat_are_freed(presence: dict[str, Any]) -> None:
