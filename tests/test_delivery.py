@@ -112,6 +112,31 @@ async def test_a_reconnecting_client_gets_what_it_missed_once_in_order(alice: An
     await tab.disconnect()
 
 
+async def test_a_message_sent_as_the_socket_opens_is_delivered(
+    alice: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client with no position yet gets what is sent once it sees the socket open.
+
+    The notification is sent right after the server accepts, before it has read where
+    the streams are: a position read then would count the message as sent already.
+    """
+    from django_presence.consumers import UserConsumer
+
+    accept = UserConsumer.accept
+
+    async def accept_then_send(self: Any, *args: Any, **kwargs: Any) -> None:
+        await accept(self, *args, **kwargs)
+        await send(alice.pk, "t", "as it opened")
+
+    monkeypatch.setattr(UserConsumer, "accept", accept_then_send)
+    tab = await connect(alice)
+    recovery, live = await frames(tab, 2)
+    assert recovery["data"]["streams"]["user"]["offset"] == 0
+    assert (live["offset"], live["data"]["message"]) == (1, "as it opened")
+    assert await tab.receive_nothing(timeout=0.2)
+    await tab.disconnect()
+
+
 async def test_a_client_that_asks_nothing_gets_no_recovery_frame(alice: Any) -> None:
     await send(alice.pk, "t", "before")
     tab = await connect(alice, "")

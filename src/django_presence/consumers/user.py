@@ -133,23 +133,41 @@ class UserConsumer(
         # returns, so after the accept.
         await self.join_layer_group(groups.user_group(user_id))
         await self.join_layer_group(groups.broadcast_group())
+        since = parse_since(self.scope.get("query_string", b""))
+        requests = self._recovery_requests(since)
+        # A stream the client names no position in starts where it is before the
+        # accept: a message stored once the client sees the socket open lies beyond
+        # that cursor, so it is sent (live, or read from the stream), never taken as
+        # sent already, as a position read after the accept would make it.
+        fresh = await self._follow([r for r in requests if r[1] is None])
         await self.accept()
         # Then replay what the client missed. Live messages that arrive meanwhile are
         # handled after connect() returns, and the cursors drop those replayed here.
-        await self._recover(parse_since(self.scope.get("query_string", b"")))
+        async with self._stream_lock:
+            replayed = await self._follow([r for r in requests if r[1] is not None])
+            info = {**fresh[0], **replayed[0]}
+            await self.send_recovery(info, replayed[1])
 
-    async def _recover(self, since: dict[str, tuple[str, int]] | None) -> None:
+    def _recovery_requests(
+        self, since: dict[str, tuple[str, int]] | None
+    ) -> list[tuple[str, tuple[str, int] | None]]:
+        """The streams to follow from the handshake's positions; none if not asked for."""
         if since is None or not delivery.limits().size:
-            return  # the client did not ask: its cursors start at the first live message
+            return []  # the client did not ask: its cursors start at the first live message
         self.wants_recovery = True
-        requests = [
+        return [
             (delivery.user_stream(self.user_key), since.get(protocol.STREAM_USER)),
             (delivery.BROADCAST_STREAM, since.get(protocol.STREAM_BROADCAST)),
         ]
+
+    async def _follow(
+        self, requests: list[tuple[str, tuple[str, int] | None]]
+    ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+        """:meth:`follow_streams`, or nothing followed when the backend is down."""
+        if not requests:
+            return {}, []
         try:
-            async with self._stream_lock:
-                info, frames = await self.follow_streams(requests)
-                await self.send_recovery(info, frames)
+            return await self.follow_streams(requests)
         except Exception:
             # The backend is down: live messages still flow, and the runtime's next beat
             # catches up (or says what was lost) once it is back.
@@ -158,6 +176,7 @@ class UserConsumer(
                 exc_info=True,
                 extra=self.get_presence_log_extra(),
             )
+            return {}, []
 
     async def disconnect(self, code: int) -> None:
         """Leave every group."""
