@@ -19,7 +19,7 @@ from django.test import override_settings
 from redis import asyncio as aioredis
 from redis.crc import key_slot
 
-from django_presence.backends.base import StreamLimits
+from django_presence.backends.base import StreamLimits, Transition
 from django_presence.backends.redis import RedisBackend
 from django_presence.exceptions import BackendUnavailable
 from django_presence.runtime import Runtime
@@ -458,6 +458,85 @@ async def test_a_read_only_replica_is_backend_unavailable(redis_url: str) -> Non
         await backend.aclose()
     finally:
         replica.stop()
+
+
+async def test_a_burst_of_connects_and_closes_shares_one_redis_connection() -> None:
+    """Calls made while a round trip is under way go together in the next one."""
+    server = RedisProcess().start()
+    try:
+        backend = make_backend(server.url)
+        inspector = redis.Redis.from_url(server.url)
+        pairs = [(str(i // 4), f"c{i}") for i in range(400)]  # 100 users, 4 tabs each
+
+        opened = await asyncio.gather(
+            *(backend.add_connection(u, c, ttl=30, server="s") for u, c in pairs)
+        )
+        clients = inspector.info("clients")["connected_clients"]
+        processed = inspector.info("commandstats")["cmdstat_evalsha"]["calls"]
+
+        # One Redis connection (and this inspector's), not one per call in flight.
+        assert clients == 2
+        assert processed == 400
+        # Each user went online once, with their first tab, whichever call ran first.
+        assert sum(c.transition is Transition.ONLINE for c in opened) == 100
+        assert {c.user_id for c in opened if c.transition is Transition.ONLINE} == {
+            str(u) for u in range(100)
+        }
+        closed = await asyncio.gather(*(backend.remove_connection(u, c) for u, c in pairs))
+        assert sum(c.transition is Transition.OFFLINE for c in closed) == 100
+        assert await backend.all_online_user_ids() == set()
+        assert inspector.info("clients")["connected_clients"] == 2
+        inspector.close()
+        await backend.aclose()
+    finally:
+        server.stop()
+
+
+async def test_queued_calls_run_in_the_order_they_were_made(redis_url: str) -> None:
+    backend = make_backend(redis_url)
+    # Made in one turn of the loop, so queued together: the remove runs after the add.
+    add = asyncio.ensure_future(backend.add_connection("1", "a", ttl=30))
+    remove = asyncio.ensure_future(backend.remove_connection("1", "a"))
+    again = asyncio.ensure_future(backend.add_connection("1", "b", ttl=30))
+    changes = await asyncio.gather(add, remove, again)
+
+    assert [c.transition for c in changes] == [
+        Transition.ONLINE,
+        Transition.OFFLINE,
+        Transition.ONLINE,
+    ]
+    assert [c.connection_id for c in await backend.user_connections("1")] == ["b"]
+    await backend.aclose()
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_calls_queued_with_it(
+    redis_url: str,
+) -> None:
+    backend = make_backend(redis_url)
+    first = asyncio.ensure_future(backend.add_connection("1", "a", ttl=30))
+    second = asyncio.ensure_future(backend.add_connection("2", "b", ttl=30))
+    await asyncio.sleep(0)  # both queued
+    first.cancel()
+
+    assert (await second).transition is Transition.ONLINE
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # The cancelled call was already on its way: it ran, and a remove after it undoes it
+    # (what the consumer mixin does when its connect is cancelled).
+    assert await backend.is_online("1")
+    await backend.remove_connection("1", "a")
+    assert await backend.all_online_user_ids() == {"2"}
+    await backend.aclose()
+
+
+async def test_every_queued_call_fails_alike_when_redis_is_down(silent_server: int) -> None:
+    backend = make_backend(f"redis://127.0.0.1:{silent_server}/0", socket_timeout=0.3)
+    results = await asyncio.gather(
+        *(backend.add_connection(str(i), f"c{i}", ttl=30) for i in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, BackendUnavailable) for r in results), results
+    await backend.aclose()
 
 
 async def test_scripts_are_loaded_again_after_a_script_flush(
