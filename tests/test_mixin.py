@@ -282,3 +282,63 @@ async def test_frames_to_a_tracked_consumer_are_the_users_activity(
 
 async def _is(read: Callable[[], Awaitable[str]], expected: str) -> bool:
     return await read() == expected
+
+
+# -- a channel-layer receive that will not finish cancelling --------------------------------
+
+
+async def test_a_layer_receive_that_will_not_cancel_is_left_behind_within_the_grace() -> None:
+    """channels_redis 4.3's receive sometimes ignores a cancel; the consumer ends anyway."""
+    import time
+
+    from django_presence.consumers.layer import CANCEL_GRACE, bounded_cancellation
+
+    release = asyncio.Event()
+    cancels = 0
+
+    async def stubborn_receive() -> dict[str, Any]:
+        nonlocal cancels
+        while True:
+            try:
+                await release.wait()
+                return {"type": "late"}
+            except asyncio.CancelledError:
+                cancels += 1  # swallowed, as a receive stuck in a reconnect behaves
+
+    receive = bounded_cancellation(stubborn_receive)
+    task = asyncio.ensure_future(receive())
+    await asyncio.sleep(0.01)
+    started = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    took = time.monotonic() - started
+
+    assert cancels == 1  # the layer's receive was asked to stop
+    assert CANCEL_GRACE <= took < CANCEL_GRACE + 1.0
+    # Channels awaits this receive whenever a consumer stops: a tenth of a second at most,
+    # so that a burst of closing sockets is not held up a second each.
+    assert CANCEL_GRACE <= 0.1
+    release.set()  # the abandoned receive ends later; nothing is left unretrieved
+    await asyncio.sleep(0.01)
+
+
+async def test_a_layer_receive_that_cancels_ends_at_once() -> None:
+    from django_presence.consumers.layer import bounded_cancellation
+
+    inner_cancelled = asyncio.Event()
+
+    async def plain_receive() -> dict[str, Any]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            inner_cancelled.set()
+            raise
+        return {}
+
+    task = asyncio.ensure_future(bounded_cancellation(plain_receive)())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 0.05)
+    assert inner_cancelled.is_set()

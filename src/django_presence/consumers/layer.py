@@ -22,8 +22,11 @@ from ..runtime import get_runtime
 logger = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 5.0
-#: Seconds a cancelled channel-layer receive gets to finish before it is abandoned.
-CANCEL_GRACE = 1.0
+#: Seconds a cancelled channel-layer receive gets to finish before it is abandoned. A
+#: receive that can cancel does so within a turn or two of the event loop; one that does
+#: not (channels_redis's, while it reconnects) is left behind after this, and Channels
+#: waits this long whenever such a consumer stops (a second held up a burst of closes).
+CANCEL_GRACE = 0.1
 
 
 def bounded_cancellation(receive: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:

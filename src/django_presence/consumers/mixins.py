@@ -80,7 +80,7 @@ class UserOnlineStatusMixin:
 
     @property
     def channel_receive(self) -> Any:
-        """The channel-layer receive, made to end within a second once cancelled.
+        """The channel-layer receive, made to end within a tenth of a second once cancelled.
 
         See :func:`~django_presence.consumers.layer.bounded_cancellation`: without it a
         server shutting down can wait forever for a consumer on channels_redis.
