@@ -139,7 +139,8 @@ class UserConsumer(
         # accept: a message stored once the client sees the socket open lies beyond
         # that cursor, so it is sent (live, or read from the stream), never taken as
         # sent already, as a position read after the accept would make it.
-        fresh = await self._follow([r for r in requests if r[1] is None])
+        async with self._stream_lock:
+            fresh = await self._follow([r for r in requests if r[1] is None])
         await self.accept()
         # Then replay what the client missed. Live messages that arrive meanwhile are
         # handled after connect() returns, and the cursors drop those replayed here.
