@@ -1365,30 +1365,15 @@ class RedisBackend(BasePresenceBackend):
         """Run script ``name`` once per ``(keys, args)``, all in one pipelined round trip.
 
         Every call's keys are under the backend's hash tag, so the pipeline goes to one
-        node even on a Cluster. When the script had to be loaded again, every call failed
-        alike (one node, one script cache) and the whole pipeline is sent again.
+        node even on a Cluster. Raises the first call's error, if any call failed.
         """
         if not calls:
             return []
-        client = self.client()
-
-        async def execute(sha: str) -> list[Any]:
-            async with client.pipeline(transaction=False) as pipe:
-                for keys, args in calls:
-                    pipe.evalsha(sha, len(keys), *keys, *args)
-                return list(await pipe.execute())
-
-        async def run() -> list[Any]:
-            sha = self._scripts.get(name)
-            if sha is not None:
-                try:
-                    return await execute(sha)
-                except redis_exceptions.NoScriptError:
-                    pass  # Redis restarted or was flushed: load the script again.
-            self._scripts[name] = await client.script_load(source)
-            return await execute(self._scripts[name])
-
-        return await self._call(run)
+        results = await self._eval_many([(name, source, keys, args) for keys, args in calls])
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
 
     async def _eval_queued(self, name: str, source: str, args: Sequence[Any]) -> Any:
         """Run script ``name`` with the calls queued meanwhile, in one pipelined round trip.
@@ -1403,25 +1388,24 @@ class RedisBackend(BasePresenceBackend):
         queue = self._queues.get(loop)
         if queue is None:
             queue = self._queues[loop] = _ScriptQueue(self._eval_many)
-        return await queue.submit(name, source, args)
+        return await queue.submit((name, source, self._keys, args))
 
-    async def _eval_many(self, calls: Sequence[tuple[str, str, Sequence[Any]]]) -> list[Any]:
-        """Run each ``(name, source, args)`` on the presence keys, pipelined.
+    async def _eval_many(self, calls: Sequence[_ScriptCall]) -> list[Any]:
+        """Run each ``(name, source, keys, args)``, pipelined in one round trip.
 
         Returns each call's result, or the exception it raised. A call refused because
         Redis no longer has its script (restarted, flushed) is sent again once loaded;
         the others are not (they ran).
         """
         client = self.client()
-        keys = self._keys
 
-        async def load(batch: Sequence[tuple[str, str, Sequence[Any]]]) -> None:
-            for name, source in {name: source for name, source, _ in batch}.items():
+        async def load(batch: Sequence[_ScriptCall]) -> None:
+            for name, source in {call[0]: call[1] for call in batch}.items():
                 self._scripts[name] = await client.script_load(source)
 
-        async def execute(batch: Sequence[tuple[str, str, Sequence[Any]]]) -> list[Any]:
+        async def execute(batch: Sequence[_ScriptCall]) -> list[Any]:
             async with client.pipeline(transaction=False) as pipe:
-                for name, _, args in batch:
+                for name, _, keys, args in batch:
                     pipe.evalsha(self._scripts[name], len(keys), *keys, *args)
                 return list(await pipe.execute(raise_on_error=False))
 
@@ -2068,6 +2052,9 @@ async def _aclose(client: Any) -> None:
         await client.aclose()
 
 
+#: One script call: its name, its source, its keys and its arguments.
+_ScriptCall = tuple[str, str, Sequence[str], Sequence[Any]]
+
 #: Most script calls in one pipelined round trip of :class:`_ScriptQueue` (the connect
 #: script runs ~20 commands: 100 of them hold Redis up a few milliseconds at most).
 _QUEUE_BATCH = 100
@@ -2083,16 +2070,16 @@ class _ScriptQueue:
 
     def __init__(
         self,
-        send: Callable[[Sequence[tuple[str, str, Sequence[Any]]]], Awaitable[list[Any]]],
+        send: Callable[[Sequence[_ScriptCall]], Awaitable[list[Any]]],
     ) -> None:
         self._send = send
-        self._pending: list[tuple[str, str, Sequence[Any], asyncio.Future[Any]]] = []
+        self._pending: list[tuple[_ScriptCall, asyncio.Future[Any]]] = []
         self._sender: asyncio.Task[None] | None = None
 
-    def submit(self, name: str, source: str, args: Sequence[Any]) -> asyncio.Future[Any]:
+    def submit(self, call: _ScriptCall) -> asyncio.Future[Any]:
         """Queue one call; the future is its result (or the exception it raised)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((name, source, args, future))
+        self._pending.append((call, future))
         if self._sender is None:
             self._sender = asyncio.ensure_future(self._send_pending())
         return future
@@ -2103,17 +2090,17 @@ class _ScriptQueue:
                 batch = self._pending[:_QUEUE_BATCH]
                 del self._pending[:_QUEUE_BATCH]
                 try:
-                    results = await self._send([(n, src, a) for n, src, a, _ in batch])
+                    results = await self._send([call for call, _ in batch])
                 except Exception as e:
-                    for *_, future in batch:
+                    for _, future in batch:
                         if not future.done():
                             future.set_exception(e)
                     continue
                 except BaseException:
-                    for *_, future in batch:
+                    for _, future in batch:
                         future.cancel()
                     raise  # cancelled (the loop is closing): the rest fail with it
-                for (*_, future), result in zip(batch, results, strict=True):
+                for (_, future), result in zip(batch, results, strict=True):
                     if future.done():  # the caller was cancelled; the call ran anyway
                         continue
                     if isinstance(result, Exception):
@@ -2122,7 +2109,7 @@ class _ScriptQueue:
                         future.set_result(result)
         finally:
             self._sender = None
-            for *_, future in self._pending:  # only when cancelled: the loop is closing
+            for _, future in self._pending:  # only when cancelled: the loop is closing
                 future.cancel()
             self._pending.clear()
 
