@@ -77,6 +77,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--online-ids", type=int, default=10000, help="0: skip")
     parser.add_argument("--profile", action="store_true", help="py-spy the package's churn")
     parser.add_argument(
+        "--profile-phase",
+        choices=("churn", "open"),
+        default="churn",
+        help="with --profile: the phase to profile (the churn, or the ramp's opens)",
+    )
+    parser.add_argument(
+        "--profile-variant",
+        help="with --profile: the variant to profile (default: the package's own)",
+    )
+    parser.add_argument(
         "--postgres",
         default=os.environ.get(
             "BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
@@ -375,8 +385,11 @@ def _redis_commands(before: dict[str, int], after: dict[str, int]) -> dict[str, 
     return {k: v for k, v in delta.items() if v}
 
 
-async def measure_variant(run: Run, variant: str, profile: bool = False) -> dict[str, Any]:
-    """Ramp open, ramp close and churn against a fresh server of ``variant``."""
+async def measure_variant(run: Run, variant: str, profile: str | None = None) -> dict[str, Any]:
+    """Ramp open, ramp close and churn against a fresh server of ``variant``.
+
+    ``profile``: a phase (``churn``, ``open``) to record with py-spy.
+    """
     args = run.args
     server = run.server(variant)
     url = server.ws_url
@@ -398,6 +411,7 @@ async def measure_variant(run: Run, variant: str, profile: bool = False) -> dict
         # Ramp open: user k's tabs in the same batch, so they race each other.
         ramp_tokens = [run.tokens_by_id[u] for u in run.ramp_users for _ in range(args.tabs)]
         expected = len(ramp_tokens)
+        spy = start_profiler(server.pid, f"{variant}-open") if profile == "open" else None
         meter.mark()
         cmds = procs.redis_command_calls(run.redis.url)
         start = time.time()
@@ -409,6 +423,8 @@ async def measure_variant(run: Run, variant: str, profile: bool = False) -> dict
         if not is_bare(variant):
             stats = await _settled_events(server, stats, "online", run.ramp_users)
         cpu = meter.elapsed()
+        if spy is not None:
+            result["profile"] = stop_profiler(*spy)
         result["open"] = {
             "seconds": seconds,
             "rate": len(opened.sockets) / seconds,
@@ -451,7 +467,7 @@ async def measure_variant(run: Run, variant: str, profile: bool = False) -> dict
         # Churn: every cycle one user going online and offline.
         await asyncio.to_thread(server.reset)
         churn_tokens = [run.tokens_by_id[u] for u in run.churn_users]
-        spy = start_profiler(server.pid, f"{variant}-churn") if profile else None
+        spy = start_profiler(server.pid, f"{variant}-churn") if profile == "churn" else None
         meter.mark()
         cmds = procs.redis_command_calls(run.redis.url)
         start = time.time()
@@ -997,7 +1013,8 @@ def render(report: dict[str, Any]) -> str:
     if profile and "inclusive_pct" in profile:
         out += [
             "",
-            f"### Profile of the package's server during churn ({profile['samples']} samples)",
+            f"### Profile of a server: {Path(profile['file']).stem} "
+            f"({profile['samples']} samples)",
         ]
         out.append(
             "Inclusive % (package frames): "
@@ -1056,10 +1073,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 results[variant].append(asyncio.run(measure_variant(run, variant)))
         # The package's own variant (package-cheap when only the cheap pair is run).
-        profiled = next((v for v in ("package", "package-cheap") if v in args.variants), None)
+        profiled = args.profile_variant or next(
+            (v for v in ("package", "package-cheap") if v in args.variants), None
+        )
         if args.profile and profiled:
-            print(f"profiling {profiled}'s churn ...", file=sys.stderr, flush=True)
-            profile = asyncio.run(measure_variant(run, profiled, profile=True)).get("profile")
+            phase = args.profile_phase
+            print(f"profiling {profiled}'s {phase} ...", file=sys.stderr, flush=True)
+            profile = asyncio.run(measure_variant(run, profiled, profile=phase)).get("profile")
         if args.idle_sockets:
             counts = sorted({min(1000, args.idle_sockets), args.idle_sockets})
             for ping in [float(p) for p in args.idle_ws_ping_intervals.split(",")]:
