@@ -400,6 +400,118 @@ async def test_an_async_receiver_may_change_the_same_users_presence(
     assert signal_log.of(5) == ["online", "offline"]
 
 
+@pytest.mark.skipif(
+    django.VERSION < (5, 0), reason="async signal receivers need Django 5.0 (Signal.asend)"
+)
+async def test_a_sole_async_receiver_is_awaited_and_may_change_the_same_users_presence(
+    presence: dict[str, Any],
+) -> None:
+    """The one-async-receiver path: awaited before the caller returns, robust, re-entrant."""
+    import asyncio
+
+    from django_presence.signals import user_offline, user_online
+
+    heard: list[tuple[str, Any]] = []
+
+    async def kick(sender: Any, user_id: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.05)  # the caller waits for a receiver that takes its time
+        heard.append(("online", user_id))
+        await user_online_service.acleanup_user_connections(user_id)
+
+    async def note_offline(sender: Any, user_id: Any, **kwargs: Any) -> None:
+        heard.append(("offline", user_id))
+
+    user_online.connect(kick, weak=False)
+    user_offline.connect(note_offline, weak=False)
+    try:
+        await asyncio.wait_for(user_online_service.aadd_user_connection(6), 30)
+        assert heard == [("online", 6), ("offline", 6)]
+    finally:
+        user_online.disconnect(kick)
+        user_offline.disconnect(note_offline)
+    assert not await user_online_service.ais_user_online(6)
+
+
+@pytest.mark.skipif(
+    django.VERSION < (5, 0), reason="async signal receivers need Django 5.0 (Signal.asend)"
+)
+async def test_a_sole_async_receiver_that_raises_is_logged(
+    presence: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    from django_presence.signals import user_online
+
+    async def broken(**kwargs: Any) -> None:
+        raise RuntimeError("async receiver bug")
+
+    user_online.connect(broken, weak=False)
+    try:
+        await user_online_service.aadd_user_connection(7)
+    finally:
+        user_online.disconnect(broken)
+
+    assert await user_online_service.ais_user_online(7)
+    errors = [r for r in caplog.records if r.name == "django_presence.transitions"]
+    assert [r.getMessage() for r in errors] == [
+        f"The user_online receiver {__name__}.{broken.__qualname__} failed for user 7"
+    ]
+    assert str(errors[0].exc_info[1]) == "async receiver bug"
+
+
+@pytest.mark.skipif(
+    django.VERSION < (5, 0), reason="async signal receivers need Django 5.0 (Signal.asend)"
+)
+async def test_receivers_of_different_users_in_one_batch_run_concurrently(
+    presence: dict[str, Any],
+) -> None:
+    """A batch waits for its slowest receiver, not for the sum of its receivers."""
+    import asyncio
+
+    from django_presence.signals import user_online
+
+    started: set[Any] = set()
+    finished: set[Any] = set()
+    both = asyncio.Event()
+
+    async def waits_for_the_other(sender: Any, user_id: Any, **kwargs: Any) -> None:
+        started.add(user_id)
+        if len(started) == 2:
+            both.set()
+        await asyncio.wait_for(both.wait(), 5)  # one after the other, this times out
+        finished.add(user_id)
+
+    user_online.connect(waits_for_the_other, weak=False)
+    try:
+        # A window, so that both transitions are applied as one batch.
+        with override_settings(DJANGO_PRESENCE={**presence, "TRANSITION_BATCH_WINDOW": 0.2}):
+            await asyncio.gather(
+                user_online_service.aadd_user_connection(8),
+                user_online_service.aadd_user_connection(9),
+            )
+    finally:
+        user_online.disconnect(waits_for_the_other)
+    assert finished == {8, 9}
+
+
+async def test_a_users_sends_stay_in_order_while_other_users_run_beside_them() -> None:
+    import asyncio
+
+    from django_presence.transitions import _in_user_order
+
+    log: list[str] = []
+
+    async def send(item: tuple[str, int]) -> None:
+        user, n = item
+        log.append(f"start {user}{n}")
+        await asyncio.sleep(0.05 if (user, n) == ("a", 1) else 0)
+        log.append(f"end {user}{n}")
+
+    await _in_user_order([("a", 1), ("b", 1), ("a", 2), ("c", 1)], lambda i: i[0], send)
+    # a1, b1 and c1 together; a2 only once a1 ended.
+    assert log[:3] == ["start a1", "start b1", "start c1"]
+    assert log.index("end a1") < log.index("start a2")
+    assert log[-2:] == ["start a2", "end a2"]
+
+
 def test_a_sync_receiver_may_change_the_same_users_presence(
     presence: dict[str, Any], signal_log: SignalLog
 ) -> None:

@@ -10,6 +10,9 @@ presence transition:
    and the others still run);
 3. ``presence.status`` to the user's watchers group, skipping groups nobody is in.
 
+Steps 2 and 3 run different users' sends of a batch concurrently (a few at a time) and
+one user's in order, so a batch waits for its slowest receiver, not for the sum of them.
+
 A failure of one step is logged and does not stop the others: the backend's decision
 stands. Batching and per-user ordering are the runtime's job
 (:class:`~django_presence.runtime.Runtime`); this module applies one batch.
@@ -24,10 +27,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -47,6 +50,8 @@ from .conf import number_setting, presence_settings
 from .ids import SERVER_ID, key_order, pk_from_key, wire_user_id
 from .store import DatabaseCopy, database_copy
 
+T = TypeVar("T")
+
 logger = logging.getLogger(__name__)
 
 ONLINE = PublicPresence("online")
@@ -54,7 +59,8 @@ ONLINE = PublicPresence("online")
 # Re-checks of the backend after a DB write, to undo a write that raced with a newer
 # transition of the same user in another process (see _sync_db).
 _MAX_DB_SYNC_ROUNDS = 5
-# status_changed sends in flight at once per batch: each holds a pooled layer connection.
+# Signals and status_changed sends in flight at once per batch (each status_changed holds a
+# pooled layer connection); see _in_user_order.
 _CONCURRENT_SENDS = 8
 # Primary keys per query in reconcile(), below every database's limit of parameters.
 RECONCILE_BATCH = 500
@@ -84,9 +90,37 @@ async def apply(changes: Sequence[Change]) -> None:
     if transitions:
         await _apply_transitions(transitions, now)
     announced = [(change, presence) for change in changes if (presence := public(change))]
-    for change, presence in announced:
-        await _send_presence_signal(change, presence)
+    await _in_user_order(announced, lambda item: item[0].user_id, _send_presence_signal)
     await _notify_watchers(announced, now)
+
+
+async def _in_user_order(
+    items: Sequence[T], user_of: Callable[[T], str], send: Callable[[T], Awaitable[None]]
+) -> None:
+    """Await ``send(item)`` for each item: different users' concurrently, a user's in order.
+
+    Items of a batch go in waves, the n-th of each user in the n-th (almost always one
+    wave), ``_CONCURRENT_SENDS`` at a time, so that a batch of transitions waits for its
+    slowest receiver rather than for all of them one after the other. ``send`` must not
+    raise (each logs its own failure).
+    """
+    waves: list[list[T]] = []
+    depth: dict[str, int] = {}
+    for item in items:
+        user = user_of(item)
+        n = depth[user] = depth.get(user, -1) + 1
+        if n == len(waves):
+            waves.append([])
+        waves[n].append(item)
+    for wave in waves:
+        for start in range(0, len(wave), _CONCURRENT_SENDS):
+            chunk = wave[start : start + _CONCURRENT_SENDS]
+            if len(chunk) == 1:
+                await send(chunk[0])  # no task for the usual lone item
+            else:
+                # Each coroutine made when its chunk's turn comes, so that none is left
+                # unawaited if the loop stops meanwhile.
+                await asyncio.gather(*(send(item) for item in chunk))
 
 
 def public(change: Change) -> PublicPresence | None:
@@ -128,8 +162,7 @@ async def _apply_transitions(transitions: Sequence[Change], now: datetime) -> No
         # backend's decision stands and reconcile() repairs the copy; the signals still go
         # out.
         logger.exception("Could not write is_online for %d users", len(transitions))
-    for change in transitions:
-        await _send_signal(change)
+    await _in_user_order(transitions, lambda change: change.user_id, _send_signal)
 
 
 # -- the database copy ---------------------------------------------------------------------
@@ -205,7 +238,8 @@ async def _send_signal(change: Change) -> None:
         logger.exception("Could not send %s for user %s", name, change.user_id, extra=extra)
 
 
-async def _send_presence_signal(change: Change, presence: PublicPresence) -> None:
+async def _send_presence_signal(item: tuple[Change, PublicPresence]) -> None:
+    change, presence = item
     extra = {"user_id": change.user_id, "server": SERVER_ID}
     try:
         await signals.send_robustly(
@@ -243,17 +277,11 @@ async def _notify_watchers(
         for change, presence in announced
         if watched is None or names[change.user_id] in watched
     ]
-    # A few at a time (each coroutine made when its turn comes, so that none is left
-    # unawaited if the loop stops meanwhile). One user's transitions stay in order: a batch
-    # rarely holds two of the same user, and subscribers drop any update whose seq is not
-    # newer than the last.
-    for start in range(0, len(todo), _CONCURRENT_SENDS):
-        await asyncio.gather(
-            *(
-                _send_status(layer, group, change, presence, now)
-                for group, change, presence in todo[start : start + _CONCURRENT_SENDS]
-            )
-        )
+    await _in_user_order(
+        todo,
+        lambda item: item[1].user_id,
+        lambda item: _send_status(layer, *item, now),
+    )
 
 
 def status_event(
