@@ -492,6 +492,30 @@ async def test_receivers_of_different_users_in_one_batch_run_concurrently(
     assert finished == {8, 9}
 
 
+@pytest.mark.skipif(
+    django.VERSION < (5, 0), reason="async signal receivers need Django 5.0 (Signal.asend)"
+)
+def test_signals_go_concurrently_only_when_every_receiver_is_async() -> None:
+    """Sync receivers share Django's one thread: sending them at once only adds contention."""
+    from django.dispatch import Signal
+
+    from django_presence.signals import receiver_kind
+
+    signal = Signal()
+    assert receiver_kind(signal, None) == "none"
+
+    async def async_receiver(**kwargs: Any) -> None:
+        pass
+
+    def sync_receiver(**kwargs: Any) -> None:
+        pass
+
+    signal.connect(async_receiver, weak=False)
+    assert receiver_kind(signal, None) == "async"
+    signal.connect(sync_receiver, weak=False)
+    assert receiver_kind(signal, None) == "sync"
+
+
 async def test_a_users_sends_stay_in_order_while_other_users_run_beside_them() -> None:
     import asyncio
 

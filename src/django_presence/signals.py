@@ -9,9 +9,9 @@ get ``user_id`` (the user's primary key) and ``seq`` (increases with
 every transition; use it to order transitions received from several processes, or from
 several threads of one process). Within one event loop, a user's signals arrive in seq
 order, and a receiver may call the service for the same user. Receivers for different
-users of one batch of transitions may run concurrently (async receivers interleave; sync
-ones run one after the other in Django's thread), so a slow receiver holds up its batch
-once, not once per transition.
+users of one batch of transitions run concurrently when all the signal's receivers are
+async, so a slow receiver holds up its batch once, not once per transition; sync
+receivers run one after the other, in Django's thread for sync code.
 
 Receivers may be sync functions, or on Django 5.0 and newer async ones (Django 4.2's
 signals cannot await a receiver). A receiver that raises is logged with its traceback
@@ -108,6 +108,28 @@ async def send_robustly(
                 exc_info=response,
                 extra=log_extra,
             )
+
+
+def receiver_kind(signal: Signal, sender: Any) -> str:
+    """``"none"``, ``"async"`` or ``"sync"``: what ``signal``'s receivers for ``sender`` are.
+
+    ``"sync"`` when any of them is sync (and on Django 4.2, which runs them all in a
+    thread). Sending a signal for several users at once saves time only when its receivers
+    are async: sync receivers all run in Django's one thread for sync code, one after the
+    other, and handing it several at a time only makes the event loop and that thread
+    contend.
+    """
+    if not signal.receivers:
+        return "none"
+    if not hasattr(signal, "asend_robust"):
+        return "sync"
+    try:
+        sync_receivers, async_receivers = signal._live_receivers(sender)
+    except Exception:  # not the (sync, async) pair of Django 5.0 to 6.1
+        return "sync"
+    if sync_receivers:
+        return "sync"
+    return "async" if async_receivers else "none"
 
 
 def _sole_async_receiver(signal: Signal, sender: Any) -> Any:

@@ -10,8 +10,9 @@ presence transition:
    and the others still run);
 3. ``presence.status`` to the user's watchers group, skipping groups nobody is in.
 
-Steps 2 and 3 run different users' sends of a batch concurrently (a few at a time) and
-one user's in order, so a batch waits for its slowest receiver, not for the sum of them.
+Steps 2 and 3 run different users' sends of a batch concurrently (a few at a time; the
+signals only when all their receivers are async) and one user's in order, so a batch
+waits for its slowest receiver, not for the sum of them.
 
 A failure of one step is logged and does not stop the others: the backend's decision
 stands. Batching and per-user ordering are the runtime's job
@@ -90,20 +91,33 @@ async def apply(changes: Sequence[Change]) -> None:
     if transitions:
         await _apply_transitions(transitions, now)
     announced = [(change, presence) for change in changes if (presence := public(change))]
-    await _in_user_order(announced, lambda item: item[0].user_id, _send_presence_signal)
+    await _in_user_order(
+        announced,
+        lambda item: item[0].user_id,
+        _send_presence_signal,
+        concurrent=signals.receiver_kind(signals.presence_changed, PublicPresence) == "async",
+    )
     await _notify_watchers(announced, now)
 
 
 async def _in_user_order(
-    items: Sequence[T], user_of: Callable[[T], str], send: Callable[[T], Awaitable[None]]
+    items: Sequence[T],
+    user_of: Callable[[T], str],
+    send: Callable[[T], Awaitable[None]],
+    *,
+    concurrent: bool = True,
 ) -> None:
     """Await ``send(item)`` for each item: different users' concurrently, a user's in order.
 
     Items of a batch go in waves, the n-th of each user in the n-th (almost always one
     wave), ``_CONCURRENT_SENDS`` at a time, so that a batch of transitions waits for its
-    slowest receiver rather than for all of them one after the other. ``send`` must not
-    raise (each logs its own failure).
+    slowest receiver rather than for all of them one after the other. Not ``concurrent``:
+    one after the other, in order. ``send`` must not raise (each logs its own failure).
     """
+    if not concurrent:
+        for item in items:
+            await send(item)
+        return
     waves: list[list[T]] = []
     depth: dict[str, int] = {}
     for item in items:
@@ -162,7 +176,14 @@ async def _apply_transitions(transitions: Sequence[Change], now: datetime) -> No
         # backend's decision stands and reconcile() repairs the copy; the signals still go
         # out.
         logger.exception("Could not write is_online for %d users", len(transitions))
-    await _in_user_order(transitions, lambda change: change.user_id, _send_signal)
+    # Concurrently only when every receiver is async: sync ones share one thread anyway.
+    kinds = {
+        signals.receiver_kind(s, Transition) for s in (signals.user_online, signals.user_offline)
+    }
+    concurrent = "async" in kinds and "sync" not in kinds
+    await _in_user_order(
+        transitions, lambda change: change.user_id, _send_signal, concurrent=concurrent
+    )
 
 
 # -- the database copy ---------------------------------------------------------------------
