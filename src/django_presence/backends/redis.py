@@ -420,29 +420,40 @@ end
 """
 )
 
+# The connect and disconnect scripts answer with one string (see _unpacked): a reply of five
+# elements cost redis-py about a quarter more client CPU to read, on every connect and close.
+_ONE_STRING = """
+local function one_string(r)
+  return string.format('%d %d %d %d ', r[1], r[2], r[3], r[5]) .. r[4]
+end
+"""
+
 # ARGV[6]: the most open connections the user may hold (0: no limit); over it, {3, count}.
 # ARGV[7]: the connection's data, encoded ('' none); ARGV[8]: the idle period (ms, 0 none).
 _ADD = (
     _PRELUDE
+    + _ONE_STRING
     + """
 local uid, cid, limit = ARGV[2], ARGV[3], tonumber(ARGV[6])
 if limit > 0 and redis.call('HEXISTS', UP .. uid, cid) == 0 then
   local count = open_count(uid)
-  if count >= limit then return {3, count, 0, '', 0} end
+  if count >= limit then return one_string({3, count, 0, '', 0}) end
 end
 local data = ARGV[7]
 if data == '' then data = false end
-return store(uid, cid, tonumber(ARGV[4]), ARGV[5], now_ms(), data, tonumber(ARGV[8]))
+return one_string(
+  store(uid, cid, tonumber(ARGV[4]), ARGV[5], now_ms(), data, tonumber(ARGV[8])))
 """
 )
 
 _REMOVE = (
     _PRELUDE
+    + _ONE_STRING
     + """
 local uid, cid, grace = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local uk = UP .. uid
 if redis.call('HEXISTS', uk, cid) == 0 or redis.call('HGET', K_CLOSING, uid) == cid then
-  return {0, open_count(uid), 0, '', 0}
+  return one_string({0, open_count(uid), 0, '', 0})
 end
 local n = redis.call('HLEN', uk)
 unfile(uid, cid, sname(server_of(redis.call('HGET', uk, cid))))
@@ -450,7 +461,7 @@ if grace > 0 and n == 1 then
   -- A closing lease is the connection's own, whatever its server.
   redis.call('HSET', K_CLOSING, uid, cid)
   redis.call('ZADD', K_LEASES, now_ms() + grace, member(uid, cid))
-  return {0, 0, 0, '', 0}
+  return one_string({0, 0, 0, '', 0})
 end
 redis.call('HDEL', uk, cid)
 redis.call('HDEL', UA .. uid, dk(cid))
@@ -460,7 +471,7 @@ if n == 1 then
   went = 2
 end
 local a = announce(uid, now_ms(), went)
-return {went, n - 1, a[2], a[1], a[3]}
+return one_string({went, n - 1, a[2], a[1], a[3]})
 """
 )
 
@@ -1444,7 +1455,7 @@ class RedisBackend(BasePresenceBackend):
     ) -> Change:
         args = [self._user_prefix, user_id, _pack_cid(connection_id), _ms(ttl), server]
         args += [limit or 0, _encode_data(data), _ms(idle)]
-        return _change(user_id, await self._eval_queued("add", _ADD, args))
+        return _change(user_id, _unpacked(await self._eval_queued("add", _ADD, args)))
 
     async def remove_connection(
         self, user_id: str, connection_id: str, *, grace: float = 0
@@ -1452,7 +1463,7 @@ class RedisBackend(BasePresenceBackend):
         result = await self._eval_queued(
             "remove", _REMOVE, [self._user_prefix, user_id, _pack_cid(connection_id), _ms(grace)]
         )
-        return _change(user_id, result)
+        return _change(user_id, _unpacked(result))
 
     async def heartbeat(
         self, connections: Sequence[tuple[str, str]], *, ttl: float, server: str = ""
@@ -1957,6 +1968,13 @@ def _change(user_id: str, result: Sequence[Any]) -> Change:
         presence=_presence(signature) if signature else None,
         hidden=bool(int(result[4])),
     )
+
+
+def _unpacked(reply: Any) -> list[Any]:
+    """The add and remove scripts' one string, ``"transition count seq hidden signature"``,
+    as the list :func:`_change` reads (the signature last: it may hold spaces)."""
+    transition, count, seq, hidden, signature = _str(reply).split(" ", 4)
+    return [transition, count, seq, signature, hidden]
 
 
 def _changes(result: Sequence[Any]) -> list[Change]:
