@@ -121,15 +121,26 @@ def receiver_kind(signal: Signal, sender: Any) -> str:
     """
     if not signal.receivers:
         return "none"
-    if not hasattr(signal, "asend_robust"):
+    split = _split_receivers(signal, sender)
+    if split is None or split[0]:
         return "sync"
+    return "async" if split[1] else "none"
+
+
+def _split_receivers(signal: Signal, sender: Any) -> tuple[list[Any], list[Any]] | None:
+    """``signal``'s live receivers for ``sender`` as ``(sync, async)`` lists.
+
+    None on Django 4.2 (no async receivers) or when Django's private ``_live_receivers``
+    is not the ``(sync, async)`` pair of Django 5.0 to 6.1: callers then take the path
+    that does not need the split.
+    """
+    if not hasattr(signal, "asend_robust"):
+        return None
     try:
         sync_receivers, async_receivers = signal._live_receivers(sender)
-    except Exception:  # not the (sync, async) pair of Django 5.0 to 6.1
-        return "sync"
-    if sync_receivers:
-        return "sync"
-    return "async" if async_receivers else "none"
+    except Exception:
+        return None
+    return list(sync_receivers), list(async_receivers)
 
 
 def _sole_async_receiver(signal: Signal, sender: Any) -> Any:
@@ -142,13 +153,10 @@ def _sole_async_receiver(signal: Signal, sender: Any) -> Any:
     context (as Django 6.1 shares it). Anything else (sync receivers, several, a Django
     whose private ``_live_receivers`` looks different) goes through ``asend_robust``.
     """
-    try:
-        sync_receivers, async_receivers = signal._live_receivers(sender)
-    except Exception:  # not the (sync, async) pair of Django 5.0 to 6.1
+    split = _split_receivers(signal, sender)
+    if split is None or split[0] or len(split[1]) != 1:
         return None
-    if sync_receivers or len(async_receivers) != 1:
-        return None
-    return async_receivers[0]
+    return split[1][0]
 
 
 async def _call_robustly(
