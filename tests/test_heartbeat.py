@@ -25,6 +25,7 @@ from django_presence.backends.redis import RedisBackend
 from django_presence.exceptions import BackendUnavailable
 from django_presence.runtime import SWEEP_LIMIT, Runtime, get_runtime
 from django_presence.services import user_online_service
+from django_presence.signals import user_offline
 
 from .conftest import CommandCounter, SignalLog, presence_settings_for
 
@@ -400,15 +401,16 @@ async def test_users_a_sweep_took_offline_are_announced_though_a_later_call_fail
         backend = get_backend()
         await backend.heartbeat([(str(10_000 + i), "c") for i in range(count)], ttl=0.1)
         await asyncio.sleep(0.2)
-        sweep, calls = backend.sweep, []
+        # The beat's calls: its renewal and first sweep, then one more call per batch.
+        sweep, calls = backend.renew_server_and_sweep, []
 
-        async def failing_second_call(**kwargs: Any) -> Any:
+        async def failing_third_call(server: str, **kwargs: Any) -> Any:
             calls.append(kwargs)
-            if len(calls) == 2:
+            if len(calls) == 3:
                 raise BackendUnavailable("Redis went away")
-            return await sweep(**kwargs)
+            return await sweep(server, **kwargs)
 
-        monkeypatch.setattr(backend, "sweep", failing_second_call)
+        monkeypatch.setattr(backend, "renew_server_and_sweep", failing_third_call)
         runtime = Runtime()
 
         with pytest.raises(BackendUnavailable):
@@ -421,9 +423,50 @@ async def test_users_a_sweep_took_offline_are_announced_though_a_later_call_fail
             return len(signal_log.kinds()) == count - len(left) and applier is None
 
         await eventually(announced, "the first calls' users announced")
-    assert len(calls) == 2
+    assert len(calls) == 3
     assert 0 < count - len(left) < count  # the beat's own sweep and one call took some
     assert set(signal_log.kinds()) == {"offline"}
+
+
+async def test_a_beat_applying_a_big_sweep_keeps_its_own_lease(
+    fast: dict[str, Any], signal_log: SignalLog
+) -> None:
+    """A sweep's side effects outlasting the lease: the lease is renewed while they apply.
+
+    A dead server's users take two leases to apply here (a slow receiver); meanwhile
+    another process sweeps: the users still connected to this one stay online.
+    """
+    stays = await database_sync_to_async(User.objects.create_user)("stays")
+    await connect(stays.pk)
+    runtime = get_runtime()
+    await runtime.beat()
+    await stop_heartbeat(runtime, forget=False)  # beats are run by hand below
+    dead = 10_000
+    backend = get_backend()
+    await backend.heartbeat([(str(dead), "c")], ttl=0.1)  # a crashed server's connection
+    await asyncio.sleep(INTERVAL)  # expired, and the last beat's sweep lock too
+    signal_log.clear()
+
+    def slow_receiver(sender: Any, user_id: Any, **kwargs: Any) -> None:
+        if user_id == dead:
+            time.sleep(2 * TTL)  # a slow receiver (a sync one: its own thread)
+
+    user_offline.connect(slow_receiver, dispatch_uid="slow")
+    try:
+        beat = asyncio.get_running_loop().create_task(runtime.beat())
+        await asyncio.sleep(TTL + INTERVAL)  # this beat's renewal would have expired
+        assert not beat.done()
+        other_sweep = await backend.sweep(limit=SWEEP_LIMIT)  # another process sweeps
+        await beat
+    finally:
+        user_offline.disconnect(dispatch_uid="slow")
+
+    assert other_sweep.removed == 0
+    assert await user_online_service.ais_user_online(stays.pk)
+    assert signal_log.kinds() == ["offline"]
+    assert signal_log.of(dead) == ["offline"]
+    await runtime.beat()  # the lease was held all along: nothing to file again
+    assert signal_log.kinds() == ["offline"]
 
 
 def test_a_finished_loop_and_its_heartbeat_are_freed(presence: dict[str, Any]) -> None:

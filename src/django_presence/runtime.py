@@ -446,8 +446,14 @@ class Runtime:
         # More expired leases than one sweep takes (a big server crashed), or as many users
         # turning away as it takes (many went idle together): keep going now rather than
         # one interval later, a bounded number of times.
+        # Each call renews this process's lease too (no extra round trip): a long run of
+        # calls (a starved CPU) must not let the lease expire and be swept, by this very
+        # loop or by another process, taking users still connected here offline.
         while _sweep_was_full(result) and len(sweeps) < MAX_SWEEPS_PER_BEAT:
-            result = await backend.sweep(limit=SWEEP_LIMIT)
+            held, result = await backend.renew_server_and_sweep(
+                self.server, ttl=ttl, limit=SWEEP_LIMIT
+            )
+            self._refile = self._refile or not held
             sweeps.append(result)
             applied.append(self.submit(result.changes))
         removed = sum(r.removed for r in sweeps)
@@ -467,9 +473,27 @@ class Runtime:
             )
         elif ran:
             logger.debug("Swept: no expired connections", extra={"server": SERVER_ID})
-        for done in applied:
-            await done
+        await self._wait_renewing(applied, ttl=ttl, interval=interval)
         return bool(ran)
+
+    async def _wait_renewing(
+        self, applied: list[Awaitable[None]], *, ttl: float, interval: float
+    ) -> None:
+        """Wait for the side effects of this beat's sweeps, renewing the lease meanwhile.
+
+        A big crash's transitions (DB writes, signal receivers, watchers' events) may take
+        longer to apply than the lease lasts; renewed every ``interval`` while they do,
+        the lease never expires under this process's own users.
+        """
+        futures = [asyncio.ensure_future(done) for done in applied]
+        waiting = set(futures)
+        while waiting:
+            _, waiting = await asyncio.wait(waiting, timeout=interval)
+            if waiting:
+                held = await get_backend().renew_server(self.server, ttl=ttl)
+                self._refile = self._refile or not held
+        for future in futures:
+            await future  # done by now: raises what applying raised
 
     async def _beat_memberships(self) -> None:
         """Renew the memberships held here, then sweep and announce their groups' expired."""
