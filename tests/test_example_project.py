@@ -26,6 +26,8 @@ def example_env(**extra: str) -> dict[str, str]:
         for key, value in os.environ.items()
         if key not in ("DJANGO_SETTINGS_MODULE", "REDIS_URL", "PYTHONPATH")
     }
+    # The example's suite creates users with passwords, the demo command seeds three.
+    env["EXAMPLE_INSECURE_FAST_PASSWORD_HASHING"] = "1"
     env.update(extra)
     return env
 

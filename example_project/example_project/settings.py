@@ -102,6 +102,11 @@ DATABASES = {
 }
 
 AUTH_USER_MODEL = "users.User"
+if os.environ.get("EXAMPLE_INSECURE_FAST_PASSWORD_HASHING") == "1":
+    # For the package's own tests only, which start dozens of demo servers (each seeding
+    # three users) and log in through browsers: Django's default hasher spends over half
+    # a second of CPU per password. Never set it for a real deployment.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"

@@ -102,6 +102,7 @@ class ExampleServer:
         env.update(
             DJANGO_SETTINGS_MODULE="example_project.settings",
             EXAMPLE_DATABASE_PATH=str(self.database),
+            EXAMPLE_INSECURE_FAST_PASSWORD_HASHING="1",
             PRESENCE_OFFLINE_GRACE_PERIOD=str(GRACE_PERIOD),
             PRESENCE_HEARTBEAT_INTERVAL=str(HEARTBEAT_INTERVAL),
             PRESENCE_CONNECTION_TTL=str(CONNECTION_TTL),
