@@ -32,6 +32,25 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _REDIS_SERVER.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_permission_rows_after_each_flush() -> None:
+    """Keep ``post_migrate`` from recreating content types and permissions in every test.
+
+    A transactional test (most of this suite) ends with ``flush``, whose ``post_migrate``
+    rebuilt every app's content types and permissions: 15% of the CPU of the consumer,
+    messaging and delivery tests, for rows no test reads. The test that needs a
+    permission creates it (``test_admin``); content types are made on first use.
+    """
+    from django.contrib.auth.management import create_permissions
+    from django.contrib.contenttypes.management import create_contenttypes
+    from django.db.models.signals import post_migrate
+
+    post_migrate.disconnect(
+        create_permissions, dispatch_uid="django.contrib.auth.management.create_permissions"
+    )
+    post_migrate.disconnect(create_contenttypes)
+
+
 @pytest.fixture(autouse=True)
 def _close_sync_thread_connections() -> Iterator[None]:
     """Close the database connections of asgiref's shared sync thread after each test.

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
+from django.apps import apps as django_apps
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.management import create_permissions
 from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client, override_settings
@@ -384,6 +386,8 @@ def test_staff_need_view_permission_to_watch_and_change_permission_to_act(
     client.force_login(clerk)
     assert client.get(reverse(MONITOR)).status_code == 403
 
+    # (The suite does not recreate permissions after each flush: see conftest.py.)
+    create_permissions(django_apps.get_app_config("testapp"), verbosity=0)
     clerk.user_permissions.add(Permission.objects.get(codename="view_user"))
     response = client.get(reverse(MONITOR))
     assert response.status_code == 200
