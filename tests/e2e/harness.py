@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..servers import free_port, kill_process, start_process, stop_process, wait_for_port
+from ..servers import free_port, kill_process, start_process, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLE_DIR = ROOT / "example_project"
@@ -90,6 +90,8 @@ class ExampleServer:
         #: More environment variables (other timings: ``PRESENCE_IDLE_AFTER``...).
         self.extra_env = dict(extra_env or {})
         self.process: subprocess.Popen[bytes] | None = None
+        #: Whether it has served once: a restart must keep its port.
+        self.started_once = False
 
     def env(self) -> dict[str, str]:
         """The server's environment: the example's settings, short timings, its own DB."""
@@ -118,7 +120,28 @@ class ExampleServer:
         return env
 
     def start(self, timeout: float = 60.0) -> ExampleServer:
-        """Run ``manage.py demo --port <port>`` and wait until it serves the login page."""
+        """Run ``manage.py demo --port <port>`` and wait until it serves the login page.
+
+        The port was free when chosen, but another process (an outgoing connection's
+        ephemeral port) may take it before the server binds it: the first start then
+        moves to another free port, up to three times. A restart keeps its port (the
+        pages reconnect to it).
+        """
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+            except RuntimeError as e:
+                if self.started_once or attempt == 2 or "address already in use" not in str(e):
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.log_path = self.log_path.with_name(f"{self.name}-{self.port}.log")
+            else:
+                self.started_once = True
+                return self
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> None:
         command = [
             sys.executable,
             str(EXAMPLE_DIR / "manage.py"),
@@ -128,15 +151,18 @@ class ExampleServer:
             "--port",
             str(self.port),
         ]
-        self.process = start_process(command, env=self.env(), cwd=EXAMPLE_DIR, log=self.log_path)
+        self.process = process = start_process(
+            command, env=self.env(), cwd=EXAMPLE_DIR, log=self.log_path
+        )
         deadline = time.monotonic() + timeout
         try:
-            wait_for_port(self.port, timeout=timeout)
             while True:
+                if process.poll() is not None:  # (another process may answer on the port)
+                    raise RuntimeError(f"the server exited with code {process.returncode}")
                 try:
                     with urllib.request.urlopen(self.url + "/login/", timeout=5) as response:
                         if response.status == 200:
-                            return self
+                            return
                 except OSError:
                     if time.monotonic() > deadline:
                         raise
