@@ -37,9 +37,9 @@ def _no_permission_rows_after_each_flush() -> None:
     """Keep ``post_migrate`` from recreating content types and permissions in every test.
 
     A transactional test (most of this suite) ends with ``flush``, whose ``post_migrate``
-    rebuilt every app's content types and permissions: 15% of the CPU of the consumer,
-    messaging and delivery tests, for rows no test reads. The test that needs a
-    permission creates it (``test_admin``); content types are made on first use.
+    rebuilt every app's content types and permissions, for rows no test reads: about 5%
+    of the CPU of the consumer, admin, messaging and delivery tests. The test that needs
+    a permission creates it (``test_admin``); content types are made on first use.
     """
     from django.contrib.auth.management import create_permissions
     from django.contrib.contenttypes.management import create_contenttypes
