@@ -486,7 +486,8 @@ class Runtime:
         the lease never expires under this process's own users.
         """
         futures = [asyncio.ensure_future(done) for done in applied]
-        waiting = set(futures)
+        # (Usually all done already: no wait, no timer.)
+        waiting = {future for future in futures if not future.done()}
         while waiting:
             _, waiting = await asyncio.wait(waiting, timeout=interval)
             if waiting:
