@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -342,3 +343,63 @@ async def test_a_layer_receive_that_cancels_ends_at_once() -> None:
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 0.05)
     assert inner_cancelled.is_set()
+
+
+async def test_a_layer_receive_passes_its_message_and_its_error_through() -> None:
+    from django_presence.consumers.layer import bounded_cancellation
+
+    async def one_message() -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"type": "chat.message", "text": "hi"}
+
+    async def layer_down() -> dict[str, Any]:
+        await asyncio.sleep(0)
+        raise ConnectionError("layer down")
+
+    assert await bounded_cancellation(one_message)() == {"type": "chat.message", "text": "hi"}
+    with pytest.raises(ConnectionError, match="layer down"):
+        await bounded_cancellation(layer_down)()
+
+
+async def test_a_cancelled_receive_takes_nothing_and_its_late_error_is_retrieved() -> None:
+    """A receive that answers its cancel with a message or, abandoned, with an error:
+    the consumer sees a cancellation either way, and asyncio reports no lost exception."""
+    import gc
+
+    from django_presence.consumers.layer import CANCEL_GRACE, bounded_cancellation
+
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+
+        async def answers_the_cancel_with_a_message() -> dict[str, Any]:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                return {"type": "late"}
+            return {}
+
+        release = asyncio.Event()
+
+        async def fails_after_being_abandoned() -> dict[str, Any]:
+            while not release.is_set():
+                with contextlib.suppress(asyncio.CancelledError):  # stuck in a reconnect
+                    await release.wait()
+            raise ConnectionError("reconnect failed")
+
+        for receive in (answers_the_cancel_with_a_message, fails_after_being_abandoned):
+            pending = bounded_cancellation(receive)()
+            await asyncio.sleep(0.01)
+            pending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(pending, CANCEL_GRACE + 1.0)
+        del pending
+        release.set()
+        await asyncio.sleep(0.05)
+        gc.collect()  # a Future whose exception nobody read reports it when collected
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []

@@ -12,6 +12,7 @@ connection's groups again. An outage logs one WARNING per process (see
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,31 +37,80 @@ def bounded_cancellation(receive: Callable[[], Awaitable[Any]]) -> Callable[[], 
     and waits for it. channels_redis 4.3's receive does not always finish cancelling
     (about one consumer in ten, when a server shuts down with clients that do not answer
     its close): the consumer never returns, and the ASGI server waits for it forever, so
-    SIGTERM never ends the process. Here the layer's receive runs in a task of its own;
-    once cancelled, it gets ``CANCEL_GRACE`` seconds to finish, then it is left behind
-    and the consumer ends all the same (the message such a receive might still take was
-    for this consumer, which is closing).
+    SIGTERM never ends the process. Here the layer's receive runs in a task of its own,
+    awaited through a :class:`BoundedReceive`; once cancelled, the receive gets
+    ``CANCEL_GRACE`` seconds to finish, then it is left behind and the consumer ends all
+    the same (the message such a receive might still take was for this consumer, which
+    is closing).
+
+    Each call returns a future, not a coroutine: Channels awaits it as it is, so a
+    receive costs one task (the layer's, as without the mixin) and this future, where a
+    coroutine shielding the task cost a second task and a shield on every receive, kept
+    alive as long as the socket is idle (about twenty objects per connection for the
+    garbage collector to walk).
     """
 
-    async def receive_once() -> Any:
-        task = asyncio.ensure_future(receive())
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE)
-            if not done:
-                task.add_done_callback(_consume_outcome)
-                logger.debug("Left a channel-layer receive that did not finish cancelling")
-            raise
+    def receive_once() -> BoundedReceive:
+        return BoundedReceive(asyncio.ensure_future(receive()))
 
     return receive_once
 
 
-def _consume_outcome(task: asyncio.Future[Any]) -> None:
-    # Retrieved so that asyncio does not report an exception nobody will ever read.
-    if not task.cancelled():
-        task.exception()
+#: The context the relay callbacks run in: they read no context variable, and passing
+#: one spares a copy of the caller's context per receive.
+_NO_CONTEXT = contextvars.Context()
+
+
+class BoundedReceive(asyncio.Future[Any]):
+    """The outcome of one channel-layer receive, whose cancellation takes at most
+    :data:`CANCEL_GRACE` seconds (see :func:`bounded_cancellation`).
+
+    It takes the receive task's result or exception when the task ends. ``cancel()``
+    cancels the task and returns at once; this future is cancelled when the task has
+    ended, or :data:`CANCEL_GRACE` seconds later if it has not (the task is then left
+    behind, and its outcome retrieved whenever it ends).
+    """
+
+    __slots__ = ("_grace", "_receive")
+
+    def __init__(self, receive: asyncio.Future[Any]) -> None:
+        super().__init__(loop=receive.get_loop())
+        self._receive = receive
+        self._grace: asyncio.TimerHandle | None = None
+        receive.add_done_callback(self._relay, context=_NO_CONTEXT)
+
+    def cancel(self, msg: Any = None) -> bool:
+        """Cancel the receive; this future is cancelled once it ended, or after the grace."""
+        if self.done():
+            return False
+        if self._grace is None:
+            if not self._receive.cancel(msg):
+                # The receive has ended and its outcome is on its way: cancelled all the
+                # same, as a consumer that is stopping takes nothing more.
+                return super().cancel(msg)
+            self._grace = self.get_loop().call_later(
+                CANCEL_GRACE, self._give_up, context=_NO_CONTEXT
+            )
+        return True
+
+    def _relay(self, receive: asyncio.Future[Any]) -> None:
+        outcome = None if receive.cancelled() else receive.exception()
+        if self.done():
+            return  # given up on: the outcome is retrieved above and dropped
+        if self._grace is not None:
+            self._grace.cancel()
+            super().cancel()
+        elif receive.cancelled():
+            super().cancel()
+        elif outcome is not None:
+            self.set_exception(outcome)
+        else:
+            self.set_result(receive.result())
+
+    def _give_up(self) -> None:
+        if not self.done():
+            logger.debug("Left a channel-layer receive that did not finish cancelling")
+            super().cancel()
 
 
 class LayerGroupsMixin:
