@@ -403,3 +403,54 @@ async def test_a_cancelled_receive_takes_nothing_and_its_late_error_is_retrieved
     finally:
         loop.set_exception_handler(previous)
     assert reported == []
+
+
+def test_receives_on_event_loops_in_two_threads_do_not_share_a_context() -> None:
+    """A receive given up on in one thread (its debug log held up by a slow handler)
+    does not keep another thread's event loop from taking its message."""
+    import logging
+    import threading
+
+    from django_presence.consumers.layer import bounded_cancellation
+
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            entered.set()
+            release.wait(10)
+
+    async def stuck_then_given_up() -> None:
+        async def stubborn() -> dict[str, Any]:
+            while not release.is_set():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.01)
+            return {}
+
+        pending = bounded_cancellation(stubborn)()
+        await asyncio.sleep(0.01)
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+
+    async def one_message() -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"type": "chat.message"}
+
+    async def take_one() -> Any:
+        return await asyncio.wait_for(bounded_cancellation(one_message)(), 2)
+
+    layer_logger = logging.getLogger("django_presence.consumers.layer")
+    handler, level = SlowHandler(logging.DEBUG), layer_logger.level
+    layer_logger.addHandler(handler)
+    layer_logger.setLevel(logging.DEBUG)
+    other = threading.Thread(target=asyncio.run, args=(stuck_then_given_up(),))
+    other.start()
+    try:
+        assert entered.wait(5)  # the other loop is inside its give-up's log call
+        assert asyncio.run(take_one()) == {"type": "chat.message"}
+    finally:
+        release.set()
+        other.join(10)
+        layer_logger.removeHandler(handler)
+        layer_logger.setLevel(level)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -56,9 +57,19 @@ def bounded_cancellation(receive: Callable[[], Awaitable[Any]]) -> Callable[[], 
     return receive_once
 
 
-#: The context the relay callbacks run in: they read no context variable, and passing
-#: one spares a copy of the caller's context per receive.
-_NO_CONTEXT = contextvars.Context()
+#: Per thread, the context the relay callbacks run in: they read no context variable,
+#: and passing one spares a copy of the caller's context per receive. One per thread,
+#: because a context cannot be entered in two threads at once (event loops in two
+#: threads would otherwise fail each other's callbacks).
+_empty_contexts = threading.local()
+
+
+def _no_context() -> contextvars.Context:
+    try:
+        return _empty_contexts.context  # type: ignore[no-any-return]
+    except AttributeError:
+        context = _empty_contexts.context = contextvars.Context()
+        return context
 
 
 class BoundedReceive(asyncio.Future[Any]):
@@ -77,7 +88,7 @@ class BoundedReceive(asyncio.Future[Any]):
         super().__init__(loop=receive.get_loop())
         self._receive = receive
         self._grace: asyncio.TimerHandle | None = None
-        receive.add_done_callback(self._relay, context=_NO_CONTEXT)
+        receive.add_done_callback(self._relay, context=_no_context())
 
     def cancel(self, msg: Any = None) -> bool:
         """Cancel the receive; this future is cancelled once it ended, or after the grace."""
@@ -89,7 +100,7 @@ class BoundedReceive(asyncio.Future[Any]):
                 # same, as a consumer that is stopping takes nothing more.
                 return super().cancel(msg)
             self._grace = self.get_loop().call_later(
-                CANCEL_GRACE, self._give_up, context=_NO_CONTEXT
+                CANCEL_GRACE, self._give_up, context=_no_context()
             )
         return True
 
